@@ -1,0 +1,106 @@
+//! The JSON body extractor: our problem schema for every way a body can be wrong.
+//! 415 wrong content type, 413 too large, 400 not JSON, 422 valid JSON of the wrong shape
+//! (with the offending field's path).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::problem::ApiError;
+
+pub struct JsonBody<T>(pub T);
+
+fn is_json(content_type: &str) -> bool {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !is_json(content_type) {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body must be JSON (Content-Type: application/json)".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("the request body is too large".into())
+            } else {
+                ApiError::BadRequest("the request body could not be read".into())
+            }
+        })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." {
+                    String::new()
+                } else {
+                    format!("{path}: ")
+                };
+                ApiError::Unprocessable(format!("{field}{inner}"))
+            }
+            _ => ApiError::BadRequest(format!("malformed JSON: {inner}")),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Req {
+        mandate: String,
+        max_ticks: Option<i64>,
+    }
+
+    #[test]
+    fn classifies_errors() {
+        assert!(matches!(
+            parse::<Req>(b"{nope"),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(parse::<Req>(b""), Err(ApiError::BadRequest(_))));
+        match parse::<Req>(br#"{"mandate":"x","max_ticks":"5"}"#) {
+            Err(ApiError::Unprocessable(m)) => assert!(m.starts_with("max_ticks: "), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match parse::<Req>(br#"{"mandate":"x","extra":1}"#) {
+            Err(ApiError::Unprocessable(m)) => assert!(m.contains("extra"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse::<Req>(br#"{"mandate":"x"}"#).is_ok());
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/merge-patch+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json(""));
+    }
+}

@@ -1,0 +1,154 @@
+//! Publishes task envelopes with publisher confirms. One connection and one confirm
+//! channel are shared by all requests and rebuilt lazily when the broker drops them.
+//! Every publish is bounded by `PUBLISH_TIMEOUT_MS`; a reconnect that just failed is not
+//! retried for a second, so an outage costs each request one fast failure, not a stampede.
+
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Connection};
+use proto::TaskEnvelope;
+use proto::topology::Topology;
+use tokio::sync::Mutex;
+
+const RECONNECT_COOLDOWN: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker unreachable: {0}")]
+    Connect(String),
+    #[error("publish failed: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("broker did not confirm within {0:?}")]
+    Timeout(Duration),
+    #[error("broker refused the message (nack or unroutable)")]
+    Refused,
+    #[error("broker unreachable (reconnect cooling down)")]
+    CoolingDown,
+}
+
+struct Link {
+    connection: Connection,
+    channel: Channel,
+}
+
+pub struct Publisher {
+    url: String,
+    topology: Topology,
+    timeout: Duration,
+    link: Mutex<Option<Link>>,
+    last_failure: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Publisher {
+    pub fn new(url: String, topology: Topology, timeout: Duration) -> Self {
+        Self {
+            url,
+            topology,
+            timeout,
+            link: Mutex::new(None),
+            last_failure: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn channel(&self) -> Result<Channel, PublishError> {
+        let mut link = self.link.lock().await;
+        if let Some(l) = link.as_ref() {
+            if l.connection.status().connected() && l.channel.status().connected() {
+                return Ok(l.channel.clone());
+            }
+            tracing::warn!("rabbitmq link lost; reconnecting");
+            *link = None;
+        }
+        let cooling = self
+            .last_failure
+            .lock()
+            .map(|t| t.is_some_and(|t| t.elapsed() < RECONNECT_COOLDOWN))
+            .unwrap_or(false);
+        if cooling {
+            return Err(PublishError::CoolingDown);
+        }
+        match self.connect().await {
+            Ok(l) => {
+                let ch = l.channel.clone();
+                *link = Some(l);
+                if let Ok(mut t) = self.last_failure.lock() {
+                    *t = None;
+                }
+                tracing::info!(queue = %self.topology.queue, "rabbitmq publisher connected");
+                Ok(ch)
+            }
+            Err(e) => {
+                if let Ok(mut t) = self.last_failure.lock() {
+                    *t = Some(Instant::now());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Link, PublishError> {
+        let connection = proto::connect::amqp(&self.url, "euglena-gateway")
+            .await
+            .map_err(|e| PublishError::Connect(e.to_string()))?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        self.topology.declare(&channel).await?;
+        Ok(Link {
+            connection,
+            channel,
+        })
+    }
+
+    /// Returns only once the broker has confirmed the persistent message.
+    pub async fn publish(&self, envelope: &TaskEnvelope) -> Result<(), PublishError> {
+        let work = async {
+            let channel = self.channel().await?;
+            let id: ShortString = envelope.correlation_id.to_string().into();
+            let props = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2)
+                .with_message_id(id.clone())
+                .with_correlation_id(id)
+                .with_timestamp(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0));
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    self.topology.queue.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &envelope.to_json(),
+                    props,
+                )
+                .await?;
+            let confirmation = confirm.await?;
+            if confirmation.is_ack() && confirmation.take_message().is_none() {
+                Ok(())
+            } else {
+                Err(PublishError::Refused)
+            }
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or(Err(PublishError::Timeout(self.timeout)))
+    }
+
+    /// Readiness: a live confirm channel can be had within `limit`.
+    pub async fn ready(&self, limit: Duration) -> bool {
+        matches!(tokio::time::timeout(limit, self.channel()).await, Ok(Ok(_)))
+    }
+
+    pub async fn close(&self) {
+        if let Some(l) = self.link.lock().await.take() {
+            let _ = l
+                .connection
+                .close(200, "gateway shutting down".into())
+                .await;
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Typed configuration from environment variables.
+//!
+//! Services read configuration through an [`Env`] built from a map, so tests pass their
+//! own map instead of mutating the process environment. Every error names the variable.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {message}")]
+pub struct ConfigError {
+    pub var: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &str, message: impl Into<String>) -> Self {
+        Self {
+            var: var.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.vars.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The raw value; an empty string counts as unset, as it does in compose files.
+    pub fn raw(&self, var: &str) -> Option<&str> {
+        self.vars
+            .get(var)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn string(&self, var: &str, default: &str) -> String {
+        self.raw(var).unwrap_or(default).to_owned()
+    }
+
+    pub fn opt_string(&self, var: &str) -> Option<String> {
+        self.raw(var).map(str::to_owned)
+    }
+
+    pub fn parse<T>(&self, var: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|e| ConfigError::new(var, format!("{v:?}: {e}"))),
+        }
+    }
+
+    /// A number that must lie in `range`.
+    pub fn ranged<T>(
+        &self,
+        var: &str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display + Copy,
+        T::Err: Display,
+    {
+        let v = self.parse(var, default)?;
+        if range.contains(&v) {
+            Ok(v)
+        } else {
+            Err(ConfigError::new(
+                var,
+                format!("{v} is outside {}..={}", range.start(), range.end()),
+            ))
+        }
+    }
+
+    pub fn seconds(&self, var: &str, default: u64) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(self.ranged(
+            var,
+            default,
+            1..=u64::from(u32::MAX),
+        )?))
+    }
+
+    pub fn millis(&self, var: &str, default: u64) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(self.ranged(
+            var,
+            default,
+            1..=u64::from(u32::MAX),
+        )?))
+    }
+
+    pub fn bool(&self, var: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw(var).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some("0" | "false" | "no" | "off") => Ok(false),
+            Some(other) => Err(ConfigError::new(
+                var,
+                format!("{other:?} is not a boolean (true/false)"),
+            )),
+        }
+    }
+}
+
+/// Settings every process shares: where Redis and RabbitMQ are, key prefix, queue name.
+#[derive(Debug, Clone)]
+pub struct CommonSettings {
+    pub redis_url: String,
+    pub rabbitmq_url: String,
+    pub key_prefix: String,
+    pub input_queue: String,
+    pub max_deliveries: u32,
+    pub heartbeat_ttl: Duration,
+    pub task_record_ttl: Duration,
+}
+
+impl CommonSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let input_queue = env.string("AGENT_INPUT_QUEUE", "agent.mandates");
+        if input_queue.len() > 200 {
+            return Err(ConfigError::new(
+                "AGENT_INPUT_QUEUE",
+                "longer than 200 bytes",
+            ));
+        }
+        Ok(Self {
+            redis_url: env.string("REDIS_URL", "redis://127.0.0.1:6379"),
+            rabbitmq_url: env.string("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            key_prefix: env.string("REDIS_KEY_PREFIX", ""),
+            input_queue,
+            max_deliveries: env.ranged("AGENT_MAX_DELIVERIES", 5, 1..=1000)?,
+            heartbeat_ttl: env.seconds("AGENT_HEARTBEAT_TTL_SECONDS", 30)?,
+            task_record_ttl: env.seconds("TASK_RECORD_TTL_SECONDS", 7 * 24 * 3600)?,
+        })
+    }
+}
+
+/// Handles `--help`/`-h` and rejects unknown arguments, before anything else runs.
+/// Returns the remaining positional arguments (subcommands).
+pub fn cli_args(binary: &str, help: &str) -> Vec<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{binary} {}\n\n{help}", env!("CARGO_PKG_VERSION"));
+        }
+        std::process::exit(0);
+    }
+    if args.iter().any(|a| a == "--version" || a == "-V") {
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{binary} {}", env!("CARGO_PKG_VERSION"));
+        }
+        std::process::exit(0);
+    }
+    args
+}
+
+/// Exits with status 2 and a message naming the variable; used by every `main`.
+pub fn exit_on_config_error(binary: &str, e: &ConfigError) -> ! {
+    eprintln!("{binary}: {e}");
+    std::process::exit(2);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_variable() {
+        let env = Env::from_pairs([("X", "abc"), ("B", "maybe"), ("R", "500")]);
+        assert_eq!(env.parse::<u32>("X", 1).unwrap_err().var, "X");
+        assert_eq!(env.bool("B", false).unwrap_err().var, "B");
+        let e = env.ranged::<u32>("R", 1, 1..=200).unwrap_err();
+        assert!(e.to_string().contains("R: 500 is outside 1..=200"), "{e}");
+    }
+
+    #[test]
+    fn defaults_and_empty_values() {
+        let env = Env::from_pairs([("EMPTY", "  ")]);
+        assert_eq!(env.parse::<u32>("EMPTY", 7).expect("default"), 7);
+        assert_eq!(env.string("MISSING", "d"), "d");
+        assert!(env.bool("MISSING", true).expect("default"));
+    }
+}

@@ -1,0 +1,74 @@
+//! The one definition of every Redis key (SPEC §4). All keys carry `REDIS_KEY_PREFIX`,
+//! so tests and tenants can share one Redis.
+
+use crate::domain::TaskId;
+
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn task(&self, id: TaskId) -> String {
+        format!("{}task:{id}", self.prefix)
+    }
+
+    pub fn user_tasks(&self, sub: &str) -> String {
+        format!("{}user:{sub}:tasks", self.prefix)
+    }
+
+    pub fn idempotency(&self, sub: &str, key: &str) -> String {
+        format!("{}idem:{sub}:{key}", self.prefix)
+    }
+
+    /// `day` is `YYYYMMDD` in UTC.
+    pub fn quota(&self, sub: &str, day: &str) -> String {
+        format!("{}quota:{sub}:{day}", self.prefix)
+    }
+
+    pub fn workers(&self) -> String {
+        format!("{}workers", self.prefix)
+    }
+
+    pub fn worker(&self, worker_id: &str) -> String {
+        format!("{}worker:{worker_id}", self.prefix)
+    }
+
+    pub fn checkpoint(&self, id: TaskId) -> String {
+        format!("{}checkpoint:{id}", self.prefix)
+    }
+
+    pub fn memory(&self, id: TaskId) -> String {
+        format!("{}memory:{id}", self.prefix)
+    }
+
+    pub fn events(&self, id: TaskId) -> String {
+        format!("{}events:{id}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_spec() {
+        let k = Keys::new("t1:");
+        let id: TaskId = "6f1c1f0e-8d3a-4c1b-9a57-3f2e4f0a9b11".parse().expect("id");
+        assert_eq!(k.task(id), "t1:task:6f1c1f0e-8d3a-4c1b-9a57-3f2e4f0a9b11");
+        assert_eq!(k.user_tasks("alice"), "t1:user:alice:tasks");
+        assert_eq!(k.quota("alice", "20261121"), "t1:quota:alice:20261121");
+        assert_eq!(k.worker("w1"), "t1:worker:w1");
+        assert_eq!(Keys::default().workers(), "workers");
+    }
+}

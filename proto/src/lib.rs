@@ -1,0 +1,33 @@
+//! Euglena's contracts, shared by every process.
+//!
+//! # Layout
+//! - [`domain`]: parse-don't-validate newtypes (`Mandate`, `MaxTicks`, `TaskId`).
+//! - [`task`]: the task record, its status machine and the client-facing `TaskResponse`.
+//! - [`envelope`]: the `TaskEnvelope` published to RabbitMQ.
+//! - [`keys`]: the one definition of every Redis key.
+//! - [`store`]: every atomic Redis write (Lua scripts) on task records, quota and events.
+//! - [`presence`]: agent heartbeats and the live/busy agent count.
+//! - [`topology`]: queue, dead-letter exchange and dead-letter queue declaration.
+//! - [`connect`]: Redis and RabbitMQ connections with timeouts and backoff.
+//! - [`config`]: typed environment parsing that names the variable on error.
+//! - [`telemetry`], [`shutdown`], [`backoff`], [`ops`]: runtime plumbing every service shares.
+
+pub mod backoff;
+pub mod config;
+pub mod connect;
+pub mod domain;
+pub mod envelope;
+pub mod keys;
+pub mod ops;
+pub mod presence;
+pub mod shutdown;
+pub mod store;
+pub mod task;
+pub mod telemetry;
+pub mod time;
+pub mod topology;
+
+pub use domain::{Mandate, MaxTicks, TaskId};
+pub use envelope::TaskEnvelope;
+pub use keys::Keys;
+pub use task::{TaskRecord, TaskResponse, TaskResult, TaskStatus};

@@ -1,0 +1,16 @@
+-- Write a terminal status. ARGV: [1] attempt ('*' = unfenced, for invalid envelopes),
+-- [2] status, [3] result JSON or '', [4] error or '', [5] ticks used or '', [6] now, [7] record ttl
+-- Returns 1 when written, 0 when refused (absent, already terminal, or fenced).
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st or is_terminal(st) then
+  return 0
+end
+if ARGV[1] ~= '*' and (st ~= 'in_progress' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1]) then
+  return 0
+end
+local used = nil
+if ARGV[5] ~= '' then
+  used = tonumber(ARGV[5])
+end
+finish(ARGV[2], ARGV[3], ARGV[4], used, ARGV[6], ARGV[7])
+return 1

@@ -1,0 +1,37 @@
+-- Shared by every task script (prepended by proto::store).
+-- Finishing scripts take KEYS: [1] task, [2] quota, [3] events, [4] checkpoint, [5] user tasks.
+
+local function is_terminal(st)
+  return st == 'completed' or st == 'failed' or st == 'cancelled'
+end
+
+local function emit(ttl, ...)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000', '*', ...)
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+
+-- Ends the task: terminal status, refund of the unused reservation, TTLs refreshed,
+-- checkpoint dropped. The caller has already checked that the transition is allowed.
+local function finish(status, result, err, ticks_used, now, ttl)
+  local max_ticks = tonumber(redis.call('HGET', KEYS[1], 'max_ticks') or '0')
+  local used = ticks_used
+  if used == nil then
+    used = tonumber(redis.call('HGET', KEYS[1], 'ticks_used') or '0')
+  end
+  redis.call('HSET', KEYS[1], 'status', status, 'updated_at', now, 'finished_at', now, 'ticks_used', used)
+  if result ~= nil and result ~= '' then
+    redis.call('HSET', KEYS[1], 'result', result)
+  end
+  if err ~= nil and err ~= '' then
+    redis.call('HSET', KEYS[1], 'error', err)
+  end
+  local refund = max_ticks - used
+  -- A counter that already expired belongs to a past day: nothing to give back.
+  if refund > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('DECRBY', KEYS[2], refund)
+  end
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[5], ttl)
+  redis.call('DEL', KEYS[4])
+  emit(ttl, 'status', status, 'at', now)
+end

@@ -1,0 +1,404 @@
+//! Every write to task records, quota counters and task events, as atomic Lua scripts.
+//!
+//! Guarantees: a terminal status is never overwritten; status and checkpoint writes from
+//! an older delivery (a smaller `attempt`) are refused; quota is reserved together with
+//! the record and refunded exactly once, when the task ends or is never enqueued.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use crate::domain::TaskId;
+use crate::keys::Keys;
+use crate::task::{RecordError, TaskRecord, TaskStatus};
+use crate::time::{rfc3339, seconds_to_utc_midnight, utc_day};
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+fn with_prelude(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+static SUBMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/submit.lua")));
+static ABORT_SUBMIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/abort_submit.lua")));
+static CANCEL: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/cancel.lua")));
+static CLAIM: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/claim.lua")));
+static PROGRESS: LazyLock<Script> =
+    LazyLock::new(|| with_prelude(include_str!("lua/progress.lua")));
+static FINISH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/finish.lua")));
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Corrupt(#[from] RecordError),
+    #[error("unexpected script reply: {0}")]
+    Reply(String),
+}
+
+/// A task about to be submitted.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub id: TaskId,
+    pub user_id: String,
+    pub mandate: String,
+    pub max_ticks: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// `remaining` is `None` when the user has no daily limit.
+    Accepted {
+        remaining: Option<u64>,
+    },
+    OverQuota {
+        remaining: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Missing,
+    Terminal(TaskStatus),
+    /// Was queued: cancelled now, quota refunded.
+    Cancelled,
+    /// Is running: the agent stops at its next tick boundary.
+    Requested,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Missing,
+    Terminal(TaskStatus),
+    GaveUp { attempts: u32 },
+    Claimed { attempt: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressOutcome {
+    Continue,
+    CancelRequested,
+    /// A newer delivery owns the task; this run must stop without writing.
+    Fenced,
+}
+
+/// How a run ended, as written by [`TaskStore::finish`].
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub status: TaskStatus,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub ticks_used: Option<u32>,
+}
+
+/// One page of a user's tasks, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub tasks: Vec<TaskRecord>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct TaskStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    record_ttl: Duration,
+}
+
+impl TaskStore {
+    pub fn new(conn: ConnectionManager, keys: Keys, record_ttl: Duration) -> Self {
+        Self {
+            conn,
+            keys,
+            record_ttl,
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn ttl(&self) -> u64 {
+        self.record_ttl.as_secs().max(1)
+    }
+
+    /// The quota counter a submission made at `at` reserves from.
+    pub fn quota_key(&self, user_id: &str, at: DateTime<Utc>) -> String {
+        self.keys.quota(user_id, &utc_day(at))
+    }
+
+    /// Reserves `max_ticks` of today's quota and creates the `in_queue` record, atomically.
+    pub async fn submit(
+        &self,
+        task: &NewTask,
+        daily_limit: i64,
+    ) -> Result<SubmitOutcome, StoreError> {
+        let now = rfc3339(task.created_at);
+        let created_ms = task.created_at.timestamp_millis();
+        let ttl_ms = i64::try_from(self.record_ttl.as_millis()).unwrap_or(i64::MAX);
+        let quota_key = self.quota_key(&task.user_id, task.created_at);
+        // The counter outlives its day by an hour so late refunds still find it.
+        let quota_ttl = seconds_to_utc_midnight(task.created_at) + 3600;
+        let id = task.id.to_string();
+        let mut inv = SUBMIT.prepare_invoke();
+        inv.key(self.keys.task(task.id))
+            .key(self.keys.user_tasks(&task.user_id))
+            .key(&quota_key)
+            .key(self.keys.events(task.id))
+            .arg(daily_limit)
+            .arg(task.max_ticks)
+            .arg(quota_ttl)
+            .arg(self.ttl())
+            .arg(created_ms)
+            .arg(&id)
+            .arg(&now)
+            .arg(created_ms.saturating_sub(ttl_ms));
+        for (k, v) in [
+            ("user_id", task.user_id.as_str()),
+            ("status", TaskStatus::InQueue.as_str()),
+            ("mandate", task.mandate.as_str()),
+            ("max_ticks", &task.max_ticks.to_string()),
+            ("attempt", "0"),
+            ("ticks_used", "0"),
+            ("cancel_requested", "0"),
+            ("created_at", &now),
+            ("updated_at", &now),
+            ("quota_key", &quota_key),
+        ] {
+            inv.arg(k).arg(v);
+        }
+        let (ok, remaining): (i64, i64) = inv.invoke_async(&mut self.conn.clone()).await?;
+        let remaining = u64::try_from(remaining).ok();
+        Ok(if ok == 1 {
+            SubmitOutcome::Accepted { remaining }
+        } else {
+            SubmitOutcome::OverQuota {
+                remaining: remaining.unwrap_or(0),
+            }
+        })
+    }
+
+    /// Removes a record whose envelope was never confirmed by the broker and refunds it.
+    pub async fn abort_submit(&self, task: &NewTask) -> Result<(), StoreError> {
+        let _: i64 = ABORT_SUBMIT
+            .key(self.keys.task(task.id))
+            .key(self.keys.user_tasks(&task.user_id))
+            .key(self.quota_key(&task.user_id, task.created_at))
+            .key(self.keys.events(task.id))
+            .arg(task.id.to_string())
+            .arg(task.max_ticks)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        let h: HashMap<String, String> = self.conn.clone().hgetall(self.keys.task(id)).await?;
+        Ok(TaskRecord::from_hash(id, h)?)
+    }
+
+    /// The caller's tasks, newest first. The cursor is `{score}:{id}` of the last item
+    /// returned; ties on the millisecond are resolved by id, the set's own order.
+    pub async fn list(
+        &self,
+        user_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError> {
+        let key = self.keys.user_tasks(user_id);
+        let mut conn = self.conn.clone();
+        let (max, after) = match cursor.and_then(parse_cursor) {
+            Some((score, id)) => (score.to_string(), Some((score, id))),
+            None => ("+inf".to_owned(), None),
+        };
+        let ties: usize = match &after {
+            Some((score, _)) => conn.zcount(&key, *score, *score).await?,
+            None => 0,
+        };
+        let fetched: Vec<(String, i64)> = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(&key)
+            .arg(&max)
+            .arg("-inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + ties + 1)
+            .query_async(&mut conn)
+            .await?;
+        let candidates = fetched.into_iter().filter(|(id, score)| match &after {
+            // The set orders equal scores by member, descending; skip up to the cursor.
+            Some((s, last)) => *score < *s || (*score == *s && id.as_str() < last.as_str()),
+            None => true,
+        });
+        let mut tasks = Vec::with_capacity(limit);
+        let mut last = None;
+        let mut more = false;
+        let mut stale = Vec::new();
+        for (id, score) in candidates {
+            if tasks.len() == limit {
+                more = true;
+                break;
+            }
+            let Ok(task_id) = id.parse::<TaskId>() else {
+                stale.push(id);
+                continue;
+            };
+            match self.get(task_id).await? {
+                Some(rec) => {
+                    last = Some(format!("{score}:{id}"));
+                    tasks.push(rec);
+                }
+                None => stale.push(id),
+            }
+        }
+        if !stale.is_empty() {
+            let _: i64 = conn.zrem(&key, stale).await?;
+        }
+        Ok(Page {
+            tasks,
+            next_cursor: if more { last } else { None },
+        })
+    }
+
+    /// An invocation of a script that may end the task, with the KEYS layout the prelude expects.
+    fn finishing<'s>(&self, script: &'s Script, rec: &TaskRecord) -> redis::ScriptInvocation<'s> {
+        let quota = rec
+            .quota_key
+            .clone()
+            .unwrap_or_else(|| self.keys.quota(&rec.user_id, "unknown"));
+        let mut inv = script.prepare_invoke();
+        inv.key(self.keys.task(rec.id))
+            .key(quota)
+            .key(self.keys.events(rec.id))
+            .key(self.keys.checkpoint(rec.id))
+            .key(self.keys.user_tasks(&rec.user_id));
+        inv
+    }
+
+    pub async fn cancel(&self, rec: &TaskRecord) -> Result<CancelOutcome, StoreError> {
+        let mut inv = self.finishing(&CANCEL, rec);
+        inv.arg(rfc3339(Utc::now())).arg(self.ttl());
+        let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        match reply.as_slice() {
+            [m] if m == "missing" => Ok(CancelOutcome::Missing),
+            [c] if c == "cancelled" => Ok(CancelOutcome::Cancelled),
+            [r] if r == "requested" => Ok(CancelOutcome::Requested),
+            [t, st] if t == "terminal" => Ok(CancelOutcome::Terminal(parse_status(st)?)),
+            other => Err(StoreError::Reply(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn claim(
+        &self,
+        rec: &TaskRecord,
+        worker_id: &str,
+        max_deliveries: u32,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let mut inv = self.finishing(&CLAIM, rec);
+        inv.arg(worker_id)
+            .arg(rfc3339(Utc::now()))
+            .arg(max_deliveries)
+            .arg(self.ttl());
+        let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let num = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| StoreError::Reply(format!("{reply:?}")))
+        };
+        match reply.as_slice() {
+            [m] if m == "missing" => Ok(ClaimOutcome::Missing),
+            [t, st] if t == "terminal" => Ok(ClaimOutcome::Terminal(parse_status(st)?)),
+            [g, n] if g == "gave_up" => Ok(ClaimOutcome::GaveUp { attempts: num(n)? }),
+            [c, n] if c == "claimed" => Ok(ClaimOutcome::Claimed { attempt: num(n)? }),
+            other => Err(StoreError::Reply(format!("{other:?}"))),
+        }
+    }
+
+    /// Records tick `tick` (1-based count of finished ticks) and the loop checkpoint.
+    pub async fn progress(
+        &self,
+        rec: &TaskRecord,
+        attempt: u32,
+        tick: u32,
+        action: &str,
+        checkpoint: &str,
+    ) -> Result<ProgressOutcome, StoreError> {
+        let mut inv = self.finishing(&PROGRESS, rec);
+        inv.arg(attempt)
+            .arg(tick)
+            .arg(tick)
+            .arg(rfc3339(Utc::now()))
+            .arg(action)
+            .arg(checkpoint)
+            .arg(self.ttl());
+        let reply: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(match reply {
+            -1 => ProgressOutcome::Fenced,
+            1 => ProgressOutcome::CancelRequested,
+            _ => ProgressOutcome::Continue,
+        })
+    }
+
+    /// Writes a terminal status. `attempt: None` skips the fencing check (for envelopes
+    /// that never ran). Returns false when the write was refused.
+    pub async fn finish(
+        &self,
+        rec: &TaskRecord,
+        attempt: Option<u32>,
+        fin: &Finish,
+    ) -> Result<bool, StoreError> {
+        debug_assert!(fin.status.is_terminal());
+        let result = fin
+            .result
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        let mut inv = self.finishing(&FINISH, rec);
+        inv.arg(attempt.map_or_else(|| "*".to_owned(), |a| a.to_string()))
+            .arg(fin.status.as_str())
+            .arg(result)
+            .arg(fin.error.clone().unwrap_or_default())
+            .arg(fin.ticks_used.map(|t| t.to_string()).unwrap_or_default())
+            .arg(rfc3339(Utc::now()))
+            .arg(self.ttl());
+        let written: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(written == 1)
+    }
+
+    pub async fn checkpoint(&self, id: TaskId) -> Result<Option<String>, StoreError> {
+        Ok(self.conn.clone().get(self.keys.checkpoint(id)).await?)
+    }
+}
+
+fn parse_status(s: &str) -> Result<TaskStatus, StoreError> {
+    s.parse().map_err(StoreError::Reply)
+}
+
+pub fn parse_cursor(c: &str) -> Option<(i64, String)> {
+    let (score, id) = c.split_once(':')?;
+    id.parse::<TaskId>().ok()?;
+    Some((score.parse().ok()?, id.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_parsing_rejects_garbage() {
+        assert!(parse_cursor("12:6f1c1f0e-8d3a-4c1b-9a57-3f2e4f0a9b11").is_some());
+        assert!(parse_cursor("x:6f1c1f0e-8d3a-4c1b-9a57-3f2e4f0a9b11").is_none());
+        assert!(parse_cursor("12:nope").is_none());
+        assert!(parse_cursor("").is_none());
+    }
+}
