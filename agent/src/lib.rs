@@ -1,1 +1,124 @@
+//! The Euglena agent worker.
+//!
+//! # Layout
+//! - [`config`]: settings from the environment.
+//! - [`consumer`]: the consume loop with reconnects and prefetch.
+//! - [`delivery`]: one delivery from envelope to ack (parse, claim, run, finish).
+//! - [`tick`]: the tick loop and its checkpointed state.
+//! - [`model`]: the model interface and the offline demo model.
+//! - [`presence`]: running tasks and the heartbeat.
+//!
+//! Shutdown (SIGTERM): stop taking deliveries, mark presence `draining`, let running
+//! tasks finish for up to `AGENT_DRAIN_SECONDS`, then interrupt the rest (checkpointed,
+//! requeued with `nack`), deregister and close.
 
+pub mod config;
+pub mod consumer;
+pub mod delivery;
+pub mod model;
+pub mod presence;
+pub mod retry;
+pub mod tick;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::Keys;
+use proto::store::TaskStore;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::model::Model;
+use crate::model::offline::OfflineModel;
+use crate::presence::Registry;
+
+/// After the drain, interrupted runs get this long to checkpoint and nack.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Worker {
+    pub settings: Settings,
+    pub store: TaskStore,
+    pub model: Arc<dyn Model>,
+    pub registry: Registry,
+    held: Mutex<Option<lapin::Connection>>,
+}
+
+impl Worker {
+    pub fn new(settings: Settings, store: TaskStore, model: Arc<dyn Model>) -> Self {
+        Self { settings, store, model, registry: Registry::default(), held: Mutex::new(None) }
+    }
+
+    async fn hold_connection(&self, conn: lapin::Connection) {
+        *self.held.lock().await = Some(conn);
+    }
+}
+
+/// Runs the agent until `shutdown` is cancelled, then drains. `health` serves `/health`
+/// and `/metrics`.
+pub async fn run(settings: Settings, health: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ops = proto::ops::router();
+    let ops_stop = CancellationToken::new();
+    let ops_task = {
+        let stop = ops_stop.clone();
+        tokio::spawn(async move {
+            let r = axum::serve(health, ops).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "health server failed");
+            }
+        })
+    };
+
+    let mut redis = proto::connect::redis(&settings.common.redis_url)?;
+    if !proto::connect::wait_for_redis(&mut redis, &shutdown).await {
+        ops_stop.cancel();
+        return Ok(());
+    }
+    let store = TaskStore::new(redis, Keys::new(settings.common.key_prefix.clone()), settings.common.task_record_ttl);
+    let model: Arc<dyn Model> = Arc::new(OfflineModel::new(settings.offline.clone()));
+    tracing::warn!(model = model.name(), "running the OFFLINE DEMO MODEL: no LLM, search or web access");
+    let worker = Arc::new(Worker::new(settings, store, model));
+    tracing::info!(worker_id = %worker.settings.worker_id, concurrency = worker.settings.concurrency, "agent starting");
+
+    let presence_stop = CancellationToken::new();
+    let presence = {
+        let w = worker.clone();
+        let stop = presence_stop.clone();
+        tokio::spawn(async move { presence::heartbeat(&w, stop).await })
+    };
+
+    let tracker = TaskTracker::new();
+    let interrupt = CancellationToken::new();
+    consumer::consume(worker.clone(), tracker.clone(), shutdown.clone(), interrupt.clone()).await;
+
+    // Draining.
+    worker.registry.set_draining();
+    tracker.close();
+    let drain = worker.settings.drain;
+    let running = worker.registry.running().len();
+    tracing::info!(running, drain_s = drain.as_secs(), "draining");
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            running = worker.registry.running().len(),
+            "drain period over; checkpointing and requeueing the rest"
+        );
+        interrupt.cancel();
+        if tokio::time::timeout(INTERRUPT_GRACE, tracker.wait()).await.is_err() {
+            tracing::error!("runs did not stop in time; the broker will redeliver them");
+        }
+    } else {
+        tracing::info!("all running tasks finished");
+    }
+    interrupt.cancel();
+    if let Some(conn) = worker.held.lock().await.take() {
+        let _ = conn.close(200, "agent shutting down".into()).await;
+    }
+    presence_stop.cancel();
+    let _ = presence.await;
+    ops_stop.cancel();
+    let _ = ops_task.await;
+    tracing::info!("agent stopped");
+    Ok(())
+}

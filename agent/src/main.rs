@@ -1,1 +1,15 @@
-fn main() {}
+use agent::config::{HELP, Settings};
+use proto::config::{Env, cli_args, exit_on_config_error};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = cli_args("agent", HELP);
+    if let Some(other) = args.first() {
+        eprintln!("agent: unknown argument {other:?}; see --help");
+        std::process::exit(2);
+    }
+    let settings = Settings::from_env(&Env::from_process()).unwrap_or_else(|e| exit_on_config_error("agent", &e));
+    proto::telemetry::init();
+    let health = tokio::net::TcpListener::bind(settings.health_addr).await?;
+    agent::run(settings, health, proto::shutdown::token()).await
+}

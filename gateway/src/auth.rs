@@ -38,18 +38,14 @@ impl JwtVerifier {
         if let Some(iss) = issuer {
             validation.set_issuer(&[iss]);
         }
-        Self {
-            key: DecodingKey::from_secret(secret),
-            validation,
-        }
+        Self { key: DecodingKey::from_secret(secret), validation }
     }
 
     /// The user id (`sub`) of a valid token.
     pub fn verify(&self, token: &str) -> Result<String, jsonwebtoken::errors::Error> {
         let data = decode::<Claims>(token, &self.key, &self.validation)?;
         let Claims { sub, role } = data.claims;
-        let sub_ok =
-            !sub.is_empty() && sub.len() <= MAX_SUB_BYTES && !sub.chars().any(char::is_control);
+        let sub_ok = !sub.is_empty() && sub.len() <= MAX_SUB_BYTES && !sub.chars().any(char::is_control);
         if role.as_deref() != Some("authenticated") || !sub_ok {
             return Err(jsonwebtoken::errors::ErrorKind::InvalidToken.into());
         }
@@ -65,14 +61,8 @@ pub struct AuthUser(pub String);
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::MissingToken)?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or(ApiError::MissingToken)?;
         let value = header.to_str().map_err(|_| ApiError::InvalidToken)?;
         let (scheme, token) = value.split_once(' ').ok_or(ApiError::InvalidToken)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -109,11 +99,7 @@ pub fn mint_dev_token(
         claims["iss"] = serde_json::Value::from(iss);
     }
     let header = jsonwebtoken::Header::new(Algorithm::HS256);
-    Ok(jsonwebtoken::encode(
-        &header,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret),
-    )?)
+    Ok(jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(secret))?)
 }
 
 #[cfg(test)]
@@ -144,14 +130,7 @@ mod tests {
     #[test]
     fn accepts_a_valid_token() {
         assert_eq!(verifier().verify(&sign(good())).expect("valid"), "alice");
-        let minted = mint_dev_token(
-            SECRET,
-            "bob",
-            "authenticated",
-            Some("https://issuer.test"),
-            60,
-        )
-        .expect("mint");
+        let minted = mint_dev_token(SECRET, "bob", "authenticated", Some("https://issuer.test"), 60).expect("mint");
         assert_eq!(verifier().verify(&minted).expect("valid"), "bob");
     }
 
@@ -160,11 +139,7 @@ mod tests {
         let v = verifier();
         let mut cases: Vec<(&str, serde_json::Value)> = Vec::new();
         for (name, key, value) in [
-            (
-                "expired",
-                "exp",
-                json!(chrono::Utc::now().timestamp() - 120),
-            ),
+            ("expired", "exp", json!(chrono::Utc::now().timestamp() - 120)),
             ("wrong aud", "aud", json!("other")),
             ("anon role", "role", json!("anon")),
             ("service role", "role", json!("service_role")),
@@ -192,11 +167,7 @@ mod tests {
             use base64::Engine;
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
         };
-        let unsigned = format!(
-            "{}.{}.",
-            b64(r#"{"alg":"none","typ":"JWT"}"#),
-            b64(&good().to_string())
-        );
+        let unsigned = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&good().to_string()));
         assert!(v.verify(&unsigned).is_err());
         let other = jsonwebtoken::encode(
             &jsonwebtoken::Header::new(Algorithm::HS256),

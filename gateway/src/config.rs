@@ -28,34 +28,17 @@ pub const MIN_SECRET_BYTES: usize = 32;
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let jwt_secret = env.opt_string("SUPABASE_JWT_SECRET").ok_or_else(|| {
-            ConfigError::new(
-                "SUPABASE_JWT_SECRET",
-                "required: the HS256 secret that signs user tokens",
-            )
+            ConfigError::new("SUPABASE_JWT_SECRET", "required: the HS256 secret that signs user tokens")
         })?;
         if jwt_secret.len() < MIN_SECRET_BYTES {
-            return Err(ConfigError::new(
-                "SUPABASE_JWT_SECRET",
-                format!("must be at least {MIN_SECRET_BYTES} bytes"),
-            ));
+            return Err(ConfigError::new("SUPABASE_JWT_SECRET", format!("must be at least {MIN_SECRET_BYTES} bytes")));
         }
-        let max_ticks_limit = env.ranged(
-            "MAX_TICKS_LIMIT",
-            200,
-            1..=proto::envelope::MAX_ENVELOPE_TICKS,
-        )?;
-        let default_max_ticks = env.ranged(
-            "DEFAULT_MAX_TICKS",
-            50u32.min(max_ticks_limit),
-            1..=max_ticks_limit,
-        )?;
+        let max_ticks_limit = env.ranged("MAX_TICKS_LIMIT", 200, 1..=proto::envelope::MAX_ENVELOPE_TICKS)?;
+        let default_max_ticks = env.ranged("DEFAULT_MAX_TICKS", 50u32.min(max_ticks_limit), 1..=max_ticks_limit)?;
         let publish_timeout = env.millis("PUBLISH_TIMEOUT_MS", 5000)?;
         let request_timeout = env.seconds("REQUEST_TIMEOUT_SECONDS", 10)?;
         if request_timeout <= publish_timeout {
-            return Err(ConfigError::new(
-                "REQUEST_TIMEOUT_SECONDS",
-                "must be longer than PUBLISH_TIMEOUT_MS",
-            ));
+            return Err(ConfigError::new("REQUEST_TIMEOUT_SECONDS", "must be longer than PUBLISH_TIMEOUT_MS"));
         }
         Ok(Self {
             addr: env.parse("GATEWAY_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
@@ -109,10 +92,7 @@ mod tests {
     fn defaults_follow_the_spec() {
         let s = Settings::from_env(&base()).expect("valid");
         assert_eq!(s.addr.port(), 8080);
-        assert_eq!(
-            (s.max_mandate_chars, s.max_ticks_limit, s.default_max_ticks),
-            (8000, 200, 50)
-        );
+        assert_eq!((s.max_mandate_chars, s.max_ticks_limit, s.default_max_ticks), (8000, 200, 50));
         assert_eq!(s.max_body_bytes, 65536);
         assert_eq!(s.daily_tick_limit, 256);
         assert_eq!(s.publish_timeout, Duration::from_secs(5));
@@ -121,32 +101,15 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
+        assert_eq!(Settings::from_env(&Env::default()).unwrap_err().var, "SUPABASE_JWT_SECRET");
         assert_eq!(
-            Settings::from_env(&Env::default()).unwrap_err().var,
+            Settings::from_env(&Env::from_pairs([("SUPABASE_JWT_SECRET", "short")])).unwrap_err().var,
             "SUPABASE_JWT_SECRET"
         );
+        assert_eq!(Settings::from_env(&base().with("GATEWAY_ADDR", "nope")).unwrap_err().var, "GATEWAY_ADDR");
+        assert_eq!(Settings::from_env(&base().with("DEFAULT_MAX_TICKS", "300")).unwrap_err().var, "DEFAULT_MAX_TICKS");
         assert_eq!(
-            Settings::from_env(&Env::from_pairs([("SUPABASE_JWT_SECRET", "short")]))
-                .unwrap_err()
-                .var,
-            "SUPABASE_JWT_SECRET"
-        );
-        assert_eq!(
-            Settings::from_env(&base().with("GATEWAY_ADDR", "nope"))
-                .unwrap_err()
-                .var,
-            "GATEWAY_ADDR"
-        );
-        assert_eq!(
-            Settings::from_env(&base().with("DEFAULT_MAX_TICKS", "300"))
-                .unwrap_err()
-                .var,
-            "DEFAULT_MAX_TICKS"
-        );
-        assert_eq!(
-            Settings::from_env(&base().with("PUBLISH_TIMEOUT_MS", "20000"))
-                .unwrap_err()
-                .var,
+            Settings::from_env(&base().with("PUBLISH_TIMEOUT_MS", "20000")).unwrap_err().var,
             "REQUEST_TIMEOUT_SECONDS"
         );
     }

@@ -12,12 +12,7 @@ use crate::problem::ApiError;
 pub struct JsonBody<T>(pub T);
 
 fn is_json(content_type: &str) -> bool {
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -25,11 +20,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !is_json(content_type) {
             return Err(ApiError::UnsupportedMediaType(
                 "the body must be JSON (Content-Type: application/json)".into(),
@@ -53,11 +44,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = e.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let field = if path == "." {
-                    String::new()
-                } else {
-                    format!("{path}: ")
-                };
+                let field = if path == "." { String::new() } else { format!("{path}: ") };
                 ApiError::Unprocessable(format!("{field}{inner}"))
             }
             _ => ApiError::BadRequest(format!("malformed JSON: {inner}")),
@@ -79,10 +66,7 @@ mod tests {
 
     #[test]
     fn classifies_errors() {
-        assert!(matches!(
-            parse::<Req>(b"{nope"),
-            Err(ApiError::BadRequest(_))
-        ));
+        assert!(matches!(parse::<Req>(b"{nope"), Err(ApiError::BadRequest(_))));
         assert!(matches!(parse::<Req>(b""), Err(ApiError::BadRequest(_))));
         match parse::<Req>(br#"{"mandate":"x","max_ticks":"5"}"#) {
             Err(ApiError::Unprocessable(m)) => assert!(m.starts_with("max_ticks: "), "{m}"),

@@ -40,27 +40,10 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let redis = proto::connect::redis(&settings.common.redis_url)?;
     let keys = Keys::new(settings.common.key_prefix.clone());
     let store = TaskStore::new(redis.clone(), keys, settings.common.task_record_ttl);
-    let topology = Topology::new(
-        settings.common.input_queue.clone(),
-        settings.common.max_deliveries,
-    );
-    let publisher = Publisher::new(
-        settings.common.rabbitmq_url.clone(),
-        topology,
-        settings.publish_timeout,
-    );
-    let verifier = JwtVerifier::hs256(
-        settings.jwt_secret_bytes(),
-        &settings.audience,
-        settings.issuer.as_deref(),
-    );
-    Ok(AppState::new(Inner {
-        settings,
-        store,
-        redis,
-        publisher,
-        verifier,
-    }))
+    let topology = Topology::new(settings.common.input_queue.clone(), settings.common.max_deliveries);
+    let publisher = Publisher::new(settings.common.rabbitmq_url.clone(), topology, settings.publish_timeout);
+    let verifier = JwtVerifier::hs256(settings.jwt_secret_bytes(), &settings.audience, settings.issuer.as_deref());
+    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight

@@ -26,10 +26,7 @@ fn print_token(settings: &Settings, args: &[String]) -> anyhow::Result<()> {
         match a.as_str() {
             "--sub" => sub = it.next().cloned(),
             "--ttl" => {
-                ttl = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| anyhow::anyhow!("--ttl takes seconds"))?
+                ttl = it.next().and_then(|v| v.parse().ok()).ok_or_else(|| anyhow::anyhow!("--ttl takes seconds"))?
             }
             other => anyhow::bail!("unknown argument {other:?}; see --help"),
         }

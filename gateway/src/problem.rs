@@ -49,9 +49,7 @@ impl ApiError {
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"),
-            Self::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type")
-            }
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too-many-requests"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -80,19 +78,13 @@ impl IntoResponse for ApiError {
         };
         let mut resp = (status, serde_json::to_string(&body).unwrap_or_default()).into_response();
         let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match &self {
             Self::MissingToken => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             Self::InvalidToken => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                );
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
             Self::TooManyRequests { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
@@ -108,10 +100,7 @@ impl From<proto::store::StoreError> for ApiError {
         match e {
             proto::store::StoreError::Redis(e) => {
                 tracing::error!(error = %e, "redis call failed");
-                Self::Unavailable {
-                    detail: "the task store is unavailable; try again".into(),
-                    retry_after: 1,
-                }
+                Self::Unavailable { detail: "the task store is unavailable; try again".into(), retry_after: 1 }
             }
             other => Self::Unexpected(other.into()),
         }

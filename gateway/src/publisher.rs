@@ -43,13 +43,7 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(url: String, topology: Topology, timeout: Duration) -> Self {
-        Self {
-            url,
-            topology,
-            timeout,
-            link: Mutex::new(None),
-            last_failure: std::sync::Mutex::new(None),
-        }
+        Self { url, topology, timeout, link: Mutex::new(None), last_failure: std::sync::Mutex::new(None) }
     }
 
     async fn channel(&self) -> Result<Channel, PublishError> {
@@ -61,11 +55,8 @@ impl Publisher {
             tracing::warn!("rabbitmq link lost; reconnecting");
             *link = None;
         }
-        let cooling = self
-            .last_failure
-            .lock()
-            .map(|t| t.is_some_and(|t| t.elapsed() < RECONNECT_COOLDOWN))
-            .unwrap_or(false);
+        let cooling =
+            self.last_failure.lock().map(|t| t.is_some_and(|t| t.elapsed() < RECONNECT_COOLDOWN)).unwrap_or(false);
         if cooling {
             return Err(PublishError::CoolingDown);
         }
@@ -93,14 +84,9 @@ impl Publisher {
             .await
             .map_err(|e| PublishError::Connect(e.to_string()))?;
         let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
         self.topology.declare(&channel).await?;
-        Ok(Link {
-            connection,
-            channel,
-        })
+        Ok(Link { connection, channel })
     }
 
     /// Returns only once the broker has confirmed the persistent message.
@@ -118,10 +104,7 @@ impl Publisher {
                 .basic_publish(
                     "".into(),
                     self.topology.queue.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
                     &envelope.to_json(),
                     props,
                 )
@@ -133,9 +116,7 @@ impl Publisher {
                 Err(PublishError::Refused)
             }
         };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .unwrap_or(Err(PublishError::Timeout(self.timeout)))
+        tokio::time::timeout(self.timeout, work).await.unwrap_or(Err(PublishError::Timeout(self.timeout)))
     }
 
     /// Readiness: a live confirm channel can be had within `limit`.
@@ -145,10 +126,7 @@ impl Publisher {
 
     pub async fn close(&self) {
         if let Some(l) = self.link.lock().await.take() {
-            let _ = l
-                .connection
-                .close(200, "gateway shutting down".into())
-                .await;
+            let _ = l.connection.close(200, "gateway shutting down".into()).await;
         }
     }
 }

@@ -11,11 +11,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            attempt: 0,
-        }
+        Self { base, cap, attempt: 0 }
     }
 
     /// The default for broker and cache reconnects: 100 ms doubling up to 10 s.

@@ -17,10 +17,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(var: &str, message: impl Into<String>) -> Self {
-        Self {
-            var: var.to_owned(),
-            message: message.into(),
-        }
+        Self { var: var.to_owned(), message: message.into() }
     }
 }
 
@@ -31,20 +28,11 @@ pub struct Env {
 
 impl Env {
     pub fn from_process() -> Self {
-        Self {
-            vars: std::env::vars().collect(),
-        }
+        Self { vars: std::env::vars().collect() }
     }
 
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        Self {
-            vars: pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        }
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
@@ -54,10 +42,7 @@ impl Env {
 
     /// The raw value; an empty string counts as unset, as it does in compose files.
     pub fn raw(&self, var: &str) -> Option<&str> {
-        self.vars
-            .get(var)
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
+        self.vars.get(var).map(|s| s.trim()).filter(|s| !s.is_empty())
     }
 
     pub fn string(&self, var: &str, default: &str) -> String {
@@ -75,19 +60,12 @@ impl Env {
     {
         match self.raw(var) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|e| ConfigError::new(var, format!("{v:?}: {e}"))),
+            Some(v) => v.parse().map_err(|e| ConfigError::new(var, format!("{v:?}: {e}"))),
         }
     }
 
     /// A number that must lie in `range`.
-    pub fn ranged<T>(
-        &self,
-        var: &str,
-        default: T,
-        range: std::ops::RangeInclusive<T>,
-    ) -> Result<T, ConfigError>
+    pub fn ranged<T>(&self, var: &str, default: T, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
     where
         T: FromStr + PartialOrd + Display + Copy,
         T::Err: Display,
@@ -96,27 +74,16 @@ impl Env {
         if range.contains(&v) {
             Ok(v)
         } else {
-            Err(ConfigError::new(
-                var,
-                format!("{v} is outside {}..={}", range.start(), range.end()),
-            ))
+            Err(ConfigError::new(var, format!("{v} is outside {}..={}", range.start(), range.end())))
         }
     }
 
     pub fn seconds(&self, var: &str, default: u64) -> Result<Duration, ConfigError> {
-        Ok(Duration::from_secs(self.ranged(
-            var,
-            default,
-            1..=u64::from(u32::MAX),
-        )?))
+        Ok(Duration::from_secs(self.ranged(var, default, 1..=u64::from(u32::MAX))?))
     }
 
     pub fn millis(&self, var: &str, default: u64) -> Result<Duration, ConfigError> {
-        Ok(Duration::from_millis(self.ranged(
-            var,
-            default,
-            1..=u64::from(u32::MAX),
-        )?))
+        Ok(Duration::from_millis(self.ranged(var, default, 1..=u64::from(u32::MAX))?))
     }
 
     pub fn bool(&self, var: &str, default: bool) -> Result<bool, ConfigError> {
@@ -124,10 +91,7 @@ impl Env {
             None => Ok(default),
             Some("1" | "true" | "yes" | "on") => Ok(true),
             Some("0" | "false" | "no" | "off") => Ok(false),
-            Some(other) => Err(ConfigError::new(
-                var,
-                format!("{other:?} is not a boolean (true/false)"),
-            )),
+            Some(other) => Err(ConfigError::new(var, format!("{other:?} is not a boolean (true/false)"))),
         }
     }
 }
@@ -148,10 +112,7 @@ impl CommonSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let input_queue = env.string("AGENT_INPUT_QUEUE", "agent.mandates");
         if input_queue.len() > 200 {
-            return Err(ConfigError::new(
-                "AGENT_INPUT_QUEUE",
-                "longer than 200 bytes",
-            ));
+            return Err(ConfigError::new("AGENT_INPUT_QUEUE", "longer than 200 bytes"));
         }
         Ok(Self {
             redis_url: env.string("REDIS_URL", "redis://127.0.0.1:6379"),

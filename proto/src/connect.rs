@@ -59,11 +59,7 @@ pub async fn amqp(url: &str, name: &str) -> Result<Connection, AmqpConnectError>
 }
 
 /// Connects with backoff until it succeeds or the token is cancelled (then `None`).
-pub async fn amqp_with_backoff(
-    url: &str,
-    name: &str,
-    stop: &CancellationToken,
-) -> Option<Connection> {
+pub async fn amqp_with_backoff(url: &str, name: &str, stop: &CancellationToken) -> Option<Connection> {
     let mut backoff = Backoff::reconnect();
     loop {
         match amqp(url, name).await {

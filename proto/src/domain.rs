@@ -31,10 +31,7 @@ impl Mandate {
         }
         let len = trimmed.chars().count();
         if len > max_chars {
-            return Err(DomainError::MandateTooLong {
-                len,
-                max: max_chars,
-            });
+            return Err(DomainError::MandateTooLong { len, max: max_chars });
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -53,10 +50,7 @@ impl MaxTicks {
     pub fn parse(raw: i64, limit: u32) -> Result<Self, DomainError> {
         match u32::try_from(raw) {
             Ok(v) if (1..=limit).contains(&v) => Ok(Self(v)),
-            _ => Err(DomainError::MaxTicksOutOfRange {
-                got: raw,
-                max: limit,
-            }),
+            _ => Err(DomainError::MaxTicksOutOfRange { got: raw, max: limit }),
         }
     }
 
@@ -89,9 +83,7 @@ impl Default for TaskId {
 impl FromStr for TaskId {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| DomainError::BadTaskId)
+        Uuid::parse_str(s).map(Self).map_err(|_| DomainError::BadTaskId)
     }
 }
 
@@ -110,14 +102,8 @@ mod tests {
     fn mandate_is_trimmed_and_bounded() {
         assert_eq!(Mandate::parse("  hi \n", 10).expect("ok").as_str(), "hi");
         assert_eq!(Mandate::parse(" \t ", 10), Err(DomainError::EmptyMandate));
-        assert_eq!(
-            Mandate::parse("ééé", 2),
-            Err(DomainError::MandateTooLong { len: 3, max: 2 })
-        );
-        assert!(
-            Mandate::parse("ééé", 3).is_ok(),
-            "limit counts characters, not bytes"
-        );
+        assert_eq!(Mandate::parse("ééé", 2), Err(DomainError::MandateTooLong { len: 3, max: 2 }));
+        assert!(Mandate::parse("ééé", 3).is_ok(), "limit counts characters, not bytes");
     }
 
     #[test]

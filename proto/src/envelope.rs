@@ -58,11 +58,7 @@ impl TaskEnvelope {
     pub fn salvage_id(bytes: &[u8], message_id: Option<&str>) -> Option<TaskId> {
         serde_json::from_slice::<serde_json::Value>(bytes)
             .ok()
-            .and_then(|v| {
-                v.get("correlation_id")
-                    .and_then(|c| c.as_str())
-                    .and_then(|s| s.parse().ok())
-            })
+            .and_then(|v| v.get("correlation_id").and_then(|c| c.as_str()).and_then(|s| s.parse().ok()))
             .or_else(|| message_id.and_then(|m| m.parse().ok()))
     }
 
@@ -109,15 +105,9 @@ mod tests {
         ] {
             assert!(TaskEnvelope::parse(raw.as_bytes()).is_err(), "{raw}");
         }
-        let salvaged =
-            TaskEnvelope::salvage_id(format!(r#"{{"correlation_id":"{id}"}}"#).as_bytes(), None);
+        let salvaged = TaskEnvelope::salvage_id(format!(r#"{{"correlation_id":"{id}"}}"#).as_bytes(), None);
         assert_eq!(salvaged.map(|t| t.to_string()).as_deref(), Some(id));
-        assert_eq!(
-            TaskEnvelope::salvage_id(b"garbage", Some(id))
-                .map(|t| t.to_string())
-                .as_deref(),
-            Some(id)
-        );
+        assert_eq!(TaskEnvelope::salvage_id(b"garbage", Some(id)).map(|t| t.to_string()).as_deref(), Some(id));
         assert!(TaskEnvelope::salvage_id(b"garbage", None).is_none());
     }
 }

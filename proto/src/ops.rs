@@ -17,10 +17,7 @@ pub fn prometheus() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                    300.0,
-                ])
+                .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -41,16 +38,11 @@ pub fn prometheus() -> PrometheusHandle {
 }
 
 pub async fn metrics_text() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        prometheus().render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus().render())
 }
 
 /// `/health` (liveness) and `/metrics`.
 pub fn router() -> Router {
     prometheus();
-    Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .route("/metrics", get(metrics_text))
+    Router::new().route("/health", get(|| async { "ok" })).route("/metrics", get(metrics_text))
 }

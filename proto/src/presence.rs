@@ -40,19 +40,9 @@ pub struct Heartbeat {
     pub started_at: String,
 }
 
-pub async fn beat(
-    conn: &mut ConnectionManager,
-    keys: &Keys,
-    hb: &Heartbeat,
-    ttl: Duration,
-) -> redis::RedisResult<()> {
+pub async fn beat(conn: &mut ConnectionManager, keys: &Keys, hb: &Heartbeat, ttl: Duration) -> redis::RedisResult<()> {
     let worker_key = keys.worker(&hb.worker_id);
-    let tasks = hb
-        .tasks
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let tasks = hb.tasks.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     redis::pipe()
         .atomic()
         .zadd(keys.workers(), &hb.worker_id, Utc::now().timestamp_millis())
@@ -68,20 +58,13 @@ pub async fn beat(
             ],
         )
         .ignore()
-        .expire(
-            &worker_key,
-            i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1),
-        )
+        .expire(&worker_key, i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1))
         .ignore()
         .query_async(conn)
         .await
 }
 
-pub async fn deregister(
-    conn: &mut ConnectionManager,
-    keys: &Keys,
-    worker_id: &str,
-) -> redis::RedisResult<()> {
+pub async fn deregister(conn: &mut ConnectionManager, keys: &Keys, worker_id: &str) -> redis::RedisResult<()> {
     redis::pipe()
         .atomic()
         .zrem(keys.workers(), worker_id)
@@ -104,26 +87,17 @@ pub struct AgentCount {
     pub running_tasks: u64,
 }
 
-pub async fn count(
-    conn: &mut ConnectionManager,
-    keys: &Keys,
-    ttl: Duration,
-) -> redis::RedisResult<AgentCount> {
+pub async fn count(conn: &mut ConnectionManager, keys: &Keys, ttl: Duration) -> redis::RedisResult<AgentCount> {
     let cutoff = Utc::now().timestamp_millis() - i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let workers = keys.workers();
-    let _: i64 = conn
-        .zrembyscore(&workers, "-inf", format!("({cutoff}"))
-        .await?;
+    let _: i64 = conn.zrembyscore(&workers, "-inf", format!("({cutoff}")).await?;
     let ids: Vec<String> = conn.zrange(&workers, 0, -1).await?;
     if ids.is_empty() {
         return Ok(AgentCount::default());
     }
     let mut pipe = redis::pipe();
     for id in &ids {
-        pipe.cmd("HMGET")
-            .arg(keys.worker(id))
-            .arg("state")
-            .arg("tasks");
+        pipe.cmd("HMGET").arg(keys.worker(id)).arg("state").arg("tasks");
     }
     let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(conn).await?;
     let mut out = AgentCount::default();
@@ -132,12 +106,7 @@ pub async fn count(
         if state.is_none() {
             continue;
         }
-        let running = tasks
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .filter(|t| !t.is_empty())
-            .count() as u64;
+        let running = tasks.as_deref().unwrap_or("").split(',').filter(|t| !t.is_empty()).count() as u64;
         out.count += 1;
         out.running_tasks += running;
         if running > 0 {

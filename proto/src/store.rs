@@ -24,12 +24,10 @@ fn with_prelude(body: &str) -> Script {
 }
 
 static SUBMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/submit.lua")));
-static ABORT_SUBMIT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/abort_submit.lua")));
+static ADOPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/adopt.lua")));
 static CANCEL: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/cancel.lua")));
 static CLAIM: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/claim.lua")));
-static PROGRESS: LazyLock<Script> =
-    LazyLock::new(|| with_prelude(include_str!("lua/progress.lua")));
+static PROGRESS: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/progress.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/finish.lua")));
 
 #[derive(Debug, thiserror::Error)]
@@ -114,11 +112,7 @@ pub struct TaskStore {
 
 impl TaskStore {
     pub fn new(conn: ConnectionManager, keys: Keys, record_ttl: Duration) -> Self {
-        Self {
-            conn,
-            keys,
-            record_ttl,
-        }
+        Self { conn, keys, record_ttl }
     }
 
     pub fn keys(&self) -> &Keys {
@@ -139,11 +133,7 @@ impl TaskStore {
     }
 
     /// Reserves `max_ticks` of today's quota and creates the `in_queue` record, atomically.
-    pub async fn submit(
-        &self,
-        task: &NewTask,
-        daily_limit: i64,
-    ) -> Result<SubmitOutcome, StoreError> {
+    pub async fn submit(&self, task: &NewTask, daily_limit: i64) -> Result<SubmitOutcome, StoreError> {
         let now = rfc3339(task.created_at);
         let created_ms = task.created_at.timestamp_millis();
         let ttl_ms = i64::try_from(self.record_ttl.as_millis()).unwrap_or(i64::MAX);
@@ -183,24 +173,71 @@ impl TaskStore {
         Ok(if ok == 1 {
             SubmitOutcome::Accepted { remaining }
         } else {
-            SubmitOutcome::OverQuota {
-                remaining: remaining.unwrap_or(0),
-            }
+            SubmitOutcome::OverQuota { remaining: remaining.unwrap_or(0) }
         })
     }
 
-    /// Removes a record whose envelope was never confirmed by the broker and refunds it.
+    /// Ends a submission whose envelope the broker never confirmed: the record is marked
+    /// `failed` (so a message that did land late is acked without running) and the whole
+    /// reservation is refunded.
     pub async fn abort_submit(&self, task: &NewTask) -> Result<(), StoreError> {
-        let _: i64 = ABORT_SUBMIT
-            .key(self.keys.task(task.id))
-            .key(self.keys.user_tasks(&task.user_id))
-            .key(self.quota_key(&task.user_id, task.created_at))
-            .key(self.keys.events(task.id))
-            .arg(task.id.to_string())
-            .arg(task.max_ticks)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
+        let rec = TaskRecord {
+            id: task.id,
+            user_id: task.user_id.clone(),
+            status: TaskStatus::InQueue,
+            mandate: String::new(),
+            max_ticks: task.max_ticks,
+            tick: None,
+            ticks_used: 0,
+            result: None,
+            error: None,
+            attempt: 0,
+            created_at: String::new(),
+            updated_at: String::new(),
+            started_at: None,
+            finished_at: None,
+            worker_id: None,
+            cancel_requested: false,
+            quota_key: Some(self.quota_key(&task.user_id, task.created_at)),
+        };
+        let fin = Finish {
+            status: TaskStatus::Failed,
+            result: None,
+            error: Some("not enqueued: the task queue was unavailable".into()),
+            ticks_used: Some(0),
+        };
+        self.finish(&rec, None, &fin).await.map(|_| ())
+    }
+
+    /// Creates an `in_queue` record for an envelope that has none; false if one exists.
+    pub async fn adopt(&self, env: &crate::TaskEnvelope) -> Result<bool, StoreError> {
+        let created = env.submitted_at.unwrap_or_else(Utc::now);
+        let now = rfc3339(created);
+        let user = env.user_id.clone().unwrap_or_default();
+        let id = env.correlation_id.to_string();
+        let mut inv = ADOPT.prepare_invoke();
+        inv.key(self.keys.task(env.correlation_id))
+            .key(self.keys.user_tasks(&user))
+            .key(self.keys.events(env.correlation_id))
+            .arg(self.ttl())
+            .arg(created.timestamp_millis())
+            .arg(&id)
+            .arg(&now);
+        for (k, v) in [
+            ("user_id", user.as_str()),
+            ("status", TaskStatus::InQueue.as_str()),
+            ("mandate", env.mandate.as_str()),
+            ("max_ticks", &env.max_ticks.to_string()),
+            ("attempt", "0"),
+            ("ticks_used", "0"),
+            ("cancel_requested", "0"),
+            ("created_at", &now),
+            ("updated_at", &now),
+        ] {
+            inv.arg(k).arg(v);
+        }
+        let created: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(created == 1)
     }
 
     pub async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
@@ -210,12 +247,7 @@ impl TaskStore {
 
     /// The caller's tasks, newest first. The cursor is `{score}:{id}` of the last item
     /// returned; ties on the millisecond are resolved by id, the set's own order.
-    pub async fn list(
-        &self,
-        user_id: &str,
-        limit: usize,
-        cursor: Option<&str>,
-    ) -> Result<Page, StoreError> {
+    pub async fn list(&self, user_id: &str, limit: usize, cursor: Option<&str>) -> Result<Page, StoreError> {
         let key = self.keys.user_tasks(user_id);
         let mut conn = self.conn.clone();
         let (max, after) = match cursor.and_then(parse_cursor) {
@@ -265,18 +297,12 @@ impl TaskStore {
         if !stale.is_empty() {
             let _: i64 = conn.zrem(&key, stale).await?;
         }
-        Ok(Page {
-            tasks,
-            next_cursor: if more { last } else { None },
-        })
+        Ok(Page { tasks, next_cursor: if more { last } else { None } })
     }
 
     /// An invocation of a script that may end the task, with the KEYS layout the prelude expects.
     fn finishing<'s>(&self, script: &'s Script, rec: &TaskRecord) -> redis::ScriptInvocation<'s> {
-        let quota = rec
-            .quota_key
-            .clone()
-            .unwrap_or_else(|| self.keys.quota(&rec.user_id, "unknown"));
+        let quota = rec.quota_key.clone().unwrap_or_else(|| self.keys.quota(&rec.user_id, "unknown"));
         let mut inv = script.prepare_invoke();
         inv.key(self.keys.task(rec.id))
             .key(quota)
@@ -306,15 +332,9 @@ impl TaskStore {
         max_deliveries: u32,
     ) -> Result<ClaimOutcome, StoreError> {
         let mut inv = self.finishing(&CLAIM, rec);
-        inv.arg(worker_id)
-            .arg(rfc3339(Utc::now()))
-            .arg(max_deliveries)
-            .arg(self.ttl());
+        inv.arg(worker_id).arg(rfc3339(Utc::now())).arg(max_deliveries).arg(self.ttl());
         let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
-        let num = |s: &str| {
-            s.parse::<u32>()
-                .map_err(|_| StoreError::Reply(format!("{reply:?}")))
-        };
+        let num = |s: &str| s.parse::<u32>().map_err(|_| StoreError::Reply(format!("{reply:?}")));
         match reply.as_slice() {
             [m] if m == "missing" => Ok(ClaimOutcome::Missing),
             [t, st] if t == "terminal" => Ok(ClaimOutcome::Terminal(parse_status(st)?)),
@@ -334,13 +354,7 @@ impl TaskStore {
         checkpoint: &str,
     ) -> Result<ProgressOutcome, StoreError> {
         let mut inv = self.finishing(&PROGRESS, rec);
-        inv.arg(attempt)
-            .arg(tick)
-            .arg(tick)
-            .arg(rfc3339(Utc::now()))
-            .arg(action)
-            .arg(checkpoint)
-            .arg(self.ttl());
+        inv.arg(attempt).arg(tick).arg(tick).arg(rfc3339(Utc::now())).arg(action).arg(checkpoint).arg(self.ttl());
         let reply: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(match reply {
             -1 => ProgressOutcome::Fenced,
@@ -351,18 +365,9 @@ impl TaskStore {
 
     /// Writes a terminal status. `attempt: None` skips the fencing check (for envelopes
     /// that never ran). Returns false when the write was refused.
-    pub async fn finish(
-        &self,
-        rec: &TaskRecord,
-        attempt: Option<u32>,
-        fin: &Finish,
-    ) -> Result<bool, StoreError> {
+    pub async fn finish(&self, rec: &TaskRecord, attempt: Option<u32>, fin: &Finish) -> Result<bool, StoreError> {
         debug_assert!(fin.status.is_terminal());
-        let result = fin
-            .result
-            .as_ref()
-            .map(|r| r.to_string())
-            .unwrap_or_default();
+        let result = fin.result.as_ref().map(|r| r.to_string()).unwrap_or_default();
         let mut inv = self.finishing(&FINISH, rec);
         inv.arg(attempt.map_or_else(|| "*".to_owned(), |a| a.to_string()))
             .arg(fin.status.as_str())

@@ -23,13 +23,7 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 5] = [
-        Self::InQueue,
-        Self::InProgress,
-        Self::Completed,
-        Self::Failed,
-        Self::Cancelled,
-    ];
+    pub const ALL: [TaskStatus; 5] = [Self::InQueue, Self::InProgress, Self::Completed, Self::Failed, Self::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,10 +49,7 @@ impl fmt::Display for TaskStatus {
 impl FromStr for TaskStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown status {s:?}"))
+        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown status {s:?}"))
     }
 }
 
@@ -103,52 +94,27 @@ pub struct RecordError {
 
 impl TaskRecord {
     /// Parses a `HGETALL` reply; `None` when the hash is empty (absent or expired).
-    pub fn from_hash(
-        id: TaskId,
-        mut h: HashMap<String, String>,
-    ) -> Result<Option<Self>, RecordError> {
+    pub fn from_hash(id: TaskId, mut h: HashMap<String, String>) -> Result<Option<Self>, RecordError> {
         if h.is_empty() {
             return Ok(None);
         }
         let mut take = |f: &str| h.remove(f).filter(|v| !v.is_empty());
-        let need = |f: &'static str, v: Option<String>| {
-            v.ok_or(RecordError {
-                field: f,
-                reason: "missing".into(),
-            })
-        };
+        let need = |f: &'static str, v: Option<String>| v.ok_or(RecordError { field: f, reason: "missing".into() });
         let num = |f: &'static str, v: Option<String>| -> Result<Option<u32>, RecordError> {
-            v.map(|s| {
-                s.parse().map_err(|e| RecordError {
-                    field: f,
-                    reason: format!("{e}"),
-                })
-            })
-            .transpose()
+            v.map(|s| s.parse().map_err(|e| RecordError { field: f, reason: format!("{e}") })).transpose()
         };
-        let status = need("status", take("status"))?
-            .parse()
-            .map_err(|reason| RecordError {
-                field: "status",
-                reason,
-            })?;
+        let status =
+            need("status", take("status"))?.parse().map_err(|reason| RecordError { field: "status", reason })?;
         let result = take("result")
-            .map(|s| {
-                serde_json::from_str(&s).map_err(|e| RecordError {
-                    field: "result",
-                    reason: e.to_string(),
-                })
-            })
+            .map(|s| serde_json::from_str(&s).map_err(|e| RecordError { field: "result", reason: e.to_string() }))
             .transpose()?;
         Ok(Some(Self {
             id,
-            user_id: need("user_id", take("user_id"))?,
+            user_id: take("user_id").unwrap_or_default(),
             status,
             mandate: need("mandate", take("mandate"))?,
-            max_ticks: num("max_ticks", take("max_ticks"))?.ok_or(RecordError {
-                field: "max_ticks",
-                reason: "missing".into(),
-            })?,
+            max_ticks: num("max_ticks", take("max_ticks"))?
+                .ok_or(RecordError { field: "max_ticks", reason: "missing".into() })?,
             tick: num("tick", take("tick"))?,
             ticks_used: num("ticks_used", take("ticks_used"))?.unwrap_or(0),
             result,
@@ -209,10 +175,7 @@ mod tests {
     fn status_strings_round_trip() {
         for s in TaskStatus::ALL {
             assert_eq!(s.as_str().parse::<TaskStatus>().expect("parse"), s);
-            assert_eq!(
-                serde_json::to_value(s).expect("json"),
-                serde_json::json!(s.as_str())
-            );
+            assert_eq!(serde_json::to_value(s).expect("json"), serde_json::json!(s.as_str()));
         }
         assert!(!TaskStatus::InProgress.is_terminal());
         assert!(TaskStatus::Cancelled.is_terminal());
@@ -221,11 +184,7 @@ mod tests {
     #[test]
     fn record_from_hash() {
         let id = TaskId::new();
-        assert!(
-            TaskRecord::from_hash(id, HashMap::new())
-                .expect("empty")
-                .is_none()
-        );
+        assert!(TaskRecord::from_hash(id, HashMap::new()).expect("empty").is_none());
         let h: HashMap<String, String> = [
             ("user_id", "u"),
             ("status", "in_progress"),

@@ -29,25 +29,16 @@ mod tests {
 
     #[test]
     fn midnight_countdown() {
-        let t = Utc
-            .with_ymd_and_hms(2026, 11, 21, 23, 59, 30)
-            .single()
-            .expect("valid");
+        let t = Utc.with_ymd_and_hms(2026, 11, 21, 23, 59, 30).single().expect("valid");
         assert_eq!(seconds_to_utc_midnight(t), 30);
-        let t = Utc
-            .with_ymd_and_hms(2026, 11, 21, 0, 0, 0)
-            .single()
-            .expect("valid");
+        let t = Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).single().expect("valid");
         assert_eq!(seconds_to_utc_midnight(t), 86_400);
         assert_eq!(utc_day(t), "20261121");
     }
 
     #[test]
     fn timestamps_end_in_z() {
-        let t = Utc
-            .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
-            .single()
-            .expect("valid");
+        let t = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("valid");
         assert_eq!(rfc3339(t), "2026-01-02T03:04:05.000Z");
     }
 }

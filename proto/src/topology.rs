@@ -14,10 +14,7 @@ pub struct Topology {
 
 impl Topology {
     pub fn new(queue: impl Into<String>, max_deliveries: u32) -> Self {
-        Self {
-            queue: queue.into(),
-            max_deliveries,
-        }
+        Self { queue: queue.into(), max_deliveries }
     }
 
     pub fn dlx(&self) -> String {
@@ -30,43 +27,24 @@ impl Topology {
 
     fn queue_arguments(&self) -> FieldTable {
         let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from("quorum")),
-        );
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(i64::from(self.max_deliveries)),
-        );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(LongString::from(self.dlx())),
-        );
+        args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(self.max_deliveries)));
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from(self.dlx())));
         args
     }
 
     pub async fn declare(&self, ch: &Channel) -> lapin::Result<()> {
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
         ch.exchange_declare(
             self.dlx().as_str().into(),
             ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
             FieldTable::default(),
         )
         .await?;
         let mut dlq_args = FieldTable::default();
-        dlq_args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from("quorum")),
-        );
-        ch.queue_declare(self.dlq().as_str().into(), durable, dlq_args)
-            .await?;
+        dlq_args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+        ch.queue_declare(self.dlq().as_str().into(), durable, dlq_args).await?;
         ch.queue_bind(
             self.dlq().as_str().into(),
             self.dlx().as_str().into(),
@@ -75,8 +53,7 @@ impl Topology {
             FieldTable::default(),
         )
         .await?;
-        ch.queue_declare(self.queue.as_str().into(), durable, self.queue_arguments())
-            .await?;
+        ch.queue_declare(self.queue.as_str().into(), durable, self.queue_arguments()).await?;
         Ok(())
     }
 
@@ -85,10 +62,7 @@ impl Topology {
         let q = ch
             .queue_declare(
                 queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
+                QueueDeclareOptions { passive: true, ..Default::default() },
                 FieldTable::default(),
             )
             .await?;

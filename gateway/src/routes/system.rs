@@ -22,18 +22,10 @@ pub struct AgentCount {
 
 pub async fn agents_count(State(state): State<AppState>) -> Result<Json<AgentCount>, ApiError> {
     let mut conn = state.redis.clone();
-    let c = proto::presence::count(
-        &mut conn,
-        state.store.keys(),
-        state.settings.common.heartbeat_ttl,
-    )
-    .await
-    .map_err(|e| proto::store::StoreError::Redis(e))?;
-    Ok(Json(AgentCount {
-        count: c.count,
-        busy: c.busy,
-        idle: c.idle,
-    }))
+    let c = proto::presence::count(&mut conn, state.store.keys(), state.settings.common.heartbeat_ttl)
+        .await
+        .map_err(|e| proto::store::StoreError::Redis(e))?;
+    Ok(Json(AgentCount { count: c.count, busy: c.busy, idle: c.idle }))
 }
 
 pub async fn health() -> &'static str {
@@ -56,21 +48,13 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let mut conn = state.redis.clone();
     let redis_probe = async {
         matches!(
-            tokio::time::timeout(
-                PROBE_TIMEOUT,
-                redis::cmd("PING").query_async::<String>(&mut conn)
-            )
-            .await,
+            tokio::time::timeout(PROBE_TIMEOUT, redis::cmd("PING").query_async::<String>(&mut conn)).await,
             Ok(Ok(_))
         )
     };
     let (redis, rabbitmq) = tokio::join!(redis_probe, state.publisher.ready(PROBE_TIMEOUT));
     let ok = redis && rabbitmq;
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         status,
         Json(Readiness {

@@ -49,11 +49,8 @@ pub async fn submit(
     let s = &state.settings;
     let mandate = Mandate::parse(&req.mandate, s.max_mandate_chars)
         .map_err(|e| ApiError::Unprocessable(format!("mandate: {e}")))?;
-    let max_ticks = MaxTicks::parse(
-        req.max_ticks.unwrap_or(i64::from(s.default_max_ticks)),
-        s.max_ticks_limit,
-    )
-    .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let max_ticks = MaxTicks::parse(req.max_ticks.unwrap_or(i64::from(s.default_max_ticks)), s.max_ticks_limit)
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let task = NewTask {
         id: TaskId::new(),
         user_id: user.0,
@@ -63,9 +60,7 @@ pub async fn submit(
     };
     tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
 
-    if let SubmitOutcome::OverQuota { remaining } =
-        state.store.submit(&task, s.daily_tick_limit).await?
-    {
+    if let SubmitOutcome::OverQuota { remaining } = state.store.submit(&task, s.daily_tick_limit).await? {
         metrics::counter!("gateway_quota_rejections_total").increment(1);
         return Err(ApiError::TooManyRequests {
             detail: format!(
@@ -155,9 +150,7 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<TaskList>, ApiError> {
     if let Some(unknown) = q.keys().find(|k| !matches!(k.as_str(), "limit" | "cursor")) {
-        return Err(ApiError::BadRequest(format!(
-            "unknown query parameter {unknown:?}"
-        )));
+        return Err(ApiError::BadRequest(format!("unknown query parameter {unknown:?}")));
     }
     let limit = match q.get("limit") {
         None => 20,
@@ -165,15 +158,11 @@ pub async fn list(
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| {
-                ApiError::Unprocessable("limit: must be an integer between 1 and 100".into())
-            })?,
+            .ok_or_else(|| ApiError::Unprocessable("limit: must be an integer between 1 and 100".into()))?,
     };
     let cursor = q.get("cursor").map(String::as_str);
     if cursor.is_some_and(|c| proto::store::parse_cursor(c).is_none()) {
-        return Err(ApiError::BadRequest(
-            "cursor: not a cursor returned by this API".into(),
-        ));
+        return Err(ApiError::BadRequest("cursor: not a cursor returned by this API".into()));
     }
     let page = state.store.list(&user.0, limit, cursor).await?;
     Ok(Json(TaskList {

@@ -1,0 +1,233 @@
+//! Processing one delivery, from envelope to ack. The consumer loop calls
+//! [`process`]; tests drive it through real queues.
+//!
+//! Order of effects: the terminal status is written *before* the ack, so a worker that
+//! dies at any point loses nothing: the broker redelivers, and the record (terminal, or
+//! in progress with a checkpoint) tells the next delivery what to do.
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::types::AMQPValue;
+use proto::TaskEnvelope;
+use proto::store::{ClaimOutcome, Finish, StoreError};
+use proto::task::{TaskRecord, TaskStatus};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::Worker;
+use crate::tick::{LoopState, Run, RunEnd};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Ran to a terminal status, or was already terminal.
+    Acked,
+    /// Given back to the broker for another delivery (drain, outage).
+    Requeued,
+    /// Rejected without requeue: the broker moves it to the dead-letter queue.
+    DeadLettered,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Acked => "acked",
+            Self::Requeued => "requeued",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+fn delivery_count(d: &Delivery) -> i64 {
+    d.properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongLongInt(n) => Some(n),
+            AMQPValue::LongInt(n) => Some(i64::from(n)),
+            AMQPValue::LongUInt(n) => Some(i64::from(n)),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// `stop` interrupts a running task (end of drain, or the channel was lost).
+pub async fn process(worker: &Worker, delivery: Delivery, stop: &CancellationToken) -> Outcome {
+    let message_id = delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned());
+    let span = tracing::info_span!(
+        "delivery",
+        correlation_id = tracing::field::Empty,
+        attempt = tracing::field::Empty,
+        redelivered = delivery.redelivered,
+        delivery_count = delivery_count(&delivery),
+    );
+    if let Some(m) = &message_id {
+        span.record("correlation_id", m.as_str());
+    }
+    let outcome = handle(worker, &delivery, stop, message_id.as_deref()).instrument(span.clone()).await;
+    let settle = async {
+        let r = match outcome {
+            Outcome::Acked => delivery.acker.ack(BasicAckOptions::default()).await,
+            Outcome::Requeued => delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await,
+            // lapin's default reject discards; requeue: false routes to the DLX.
+            Outcome::DeadLettered => delivery.acker.reject(BasicRejectOptions { requeue: false }).await,
+        };
+        if let Err(e) = r {
+            // The channel is gone; the broker redelivers, and the record decides what happens.
+            tracing::warn!(error = %e, outcome = outcome.as_str(), "could not settle the delivery");
+        }
+        tracing::info!(outcome = outcome.as_str(), "delivery settled");
+    };
+    settle.instrument(span).await;
+    metrics::counter!("agent_deliveries_total", "outcome" => outcome.as_str()).increment(1);
+    outcome
+}
+
+async fn handle(worker: &Worker, delivery: &Delivery, stop: &CancellationToken, message_id: Option<&str>) -> Outcome {
+    let envelope = match TaskEnvelope::parse(&delivery.data) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "invalid envelope; dead-lettering");
+            mark_invalid(worker, &delivery.data, message_id).await;
+            return Outcome::DeadLettered;
+        }
+    };
+    let id = envelope.correlation_id;
+    let never = CancellationToken::new();
+    let store = &worker.store;
+
+    let record = match crate::retry::redis(&never, || load_or_adopt(worker, &envelope)).await {
+        Ok(rec) => rec,
+        Err(e) => return store_failure(&e),
+    };
+    let claim = crate::retry::redis(&never, || {
+        store.claim(&record, &worker.settings.worker_id, worker.settings.common.max_deliveries)
+    })
+    .await;
+    let attempt = match claim {
+        Ok(ClaimOutcome::Claimed { attempt }) => attempt,
+        Ok(ClaimOutcome::Terminal(status)) => {
+            tracing::info!(%status, "task already ended; acking without running");
+            return Outcome::Acked;
+        }
+        Ok(ClaimOutcome::GaveUp { attempts }) => {
+            tracing::warn!(attempts, "delivery limit reached; task failed, message dead-lettered");
+            return Outcome::DeadLettered;
+        }
+        Ok(ClaimOutcome::Missing) => {
+            tracing::warn!("task record vanished before the claim; dead-lettering");
+            return Outcome::DeadLettered;
+        }
+        Err(e) => return store_failure(&e),
+    };
+    tracing::Span::current().record("attempt", attempt);
+
+    worker.registry.start(id);
+    let outcome = run_claimed(worker, &record, attempt, stop).await;
+    worker.registry.finish(id);
+    outcome
+}
+
+async fn load_or_adopt(worker: &Worker, envelope: &TaskEnvelope) -> Result<TaskRecord, StoreError> {
+    let store = &worker.store;
+    if let Some(rec) = store.get(envelope.correlation_id).await? {
+        return Ok(rec);
+    }
+    if store.adopt(envelope).await? {
+        tracing::info!("envelope had no task record; created one");
+    }
+    store.get(envelope.correlation_id).await?.ok_or_else(|| StoreError::Reply("record missing after adopt".into()))
+}
+
+async fn run_claimed(worker: &Worker, record: &TaskRecord, attempt: u32, stop: &CancellationToken) -> Outcome {
+    let store = &worker.store;
+    let never = CancellationToken::new();
+    let state = match crate::retry::redis(&never, || store.checkpoint(record.id)).await {
+        Ok(Some(raw)) => match serde_json::from_str::<LoopState>(&raw) {
+            Ok(s) => {
+                tracing::info!(from_tick = s.tick, "resuming from checkpoint");
+                s
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable checkpoint; starting over");
+                LoopState::default()
+            }
+        },
+        Ok(None) => LoopState::default(),
+        Err(e) => return store_failure(&e),
+    };
+    tracing::info!(max_ticks = record.max_ticks, model = worker.model.name(), "task started");
+    let run = Run { store, model: worker.model.as_ref(), record, attempt, timeout: worker.settings.task_timeout, stop };
+    let end = run.execute(state).await;
+    let fin = match end {
+        RunEnd::Completed(result, ticks) => finish(TaskStatus::Completed, Some(result), None, ticks),
+        RunEnd::Cancelled(result, ticks) => finish(TaskStatus::Cancelled, Some(result), None, ticks),
+        RunEnd::TimedOut(result, ticks) => finish(TaskStatus::Failed, Some(result), Some("timed out".into()), ticks),
+        RunEnd::Failed(error, result, ticks) => finish(TaskStatus::Failed, Some(result), Some(error), ticks),
+        RunEnd::Fenced => {
+            tracing::warn!("a newer delivery owns this task; stopping without writing");
+            return Outcome::Acked;
+        }
+        RunEnd::Interrupted => {
+            tracing::info!("interrupted; checkpoint saved, requeueing");
+            return Outcome::Requeued;
+        }
+        RunEnd::Store(e) => return store_failure(&e),
+        RunEnd::Unavailable(m) => {
+            tracing::warn!(reason = %m, "model unavailable; requeueing");
+            return Outcome::Requeued;
+        }
+    };
+    match crate::retry::redis(&never, || store.finish(record, Some(attempt), &fin)).await {
+        Ok(true) => {
+            tracing::info!(status = %fin.status, ticks = fin.ticks_used.unwrap_or(0), "task finished");
+            metrics::counter!("agent_tasks_total", "status" => fin.status.as_str()).increment(1);
+            Outcome::Acked
+        }
+        Ok(false) => {
+            tracing::warn!("terminal write refused (fenced or already terminal); acking");
+            Outcome::Acked
+        }
+        Err(e) => store_failure(&e),
+    }
+}
+
+fn finish(status: TaskStatus, result: Option<proto::TaskResult>, error: Option<String>, ticks: u32) -> Finish {
+    Finish { status, result: result.and_then(|r| serde_json::to_value(r).ok()), error, ticks_used: Some(ticks) }
+}
+
+fn store_failure(e: &StoreError) -> Outcome {
+    match e {
+        // Redis stayed down through the retry budget: give the message back.
+        StoreError::Redis(_) => {
+            tracing::error!(error = %e, "task store unavailable; requeueing");
+            Outcome::Requeued
+        }
+        // A record we cannot read will not become readable: dead-letter it for a human.
+        StoreError::Corrupt(_) | StoreError::Reply(_) => {
+            tracing::error!(error = %e, "corrupt task record; dead-lettering");
+            Outcome::DeadLettered
+        }
+    }
+}
+
+async fn mark_invalid(worker: &Worker, data: &[u8], message_id: Option<&str>) {
+    let Some(id) = TaskEnvelope::salvage_id(data, message_id) else {
+        return;
+    };
+    let fin = Finish {
+        status: TaskStatus::Failed,
+        result: None,
+        error: Some("invalid envelope".into()),
+        ticks_used: Some(0),
+    };
+    match worker.store.get(id).await {
+        Ok(Some(rec)) => {
+            if let Err(e) = worker.store.finish(&rec, None, &fin).await {
+                tracing::warn!(error = %e, %id, "could not mark the task failed");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, %id, "could not read the task record"),
+    }
+}

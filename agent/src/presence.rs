@@ -1,0 +1,90 @@
+//! This agent's presence: the set of tasks it runs, its state, and the heartbeat that
+//! publishes both to Redis every `AGENT_HEARTBEAT_SECONDS` and at once on every change,
+//! so `/agents/count` shows busy agents without waiting for the next beat.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use proto::TaskId;
+use proto::presence::{Heartbeat, WorkerState};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::Worker;
+
+#[derive(Default)]
+pub struct Registry {
+    running: Mutex<BTreeSet<TaskId>>,
+    draining: AtomicBool,
+    changed: Notify,
+}
+
+impl Registry {
+    pub fn start(&self, id: TaskId) {
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(id);
+            metrics::gauge!("agent_running_tasks").set(r.len() as f64);
+        }
+        self.changed.notify_one();
+    }
+
+    pub fn finish(&self, id: TaskId) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&id);
+            metrics::gauge!("agent_running_tasks").set(r.len() as f64);
+        }
+        self.changed.notify_one();
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.changed.notify_one();
+    }
+
+    pub fn running(&self) -> Vec<TaskId> {
+        self.running.lock().map(|r| r.iter().copied().collect()).unwrap_or_default()
+    }
+
+    pub fn state(&self) -> WorkerState {
+        if self.draining.load(Ordering::SeqCst) {
+            WorkerState::Draining
+        } else if self.running().is_empty() {
+            WorkerState::Idle
+        } else {
+            WorkerState::Busy
+        }
+    }
+}
+
+/// Heartbeats until `stop`, then removes this agent from the registry in Redis.
+pub async fn heartbeat(worker: &Worker, stop: CancellationToken) {
+    let s = &worker.settings;
+    let mut conn = worker.store.connection();
+    let started_at = proto::time::rfc3339(chrono::Utc::now());
+    let host = crate::config::hostname();
+    let mut interval = tokio::time::interval(s.heartbeat_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let hb = Heartbeat {
+            worker_id: s.worker_id.clone(),
+            state: worker.registry.state(),
+            tasks: worker.registry.running(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            host: host.clone(),
+            started_at: started_at.clone(),
+        };
+        if let Err(e) = proto::presence::beat(&mut conn, worker.store.keys(), &hb, s.common.heartbeat_ttl).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = worker.registry.changed.notified() => {}
+            () = stop.cancelled() => break,
+        }
+    }
+    match proto::presence::deregister(&mut conn, worker.store.keys(), &s.worker_id).await {
+        Ok(()) => tracing::info!("deregistered"),
+        Err(e) => tracing::warn!(error = %e, "could not deregister; the entry expires with its TTL"),
+    }
+}
