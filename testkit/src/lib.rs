@@ -1,0 +1,403 @@
+//! The integration-test harness. Each [`Harness`] gets its own Redis key prefix and queue
+//! name, so tests run in parallel against the one local Redis and RabbitMQ, and removes
+//! its keys and queues when dropped (even when the test panicked).
+//!
+//! Talks to the real services at `REDIS_URL` / `RABBITMQ_URL` (defaults: localhost).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, QueueDeleteOptions};
+use lapin::{BasicProperties, Channel, Connection};
+use proto::config::Env;
+use proto::store::TaskStore;
+use proto::topology::Topology;
+use proto::{Keys, TaskId, TaskRecord};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "testkit-secret-testkit-secret-testkit-0123";
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn rabbitmq_url() -> String {
+    std::env::var("RABBITMQ_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Per-test names: a key prefix and an input queue (which brings its own DLX and DLQ).
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    pub prefix: String,
+    pub queue: String,
+}
+
+impl Namespace {
+    pub fn new() -> Self {
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        Self { prefix: format!("test:{tag}:"), queue: format!("test.{tag}") }
+    }
+
+    /// The environment every process of this test shares.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("REDIS_URL", redis_url()),
+            ("RABBITMQ_URL", rabbitmq_url()),
+            ("REDIS_KEY_PREFIX", self.prefix.clone()),
+            ("AGENT_INPUT_QUEUE", self.queue.clone()),
+            ("SUPABASE_JWT_SECRET", SECRET.to_owned()),
+            // Leftovers of a crashed test run expire on their own.
+            ("TASK_RECORD_TTL_SECONDS", "900".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct Harness {
+    pub ns: Namespace,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub redis: ConnectionManager,
+    pub store: TaskStore,
+    pub amqp: Connection,
+    pub channel: Channel,
+    gateway_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    gateway_task: Option<tokio::task::JoinHandle<()>>,
+    agents: Vec<AgentProc>,
+}
+
+impl Harness {
+    /// Starts an in-process gateway on port 0 with the namespace's settings plus `extra`.
+    pub async fn start(extra: &[(&str, &str)]) -> Self {
+        let ns = Namespace::new();
+        let mut env = Env::from_pairs(ns.env());
+        for (k, v) in extra {
+            env = env.with(k, *v);
+        }
+        let settings = gateway::config::Settings::from_env(&env).expect("gateway settings");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let gateway_task = tokio::spawn(async move {
+            if let Err(e) = gateway::run(listener, settings, async move {
+                let _ = rx.await;
+            })
+            .await
+            {
+                eprintln!("gateway failed: {e:?}");
+            }
+        });
+        let redis = proto::connect::redis(&redis_url()).expect("redis url");
+        let store = TaskStore::new(redis.clone(), Keys::new(ns.prefix.clone()), Duration::from_secs(900));
+        let amqp = proto::connect::amqp(&rabbitmq_url(), "testkit").await.expect("rabbitmq");
+        let channel = amqp.create_channel().await.expect("channel");
+        Topology::new(ns.queue.clone(), max_deliveries(extra)).declare(&channel).await.expect("declare");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Self {
+            ns,
+            addr,
+            http,
+            redis,
+            store,
+            amqp,
+            channel,
+            gateway_stop: Some(tx),
+            gateway_task: Some(gateway_task),
+            agents: Vec::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn token_for(&self, user: &str) -> String {
+        gateway::auth::mint_dev_token(SECRET.as_bytes(), user, "authenticated", None, 600).expect("token")
+    }
+
+    pub async fn submit(&self, user: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/tasks"))
+            .bearer_auth(self.token_for(user))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Submits and returns the new task id, asserting `202`.
+    pub async fn submit_ok(&self, user: &str, mandate: &str, max_ticks: u32) -> TaskId {
+        let resp = self.submit(user, json!({"mandate": mandate, "max_ticks": max_ticks})).await;
+        assert_eq!(resp.status(), 202, "submit failed: {:?}", resp.text().await);
+        let body: Value = resp.json().await.expect("json");
+        body["correlation_id"].as_str().expect("id").parse().expect("uuid")
+    }
+
+    pub async fn get_task(&self, user: &str, id: TaskId) -> reqwest::Response {
+        self.http.get(self.url(&format!("/tasks/{id}"))).bearer_auth(self.token_for(user)).send().await.expect("request")
+    }
+
+    pub async fn cancel(&self, user: &str, id: TaskId) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/tasks/{id}/cancel")))
+            .bearer_auth(self.token_for(user))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn agent_count(&self) -> Value {
+        self.http.get(self.url("/agents/count")).send().await.expect("request").json().await.expect("json")
+    }
+
+    /// The record straight from Redis.
+    pub async fn record(&self, id: TaskId) -> Option<TaskRecord> {
+        self.store.get(id).await.expect("redis")
+    }
+
+    /// Polls the record until `pred` holds, or panics after `limit`.
+    pub async fn wait_for(&self, id: TaskId, limit: Duration, pred: impl Fn(&TaskRecord) -> bool) -> TaskRecord {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let rec = self.record(id).await;
+            if let Some(r) = &rec {
+                if pred(r) {
+                    return r.clone();
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "condition not met within {limit:?}; last record: {rec:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls an arbitrary async condition.
+    pub async fn eventually<F, Fut>(&self, what: &str, limit: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !check().await {
+            assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Ready messages in a queue of this namespace (`""` = the input queue, `".dlq"` = its DLQ).
+    pub async fn ready(&self, suffix: &str) -> u32 {
+        let q = format!("{}{suffix}", self.ns.queue);
+        Topology::depth(&self.channel, &q).await.expect("passive declare").0
+    }
+
+    pub async fn quota_used(&self, user: &str) -> i64 {
+        let key = self.store.quota_key(user, chrono_now());
+        self.redis.clone().get::<_, Option<i64>>(key).await.expect("redis").unwrap_or(0)
+    }
+
+    /// Publishes raw bytes to the input queue, as a foreign producer would.
+    pub async fn publish_raw(&self, body: &[u8], message_id: Option<&str>) {
+        let mut props = BasicProperties::default().with_delivery_mode(2);
+        if let Some(m) = message_id {
+            props = props.with_message_id(m.into());
+        }
+        self.channel
+            .basic_publish("".into(), self.ns.queue.as_str().into(), BasicPublishOptions::default(), body, props)
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
+    /// Task events (`events:{id}` stream) as field maps, oldest first.
+    pub async fn events(&self, id: TaskId) -> Vec<HashMap<String, String>> {
+        let key = Keys::new(self.ns.prefix.clone()).events(id);
+        let reply: redis::streams::StreamRangeReply = self.redis.clone().xrange_all(key).await.expect("xrange");
+        reply
+            .ids
+            .into_iter()
+            .map(|e| {
+                e.map
+                    .into_iter()
+                    .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap_or_default()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Starts an agent process of this namespace; `bin` is `env!("CARGO_BIN_EXE_agent")`.
+    pub fn spawn_agent(&mut self, bin: &str, id: &str, extra: &[(&str, &str)]) -> usize {
+        let agent = AgentProc::spawn(bin, &self.ns, id, extra);
+        self.agents.push(agent);
+        self.agents.len() - 1
+    }
+
+    pub fn agent(&mut self, i: usize) -> &mut AgentProc {
+        &mut self.agents[i]
+    }
+
+    /// Stops the gateway and agents and removes every key and queue of the namespace.
+    pub async fn cleanup(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        for a in &mut self.agents {
+            a.kill();
+        }
+        if let Some(tx) = self.gateway_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.gateway_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+        purge(&self.ns).await;
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            a.kill();
+        }
+        if self.gateway_stop.is_some() {
+            // The test ended without cleanup (it panicked): purge from a fresh runtime.
+            let ns = self.ns.clone();
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    rt.block_on(purge(&ns));
+                }
+            })
+            .join();
+        }
+    }
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+fn max_deliveries(extra: &[(&str, &str)]) -> u32 {
+    extra.iter().find(|(k, _)| *k == "AGENT_MAX_DELIVERIES").and_then(|(_, v)| v.parse().ok()).unwrap_or(5)
+}
+
+/// Deletes every key under the prefix and the namespace's queues and exchange.
+pub async fn purge(ns: &Namespace) {
+    if let Ok(client) = redis::Client::open(redis_url()) {
+        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+            let keys: Vec<String> = {
+                let mut iter: redis::AsyncIter<String> =
+                    match conn.scan_match(format!("{}*", ns.prefix)).await {
+                        Ok(it) => it,
+                        Err(_) => return,
+                    };
+                let mut keys = Vec::new();
+                while let Some(Ok(k)) = futures_util::StreamExt::next(&mut iter).await {
+                    keys.push(k);
+                }
+                keys
+            };
+            if !keys.is_empty() {
+                let _: redis::RedisResult<i64> = conn.del(keys).await;
+            }
+        }
+    }
+    if let Ok(conn) = proto::connect::amqp(&rabbitmq_url(), "testkit-purge").await {
+        if let Ok(ch) = conn.create_channel().await {
+            for q in [ns.queue.clone(), format!("{}.dlq", ns.queue)] {
+                let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+            }
+            let _ = ch.exchange_delete(format!("{}.dlx", ns.queue).as_str().into(), Default::default()).await;
+        }
+        let _ = conn.close(200, "purged".into()).await;
+    }
+}
+
+/// An agent child process with its own health port.
+pub struct AgentProc {
+    pub id: String,
+    pub health: SocketAddr,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl AgentProc {
+    pub fn spawn(bin: &str, ns: &Namespace, id: &str, extra: &[(&str, &str)]) -> Self {
+        let health = free_port();
+        let log = std::env::temp_dir().join(format!("euglena-{}-{id}.log", ns.queue));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .envs(ns.env())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AGENT_ID", id)
+            .env("AGENT_HEALTH_ADDR", health.to_string())
+            .env("AGENT_HEARTBEAT_SECONDS", "1")
+            .env("AGENT_HEARTBEAT_TTL_SECONDS", "3")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn agent");
+        Self { id: id.to_owned(), health, child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no drain, no deregistration.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A port that was free a moment ago (for child processes that bind their own).
+pub fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
