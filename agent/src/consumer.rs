@@ -86,9 +86,10 @@ pub async fn consume(worker: Arc<Worker>, tracker: TaskTracker, stop: Cancellati
             }
         }
         if stop.is_cancelled() {
-            // Keep the connection open while runs drain: their acks travel on it. The
-            // caller closes everything after the drain.
-            worker.hold_connection(conn).await;
+            // Keep the connection and channel open while runs drain: their acks travel on
+            // them (lapin closes a channel when its last handle drops). The caller closes
+            // everything after the drain.
+            worker.hold_link(conn, channel).await;
             return;
         }
         link_lost.cancel();

@@ -43,7 +43,7 @@ pub struct Worker {
     pub store: TaskStore,
     pub model: Arc<dyn Model>,
     pub registry: Registry,
-    held: Mutex<Option<lapin::Connection>>,
+    held: Mutex<Option<(lapin::Connection, lapin::Channel)>>,
 }
 
 impl Worker {
@@ -51,8 +51,8 @@ impl Worker {
         Self { settings, store, model, registry: Registry::default(), held: Mutex::new(None) }
     }
 
-    async fn hold_connection(&self, conn: lapin::Connection) {
-        *self.held.lock().await = Some(conn);
+    async fn hold_link(&self, conn: lapin::Connection, channel: lapin::Channel) {
+        *self.held.lock().await = Some((conn, channel));
     }
 }
 
@@ -112,7 +112,8 @@ pub async fn run(settings: Settings, health: TcpListener, shutdown: Cancellation
         tracing::info!("all running tasks finished");
     }
     interrupt.cancel();
-    if let Some(conn) = worker.held.lock().await.take() {
+    if let Some((conn, channel)) = worker.held.lock().await.take() {
+        let _ = channel.close(200, "agent shutting down".into()).await;
         let _ = conn.close(200, "agent shutting down".into()).await;
     }
     presence_stop.cancel();

@@ -129,13 +129,7 @@ impl Harness {
     }
 
     pub async fn submit(&self, user: &str, body: Value) -> reqwest::Response {
-        self.http
-            .post(self.url("/tasks"))
-            .bearer_auth(self.token_for(user))
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
+        self.http.post(self.url("/tasks")).bearer_auth(self.token_for(user)).json(&body).send().await.expect("request")
     }
 
     /// Submits and returns the new task id, asserting `202`.
@@ -147,7 +141,12 @@ impl Harness {
     }
 
     pub async fn get_task(&self, user: &str, id: TaskId) -> reqwest::Response {
-        self.http.get(self.url(&format!("/tasks/{id}"))).bearer_auth(self.token_for(user)).send().await.expect("request")
+        self.http
+            .get(self.url(&format!("/tasks/{id}")))
+            .bearer_auth(self.token_for(user))
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn cancel(&self, user: &str, id: TaskId) -> reqwest::Response {
@@ -178,7 +177,10 @@ impl Harness {
                     return r.clone();
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "condition not met within {limit:?}; last record: {rec:#?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not met within {limit:?}; last record: {rec:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -229,10 +231,7 @@ impl Harness {
             .ids
             .into_iter()
             .map(|e| {
-                e.map
-                    .into_iter()
-                    .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap_or_default()))
-                    .collect()
+                e.map.into_iter().map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap_or_default())).collect()
             })
             .collect()
     }
@@ -298,11 +297,10 @@ pub async fn purge(ns: &Namespace) {
     if let Ok(client) = redis::Client::open(redis_url()) {
         if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
             let keys: Vec<String> = {
-                let mut iter: redis::AsyncIter<String> =
-                    match conn.scan_match(format!("{}*", ns.prefix)).await {
-                        Ok(it) => it,
-                        Err(_) => return,
-                    };
+                let mut iter: redis::AsyncIter<String> = match conn.scan_match(format!("{}*", ns.prefix)).await {
+                    Ok(it) => it,
+                    Err(_) => return,
+                };
                 let mut keys = Vec::new();
                 while let Some(Ok(k)) = futures_util::StreamExt::next(&mut iter).await {
                     keys.push(k);
