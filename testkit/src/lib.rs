@@ -172,10 +172,10 @@ impl Harness {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let rec = self.record(id).await;
-            if let Some(r) = &rec {
-                if pred(r) {
-                    return r.clone();
-                }
+            if let Some(r) = &rec
+                && pred(r)
+            {
+                return r.clone();
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -292,26 +292,23 @@ fn max_deliveries(extra: &[(&str, &str)]) -> u32 {
     extra.iter().find(|(k, _)| *k == "AGENT_MAX_DELIVERIES").and_then(|(_, v)| v.parse().ok()).unwrap_or(5)
 }
 
-/// Deletes every key under the prefix and the namespace's queues and exchange.
-pub async fn purge(ns: &Namespace) {
-    if let Ok(client) = redis::Client::open(redis_url()) {
-        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-            let keys: Vec<String> = {
-                let mut iter: redis::AsyncIter<String> = match conn.scan_match(format!("{}*", ns.prefix)).await {
-                    Ok(it) => it,
-                    Err(_) => return,
-                };
-                let mut keys = Vec::new();
-                while let Some(Ok(k)) = futures_util::StreamExt::next(&mut iter).await {
-                    keys.push(k);
-                }
-                keys
-            };
-            if !keys.is_empty() {
-                let _: redis::RedisResult<i64> = conn.del(keys).await;
-            }
+async fn purge_keys(prefix: &str) {
+    let Ok(client) = redis::Client::open(redis_url()) else { return };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
+    let mut keys = Vec::new();
+    if let Ok(mut iter) = conn.scan_match::<_, String>(format!("{prefix}*")).await {
+        while let Some(Ok(k)) = futures_util::StreamExt::next(&mut iter).await {
+            keys.push(k);
         }
     }
+    if !keys.is_empty() {
+        let _: redis::RedisResult<i64> = conn.del(keys).await;
+    }
+}
+
+/// Deletes every key under the prefix and the namespace's queues and exchange.
+pub async fn purge(ns: &Namespace) {
+    purge_keys(&ns.prefix).await;
     if let Ok(conn) = proto::connect::amqp(&rabbitmq_url(), "testkit-purge").await {
         if let Ok(ch) = conn.create_channel().await {
             for q in [ns.queue.clone(), format!("{}.dlq", ns.queue)] {

@@ -24,7 +24,7 @@ pub async fn agents_count(State(state): State<AppState>) -> Result<Json<AgentCou
     let mut conn = state.redis.clone();
     let c = proto::presence::count(&mut conn, state.store.keys(), state.settings.common.heartbeat_ttl)
         .await
-        .map_err(|e| proto::store::StoreError::Redis(e))?;
+        .map_err(proto::store::StoreError::Redis)?;
     Ok(Json(AgentCount { count: c.count, busy: c.busy, idle: c.idle }))
 }
 
