@@ -34,9 +34,12 @@ impl JwtVerifier {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS;
         validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
         if let Some(iss) = issuer {
             validation.set_issuer(&[iss]);
+            // jsonwebtoken checks `iss` only when present unless it is also required.
+            validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
+        } else {
+            validation.set_required_spec_claims(&["exp", "sub", "aud"]);
         }
         Self { key: DecodingKey::from_secret(secret), validation }
     }

@@ -39,7 +39,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
@@ -49,7 +49,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
             _ => ApiError::BadRequest(format!("malformed JSON: {inner}")),
         }
-    })
+    })?;
+    // One JSON value and nothing after it: `{..} trailing` or `{..}{..}` is malformed.
+    de.end().map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -77,6 +80,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse::<Req>(br#"{"mandate":"x"}"#).is_ok());
+        assert!(matches!(parse::<Req>(br#"{"mandate":"x"} trailing"#), Err(ApiError::BadRequest(_))));
+        assert!(matches!(parse::<Req>(br#"{"mandate":"x"}{"mandate":"y"}"#), Err(ApiError::BadRequest(_))));
     }
 
     #[test]

@@ -60,7 +60,11 @@ impl Publisher {
         if cooling {
             return Err(PublishError::CoolingDown);
         }
-        match self.connect().await {
+        // Bounded on its own (inside the publish timeout), so a broker that accepts TCP but never answers also starts
+        // the cool-down instead of costing every request the full publish timeout.
+        let budget = (self.timeout * 3 / 4).min(proto::connect::AMQP_CONNECT_TIMEOUT);
+        let attempt = tokio::time::timeout(budget, self.connect()).await;
+        match attempt.unwrap_or_else(|_| Err(PublishError::Connect("connection attempt timed out".into()))) {
             Ok(l) => {
                 let ch = l.channel.clone();
                 *link = Some(l);
