@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Euglena on this machine against the local Redis and RabbitMQ: the gateway on
-# :8080 and $AGENTS agents (default 2), logs prefixed by process. Ctrl-C stops everything
-# cleanly (agents drain their running tasks first).
+# :8080, the metrics sidecar (log-only, :8082) and the autoscaler's local loop, which runs
+# between MIN_WORKERS (2) and MAX_WORKERS (6) agents as the queue demands. Logs are
+# prefixed by process. Ctrl-C stops everything cleanly (agents drain first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
@@ -12,12 +13,17 @@ export SUPABASE_JWT_SECRET=${SUPABASE_JWT_SECRET:-local-dev-secret-change-me-012
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 export NO_COLOR=1
 export AGENT_DRAIN_SECONDS=${AGENT_DRAIN_SECONDS:-10}
+export MIN_WORKERS=${MIN_WORKERS:-2} MAX_WORKERS=${MAX_WORKERS:-6}
+export AUTOSCALER_INTERVAL_SECONDS=${AUTOSCALER_INTERVAL_SECONDS:-5} SCALE_IN_WINDOW_SECONDS=${SCALE_IN_WINDOW_SECONDS:-60}
+export CLOUDWATCH_ENABLED=${CLOUDWATCH_ENABLED:-false}
 
 pids=()
+declare -A names
 start() { # name, command...
   local name=$1; shift
   "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
   pids+=("$!")
+  names[$!]=$name
 }
 stop() {
   trap - INT TERM EXIT
@@ -29,8 +35,14 @@ stop() {
 trap stop INT TERM EXIT
 
 start gateway "$bin/gateway"
-for i in $(seq 1 "${AGENTS:-2}"); do
-  AGENT_ID="local-agent-$i" AGENT_HEALTH_ADDR="127.0.0.1:$((8090 + i))" start "agent-$i" "$bin/agent"
-done
+start metrics "$bin/metrics-sidecar"
+# The autoscaler's children log through it; it replaces agents that die (even kill -9).
+start autoscaler "$bin/autoscaler" local
 echo "[run-local] gateway on http://127.0.0.1:8080 — mint a token with: $bin/gateway token --sub alice"
-wait -n "${pids[@]}" || true
+# The run ends when any of the three exits, or on Ctrl-C.
+done_pid=""
+set +e
+wait -n -p done_pid "${pids[@]}"
+code=$?
+set -e
+[ -z "$done_pid" ] || echo "[run-local] ${names[$done_pid]} (pid $done_pid) exited with status $code"

@@ -1,1 +1,18 @@
-fn main() {}
+use metrics_sidecar::config::{HELP, Settings};
+use proto::config::{Env, cli_args, exit_on_config_error};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = cli_args("metrics-sidecar", HELP);
+    if let Some(other) = args.first() {
+        eprintln!("metrics-sidecar: unknown argument {other:?}; see --help");
+        std::process::exit(2);
+    }
+    let settings =
+        Settings::from_env(&Env::from_process()).unwrap_or_else(|e| exit_on_config_error("metrics-sidecar", &e));
+    proto::telemetry::init();
+    let shutdown = proto::shutdown::token();
+    let publisher = metrics_sidecar::publisher(&settings).await;
+    let listener = tokio::net::TcpListener::bind(settings.addr).await?;
+    metrics_sidecar::run(settings, listener, publisher, shutdown).await
+}

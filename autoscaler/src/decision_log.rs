@@ -1,0 +1,47 @@
+//! The one structured log line per decision (SPEC §6): every input and the output, so an
+//! operator can replay any decision through `autoscaler simulate` or the policy tests.
+
+use crate::policy::{Decision, Inputs};
+
+/// What the caller did with the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The count already matched.
+    None,
+    /// The fleet was resized.
+    Applied,
+    /// `DRY_RUN`: a change was decided but not made.
+    DryRun,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Applied => "applied",
+            Self::DryRun => "dry_run",
+        }
+    }
+}
+
+/// Logs the decision; `mode` is `lambda` or `local`.
+pub fn log(mode: &str, inputs: &Inputs<'_>, decision: &Decision, action: Action) {
+    let window = serde_json::to_string(inputs.window).unwrap_or_default();
+    tracing::info!(
+        target: "autoscaler::decision",
+        mode,
+        window = %window,
+        window_periods = inputs.window.len(),
+        current = inputs.current,
+        busy = inputs.busy,
+        min = inputs.bounds.min,
+        max = inputs.bounds.max,
+        tasks_per_worker = inputs.bounds.tasks_per_worker,
+        want = decision.want,
+        window_want = decision.window_want,
+        desired = decision.desired,
+        reason = decision.reason.as_str(),
+        action = action.as_str(),
+        "scaling decision"
+    );
+}

@@ -1,0 +1,27 @@
+//! Integration tests: the Lambda handler against a private `moto_server` (CloudWatch + ECS),
+//! and the local loop against the local Redis and RabbitMQ with real agent processes.
+//! Per-test queue names, key prefixes and moto servers, so tests run in parallel.
+
+#[path = "../../../metrics-sidecar/tests/support/moto.rs"]
+mod moto;
+
+mod aws;
+mod lambda;
+mod local;
+
+use std::time::Duration;
+
+/// Generous bounds for "eventually": correctness limits, not speed targets.
+pub const SOON: Duration = Duration::from_secs(60);
+
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

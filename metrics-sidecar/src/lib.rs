@@ -1,0 +1,125 @@
+//! The Euglena metrics sidecar (SPEC §6).
+//!
+//! # Layout
+//! - [`config`]: settings from the environment.
+//! - [`probe`]: reads queue depths (passive declares) and agent presence; failures are `None`.
+//! - [`cloudwatch`]: one `PutMetricData` per interval, retried, never fatal; or log-only.
+//! - [`aws`]: the SDK configuration (timeouts, `AWS_ENDPOINT_URL`) shared with the autoscaler.
+//!
+//! The loop publishes every `METRICS_INTERVAL_SECONDS` until the shutdown token fires, and
+//! serves `/health` and `/metrics` (the same values as Prometheus gauges) meanwhile.
+
+pub mod aws;
+pub mod cloudwatch;
+pub mod config;
+pub mod probe;
+
+use std::time::Duration;
+
+use proto::Keys;
+use tokio::net::TcpListener;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::cloudwatch::Publisher;
+use crate::config::Settings;
+use crate::probe::{Probe, Reading};
+
+/// Chooses CloudWatch or log-only mode and says which, and why, once at start.
+pub async fn publisher(settings: &Settings) -> Publisher {
+    if !settings.cloudwatch_enabled {
+        tracing::warn!("CLOUDWATCH_ENABLED=false: LOG-ONLY MODE, no metrics are published");
+        return Publisher::log_only(&settings.namespace);
+    }
+    let sdk = aws::load().await;
+    if let Err(reason) = aws::has_credentials(&sdk).await {
+        tracing::warn!(%reason, "no AWS credentials: LOG-ONLY MODE, no metrics are published");
+        return Publisher::log_only(&settings.namespace);
+    }
+    tracing::info!(
+        namespace = %settings.namespace,
+        region = sdk.region().map(ToString::to_string),
+        endpoint = sdk.endpoint_url(),
+        "publishing to CloudWatch"
+    );
+    Publisher::cloudwatch(aws_sdk_cloudwatch::Client::new(&sdk), &settings.namespace)
+}
+
+/// Runs the sampling loop until `shutdown` fires.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    publisher: Publisher,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let ops_stop = CancellationToken::new();
+    let ops = {
+        let stop = ops_stop.clone();
+        let router = proto::ops::router();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "health server failed");
+            }
+        })
+    };
+    let redis = proto::connect::redis(&settings.common.redis_url)?;
+    let keys = Keys::new(settings.common.key_prefix.clone());
+    let mut probe = Probe::new(
+        &settings.common.rabbitmq_url,
+        &settings.common.input_queue,
+        redis,
+        keys,
+        settings.common.heartbeat_ttl,
+    );
+    tracing::info!(
+        queue = %settings.common.input_queue,
+        interval_s = settings.interval.as_secs(),
+        log_only = publisher.is_log_only(),
+        "metrics sidecar started"
+    );
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        // Retries stop before the next sample is due, so intervals never pile up.
+        let deadline = Instant::now() + settings.interval.saturating_sub(Duration::from_millis(200));
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = sample_once(&mut probe, &publisher, deadline) => {}
+        }
+    }
+    probe.close().await;
+    ops_stop.cancel();
+    let _ = ops.await;
+    tracing::info!("metrics sidecar stopped");
+    Ok(())
+}
+
+/// One interval: read, log, expose as gauges, publish.
+pub async fn sample_once(probe: &mut Probe, publisher: &Publisher, deadline: Instant) -> Reading {
+    let reading = probe.read().await;
+    let values = cloudwatch::values(&reading);
+    for (name, value) in &values {
+        metrics::gauge!("euglena_queue_metric", "metric" => *name, "queue" => probe.queue().to_owned())
+            .set(*value as f64);
+    }
+    tracing::info!(
+        queue = probe.queue(),
+        ready = reading.ready,
+        consumers = reading.consumers,
+        dlq_ready = reading.dlq_ready,
+        workers = reading.agents.map(|a| a.count),
+        busy = reading.agents.map(|a| a.busy),
+        in_flight = reading.agents.map(|a| a.running_tasks),
+        log_only = publisher.is_log_only(),
+        "queue metrics"
+    );
+    if let Err(error) = publisher.publish(probe.queue(), &values, deadline).await {
+        tracing::error!(%error, "PutMetricData failed; this interval's metrics are lost");
+    }
+    reading
+}
