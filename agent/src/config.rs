@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use proto::config::{CommonSettings, ConfigError, Env};
 
+use crate::memory::MemorySettings;
+use crate::model::openai::LlmSettings;
+use crate::tools::search::SearchSettings;
+use crate::tools::visit::VisitSettings;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
@@ -15,6 +20,11 @@ pub struct Settings {
     pub task_timeout: Duration,
     pub drain: Duration,
     pub offline: OfflineSettings,
+    /// `None`: no `OPENAI_API_KEY` or `OPENAI_BASE_URL`, so the offline demo model runs.
+    pub llm: Option<LlmSettings>,
+    pub search: SearchSettings,
+    pub visit: VisitSettings,
+    pub memory: MemorySettings,
 }
 
 /// Pacing of the offline demo model (see [`crate::model::offline`]).
@@ -34,11 +44,6 @@ impl Settings {
                 "must be shorter than AGENT_HEARTBEAT_TTL_SECONDS",
             ));
         }
-        if env.raw("OPENAI_API_KEY").is_some() {
-            // Refusing is better than silently running the demo model for a user who
-            // configured a real one: the LLM client arrives with the agent-intelligence work.
-            return Err(ConfigError::new("OPENAI_API_KEY", "is set, but this build only has the offline demo model"));
-        }
         let worker_id = env.opt_string("AGENT_ID").unwrap_or_else(default_worker_id);
         if worker_id.len() > 128 || worker_id.contains(char::is_whitespace) {
             return Err(ConfigError::new("AGENT_ID", "must be at most 128 characters without spaces"));
@@ -55,6 +60,10 @@ impl Settings {
                 think_ticks: env.ranged("OFFLINE_THINK_TICKS", 3, 0..=10_000)?,
                 tick_delay: Duration::from_millis(env.ranged("OFFLINE_TICK_DELAY_MS", 1000, 0..=600_000)?),
             },
+            llm: LlmSettings::from_env(env)?,
+            search: SearchSettings::from_env(env)?,
+            visit: VisitSettings::from_env(env)?,
+            memory: MemorySettings::from_env(env)?,
         })
     }
 }
@@ -75,20 +84,30 @@ pub fn hostname() -> String {
 
 pub const HELP: &str = "\
 The Euglena agent worker: consumes task envelopes from RabbitMQ, runs each task's tick
-loop, writes progress and results to Redis, and heartbeats its presence.
+loop (model, search and visit tools, memory), writes progress and results to Redis, and
+heartbeats its presence.
 
 USAGE:
     agent
 
-This build runs the OFFLINE DEMO MODEL: a deterministic planner that thinks for
-OFFLINE_THINK_TICKS ticks (OFFLINE_TICK_DELAY_MS apart) and exits with a summary. It
-calls no LLM, search engine or web page.
+MODEL: with OPENAI_API_KEY and/or OPENAI_BASE_URL set, any OpenAI-compatible API
+(OpenAI, Ollama, vLLM, llama.cpp). Without either, the OFFLINE DEMO MODEL: a deterministic
+planner that visits the http(s) URLs in the mandate, thinks for OFFLINE_THINK_TICKS ticks
+and exits with the pages' titles and first paragraphs. It never searches or reasons.
 
 Configuration is read from the environment; see the README's configuration table.
 REDIS_URL, RABBITMQ_URL, REDIS_KEY_PREFIX, AGENT_INPUT_QUEUE, AGENT_HEALTH_ADDR (0.0.0.0:8081),
 AGENT_ID, AGENT_CONCURRENCY (1), AGENT_MAX_DELIVERIES (5), AGENT_HEARTBEAT_SECONDS (10),
 AGENT_HEARTBEAT_TTL_SECONDS (30), TASK_TIMEOUT_SECONDS (900), AGENT_DRAIN_SECONDS (90),
-TASK_RECORD_TTL_SECONDS, OFFLINE_THINK_TICKS (3), OFFLINE_TICK_DELAY_MS (1000), LOG_FORMAT, RUST_LOG.";
+TASK_RECORD_TTL_SECONDS, OFFLINE_THINK_TICKS (3), OFFLINE_TICK_DELAY_MS (1000),
+OPENAI_API_KEY, OPENAI_BASE_URL (https://api.openai.com/v1), LLM_MODEL (gpt-4o-mini),
+EMBEDDING_MODEL (text-embedding-3-small; 'local' = local embedding), LLM_TIMEOUT_SECONDS (60),
+LLM_MAX_RETRIES (4), LLM_RESPONSE_FORMAT (json_schema|json_object|none), LLM_TEMPERATURE,
+SEARCH_PROVIDER (none|brave|tavily|searxng), SEARCH_API_KEY, SEARCH_BASE_URL,
+SEARCH_MAX_RESULTS (5), SEARCH_TIMEOUT_SECONDS (15), VISIT_MAX_BYTES (2097152),
+VISIT_TIMEOUT_SECONDS (15), VISIT_ALLOW_PRIVATE (false), QDRANT_URL, QDRANT_API_KEY,
+QDRANT_COLLECTION (euglena_memories), MEMORY_TOP_K (6), MEMORY_RETENTION_SECONDS (0 = delete
+at task end), LOG_FORMAT, RUST_LOG.";
 
 #[cfg(test)]
 mod tests {
@@ -104,7 +123,13 @@ mod tests {
         assert_eq!(Settings::from_env(&bad).unwrap_err().var, "AGENT_HEARTBEAT_SECONDS");
         let bad = Env::default().with("AGENT_CONCURRENCY", "0");
         assert_eq!(Settings::from_env(&bad).unwrap_err().var, "AGENT_CONCURRENCY");
+        assert!(s.llm.is_none(), "offline without a key");
         let key = Env::default().with("OPENAI_API_KEY", "sk-test");
-        assert_eq!(Settings::from_env(&key).unwrap_err().var, "OPENAI_API_KEY");
+        assert_eq!(
+            Settings::from_env(&key).expect("a key selects the API model").llm.expect("llm").model,
+            "gpt-4o-mini"
+        );
+        let bad = Env::default().with("VISIT_ALLOW_PRIVATE", "maybe");
+        assert_eq!(Settings::from_env(&bad).unwrap_err().var, "VISIT_ALLOW_PRIVATE");
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Worker;
+use crate::model::{Meter, Usage};
 use crate::tick::{LoopState, Run, RunEnd};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,10 +109,13 @@ async fn handle(worker: &Worker, delivery: &Delivery, stop: &CancellationToken, 
         Ok(ClaimOutcome::Claimed { attempt }) => attempt,
         Ok(ClaimOutcome::Terminal(status)) => {
             tracing::info!(%status, "task already ended; acking without running");
+            // The agent that ended it may have died before cleaning up.
+            forget(worker, id).await;
             return Outcome::Acked;
         }
         Ok(ClaimOutcome::GaveUp { attempts }) => {
             tracing::warn!(attempts, "delivery limit reached; task failed, message dead-lettered");
+            forget(worker, id).await;
             return Outcome::DeadLettered;
         }
         Ok(ClaimOutcome::Missing) => {
@@ -157,13 +161,24 @@ async fn run_claimed(worker: &Worker, record: &TaskRecord, attempt: u32, stop: &
         Err(e) => return store_failure(&e),
     };
     tracing::info!(max_ticks = record.max_ticks, model = worker.model.name(), "task started");
-    let run = Run { store, model: worker.model.as_ref(), record, attempt, timeout: worker.settings.task_timeout, stop };
+    let run = Run {
+        store,
+        model: worker.model.as_ref(),
+        tools: &worker.tools,
+        memory: &worker.memory,
+        record,
+        attempt,
+        timeout: worker.settings.task_timeout,
+        stop,
+        meter: Meter::starting_at(state.usage),
+    };
     let end = run.execute(state).await;
+    let usage = run.meter.total();
     let fin = match end {
-        RunEnd::Completed(result, ticks) => finish(TaskStatus::Completed, Some(result), None, ticks),
-        RunEnd::Cancelled(result, ticks) => finish(TaskStatus::Cancelled, Some(result), None, ticks),
-        RunEnd::TimedOut(result, ticks) => finish(TaskStatus::Failed, Some(result), Some("timed out".into()), ticks),
-        RunEnd::Failed(error, result, ticks) => finish(TaskStatus::Failed, Some(result), Some(error), ticks),
+        RunEnd::Completed(result, ticks) => finish(TaskStatus::Completed, result, None, ticks, usage),
+        RunEnd::Cancelled(result, ticks) => finish(TaskStatus::Cancelled, result, None, ticks, usage),
+        RunEnd::TimedOut(result, ticks) => finish(TaskStatus::Failed, result, Some("timed out".into()), ticks, usage),
+        RunEnd::Failed(error, result, ticks) => finish(TaskStatus::Failed, result, Some(error), ticks, usage),
         RunEnd::Fenced => {
             tracing::warn!("a newer delivery owns this task; stopping without writing");
             return Outcome::Acked;
@@ -180,8 +195,9 @@ async fn run_claimed(worker: &Worker, record: &TaskRecord, attempt: u32, stop: &
     };
     match crate::retry::redis(&never, || store.finish(record, Some(attempt), &fin)).await {
         Ok(true) => {
-            tracing::info!(status = %fin.status, ticks = fin.ticks_used.unwrap_or(0), "task finished");
+            tracing::info!(status = %fin.status, ticks = fin.ticks_used.unwrap_or(0), total_tokens = usage.total_tokens, "task finished");
             metrics::counter!("agent_tasks_total", "status" => fin.status.as_str()).increment(1);
+            forget(worker, record.id).await;
             Outcome::Acked
         }
         Ok(false) => {
@@ -192,8 +208,22 @@ async fn run_claimed(worker: &Worker, record: &TaskRecord, attempt: u32, stop: &
     }
 }
 
-fn finish(status: TaskStatus, result: Option<proto::TaskResult>, error: Option<String>, ticks: u32) -> Finish {
-    Finish { status, result: result.and_then(|r| serde_json::to_value(r).ok()), error, ticks_used: Some(ticks) }
+/// The terminal write. The result is the SPEC's `{success, deliverables, notes, sources}`
+/// plus `usage`, the task's summed token counts.
+fn finish(status: TaskStatus, result: proto::TaskResult, error: Option<String>, ticks: u32, usage: Usage) -> Finish {
+    let mut value = serde_json::to_value(result).ok();
+    if let (Some(serde_json::Value::Object(map)), Ok(u)) = (&mut value, serde_json::to_value(usage)) {
+        map.insert("usage".into(), u);
+    }
+    Finish { status, result: value, error, ticks_used: Some(ticks) }
+}
+
+/// Deletes (or schedules the expiry of) a task's memories after its terminal write. A
+/// failure is logged only: the memories still expire with the task's TTL.
+async fn forget(worker: &Worker, id: proto::TaskId) {
+    if let Err(e) = worker.memory.forget(id).await {
+        tracing::warn!(error = %e, "could not delete the task's memories; they expire with the task");
+    }
 }
 
 fn store_failure(e: &StoreError) -> Outcome {

@@ -5,7 +5,10 @@
 //! - [`consumer`]: the consume loop with reconnects and prefetch.
 //! - [`delivery`]: one delivery from envelope to ack (parse, claim, run, finish).
 //! - [`tick`]: the tick loop and its checkpointed state.
-//! - [`model`]: the model interface and the offline demo model.
+//! - [`model`]: the model interface, the OpenAI-compatible client and the offline demo model.
+//! - [`prompt`]: prompt files (`agent/prompts/`) and their rendering.
+//! - [`tools`]: `search` and `visit` (with the SSRF address policy and HTML to text).
+//! - [`memory`], [`embedding`]: task memory in Redis or Qdrant, and the embeddings it uses.
 //! - [`presence`]: running tasks and the heartbeat.
 //!
 //! Shutdown (SIGTERM): stop taking deliveries, mark presence `draining`, let running
@@ -15,10 +18,14 @@
 pub mod config;
 pub mod consumer;
 pub mod delivery;
+pub mod embedding;
+pub mod memory;
 pub mod model;
 pub mod presence;
+pub mod prompt;
 pub mod retry;
 pub mod tick;
+pub mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +38,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
+use crate::embedding::{ApiEmbedder, Embedder, LocalEmbedder};
+use crate::memory::qdrant::QdrantStore;
+use crate::memory::redis::RedisStore;
+use crate::memory::{Memory, VectorStore};
 use crate::model::Model;
 use crate::model::offline::OfflineModel;
+use crate::model::openai::OpenAiModel;
 use crate::presence::Registry;
+use crate::tools::Tools;
+use crate::tools::search::Searcher;
+use crate::tools::ssrf::SystemLookup;
+use crate::tools::visit::Visitor;
 
 /// After the drain, interrupted runs get this long to checkpoint and nack.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
@@ -42,13 +58,52 @@ pub struct Worker {
     pub settings: Settings,
     pub store: TaskStore,
     pub model: Arc<dyn Model>,
+    pub tools: Tools,
+    pub memory: Memory,
     pub registry: Registry,
     held: Mutex<Option<(lapin::Connection, lapin::Channel)>>,
 }
 
+/// The model, tools and memory a worker runs tasks with, built once from the settings.
+pub struct Intelligence {
+    pub model: Arc<dyn Model>,
+    pub tools: Tools,
+    pub memory: Memory,
+}
+
+impl Intelligence {
+    pub fn build(settings: &Settings, store: &TaskStore) -> anyhow::Result<Self> {
+        let (model, embedder): (Arc<dyn Model>, Arc<dyn Embedder>) = match &settings.llm {
+            None => (Arc::new(OfflineModel::new(settings.offline.clone())), Arc::new(LocalEmbedder)),
+            Some(llm) => {
+                let m = OpenAiModel::new(llm.clone())?;
+                let embedder: Arc<dyn Embedder> = if llm.embedding_model == "local" {
+                    Arc::new(LocalEmbedder)
+                } else {
+                    Arc::new(ApiEmbedder::new(m.client(), llm.embedding_model.clone()))
+                };
+                (Arc::new(m), embedder)
+            }
+        };
+        let vectors: Arc<dyn VectorStore> = match QdrantStore::new(&settings.memory)? {
+            Some(q) => Arc::new(q),
+            None => {
+                Arc::new(RedisStore::new(store.connection(), store.keys().clone(), settings.common.task_record_ttl))
+            }
+        };
+        let memory = Memory::new(vectors, embedder, settings.memory.top_k, settings.memory.retention);
+        let tools = Tools {
+            searcher: Searcher::new(settings.search.clone())?,
+            visitor: Visitor::new(settings.visit.clone(), Arc::new(SystemLookup), Vec::new())?,
+        };
+        Ok(Self { model, tools, memory })
+    }
+}
+
 impl Worker {
-    pub fn new(settings: Settings, store: TaskStore, model: Arc<dyn Model>) -> Self {
-        Self { settings, store, model, registry: Registry::default(), held: Mutex::new(None) }
+    pub fn new(settings: Settings, store: TaskStore, parts: Intelligence) -> Self {
+        let Intelligence { model, tools, memory } = parts;
+        Self { settings, store, model, tools, memory, registry: Registry::default(), held: Mutex::new(None) }
     }
 
     async fn hold_link(&self, conn: lapin::Connection, channel: lapin::Channel) {
@@ -77,9 +132,32 @@ pub async fn run(settings: Settings, health: TcpListener, shutdown: Cancellation
         return Ok(());
     }
     let store = TaskStore::new(redis, Keys::new(settings.common.key_prefix.clone()), settings.common.task_record_ttl);
-    let model: Arc<dyn Model> = Arc::new(OfflineModel::new(settings.offline.clone()));
-    tracing::warn!(model = model.name(), "running the OFFLINE DEMO MODEL: no LLM, search or web access");
-    let worker = Arc::new(Worker::new(settings, store, model));
+    let parts = match Intelligence::build(&settings, &store) {
+        Ok(p) => p,
+        Err(e) => {
+            ops_stop.cancel();
+            return Err(e.context("could not set up the model, tools or memory"));
+        }
+    };
+    if settings.llm.is_none() {
+        tracing::warn!(
+            model = parts.model.name(),
+            "running the OFFLINE DEMO MODEL (no OPENAI_API_KEY or OPENAI_BASE_URL): it visits URLs from the \
+             mandate and reports their titles; it does not search or reason"
+        );
+    } else {
+        tracing::info!(model = parts.model.name(), "using an OpenAI-compatible model API");
+    }
+    tracing::info!(
+        memory = %parts.memory.describe(),
+        search = ?parts.tools.searcher.provider(),
+        visit_allow_private = settings.visit.allow_private,
+        "tools and memory ready"
+    );
+    if settings.visit.allow_private {
+        tracing::warn!("VISIT_ALLOW_PRIVATE=true: the visit tool may reach private and loopback addresses");
+    }
+    let worker = Arc::new(Worker::new(settings, store, parts));
     tracing::info!(worker_id = %worker.settings.worker_id, concurrency = worker.settings.concurrency, "agent starting");
 
     let presence_stop = CancellationToken::new();

@@ -1,6 +1,11 @@
-//! The tick loop of one task. After every tick the loop state is written as the task's
-//! checkpoint together with `tick`, fenced by the delivery's attempt, so a redelivered
-//! task resumes at the first tick that had not been recorded.
+//! The tick loop of one task. Each tick: recall memories near the current step, ask the
+//! model for an action, run its tool, store what was learned, and write `tick`, an event
+//! and the checkpoint, fenced by the delivery's attempt, so a redelivered task resumes at
+//! the first tick that had not been recorded. On `exit` or the last tick, one synthesis
+//! call writes the result.
+//!
+//! Model, tool and memory calls all race the task deadline and the stop signal. Memory is
+//! an aid: when it fails the loop goes on without it.
 
 use std::time::Duration;
 
@@ -11,10 +16,15 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{Action, Model, ModelError, View};
+use crate::memory::{Kind, Memory, NewMemory, Recalled, Scope};
+use crate::model::{Action, Meter, Model, ModelError, Usage, View};
+use crate::prompt::clip;
+use crate::tools::{Outcome, PageNote, Tools};
 
-/// History entries kept in the checkpoint (and shown to the model).
+/// History entries kept in the checkpoint (the prompt shows fewer).
 const HISTORY_LIMIT: usize = 50;
+/// Observation characters kept for steps older than the latest.
+const OLD_OBSERVATION_CHARS: usize = 600;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoopState {
@@ -24,6 +34,14 @@ pub struct LoopState {
     pub history: Vec<Step>,
     pub deliverables: Vec<String>,
     pub sources: Vec<String>,
+    /// Pages read successfully, in order.
+    #[serde(default)]
+    pub pages: Vec<PageNote>,
+    /// Memories stored so far (recall is skipped while there are none).
+    #[serde(default)]
+    pub memories: u32,
+    #[serde(default)]
+    pub usage: Usage,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,13 +53,31 @@ pub struct Step {
 }
 
 impl LoopState {
-    /// What a task that stops early (timeout, cancel) hands back.
+    /// What a task that stops early (timeout, cancel, failure) hands back.
     pub fn partial_result(&self, notes: &str) -> TaskResult {
         TaskResult {
             success: false,
             deliverables: self.deliverables.clone(),
             notes: notes.to_owned(),
             sources: self.sources.clone(),
+        }
+    }
+
+    fn push_step(&mut self, step: Step) {
+        if let Some(last) = self.history.last_mut() {
+            last.observation = clip(&last.observation, OLD_OBSERVATION_CHARS);
+        }
+        self.history.push(step);
+        if self.history.len() > HISTORY_LIMIT {
+            self.history.drain(..self.history.len() - HISTORY_LIMIT);
+        }
+    }
+
+    /// What to look up in memory before the next tick: the mandate and the latest step.
+    fn recall_query(&self, mandate: &str) -> String {
+        match self.history.last() {
+            Some(s) => format!("{}\n{}\n{}", clip(mandate, 1000), s.thought, clip(&s.observation, 500)),
+            None => clip(mandate, 1000),
         }
     }
 }
@@ -66,16 +102,31 @@ pub enum RunEnd {
 pub struct Run<'a> {
     pub store: &'a TaskStore,
     pub model: &'a dyn Model,
+    pub tools: &'a Tools,
+    pub memory: &'a Memory,
     pub record: &'a TaskRecord,
     pub attempt: u32,
     pub timeout: Duration,
     pub stop: &'a CancellationToken,
+    /// Token usage, seeded from the checkpoint; read it after [`Run::execute`].
+    pub meter: Meter,
 }
 
 enum Race<T> {
     Done(T),
     TimedOut,
     Stopped,
+}
+
+/// Leaves `execute` when a raced call did not finish.
+macro_rules! raced {
+    ($state:ident, $race:expr) => {
+        match $race {
+            Race::Done(v) => v,
+            Race::TimedOut => return RunEnd::TimedOut($state.partial_result("timed out"), $state.tick),
+            Race::Stopped => return RunEnd::Interrupted,
+        }
+    };
 }
 
 impl Run<'_> {
@@ -87,43 +138,83 @@ impl Run<'_> {
         }
     }
 
+    fn scope(&self) -> Scope {
+        Scope { task: self.record.id, user: self.record.user_id.clone() }
+    }
+
+    async fn recall(&self, state: &LoopState, query: &str) -> Vec<Recalled> {
+        if state.memories == 0 {
+            return Vec::new();
+        }
+        self.memory.recall(&self.scope(), query, &self.meter).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "memory recall failed; going on without memories");
+            Vec::new()
+        })
+    }
+
+    async fn remember(&self, items: Vec<NewMemory>) -> u32 {
+        match self.memory.remember(&self.scope(), items, &self.meter).await {
+            Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
+            Err(e) => {
+                tracing::warn!(error = %e, "storing memories failed; going on without them");
+                0
+            }
+        }
+    }
+
     pub async fn execute(&self, mut state: LoopState) -> RunEnd {
         let deadline = Instant::now() + self.timeout;
         let max_ticks = self.record.max_ticks;
         let mandate = self.record.mandate.as_str();
         while state.tick < max_ticks {
-            let view = View { mandate, max_ticks, state: &state };
-            let decision = match self.race(deadline, self.model.decide(&view)).await {
-                Race::Done(Ok(d)) => d,
-                Race::Done(Err(e)) => return self.model_failure(e, &state),
-                Race::TimedOut => return RunEnd::TimedOut(state.partial_result("timed out"), state.tick),
-                Race::Stopped => return RunEnd::Interrupted,
-            };
-            let observation = match &decision.action {
-                Action::Think | Action::Exit => String::new(),
-                // Tools arrive with the agent-intelligence work; until then say so to the model.
-                Action::Search { .. } | Action::Visit { .. } => {
-                    format!("the {} tool is not available in this build", decision.action.name())
+            let memories = raced!(state, self.race(deadline, self.recall(&state, &state.recall_query(mandate))).await);
+            let view = View { mandate, max_ticks, state: &state, memories: &memories, meter: &self.meter };
+            let decided = raced!(state, self.race(deadline, self.model.decide(&view)).await);
+            let tick = state.tick + 1;
+            let (action, decision) = match decided {
+                Ok(d) => (d.action.clone(), Some(d)),
+                Err(ModelError::Malformed(reason)) => {
+                    tracing::warn!(tick, %reason, "model reply unusable after the repair retry; tick failed");
+                    (Action::Think, None)
                 }
+                Err(e) => return self.model_failure(e, &state),
             };
-            state.tick += 1;
-            if let Some(n) = decision.notes.filter(|n| !n.is_empty()) {
-                state.notes.push(n);
+            let outcome: Outcome = raced!(state, self.race(deadline, self.tools.run(&action, tick)).await);
+            state.tick = tick;
+            let action_name = if decision.is_some() { action.name() } else { "invalid" };
+            let mut learned = outcome.memories;
+            let thought = match decision {
+                Some(d) => {
+                    if let Some(n) = d.notes {
+                        state.notes.push(n);
+                    }
+                    if let Some(x) = d.deliverable {
+                        state.deliverables.push(x);
+                    }
+                    learned.extend(d.remember.into_iter().map(|text| NewMemory {
+                        text,
+                        kind: Kind::Fact,
+                        tick,
+                        url: None,
+                    }));
+                    d.thought
+                }
+                None => String::new(),
+            };
+            state.memories += raced!(state, self.race(deadline, self.remember(learned)).await);
+            if let Some(page) = outcome.page.filter(|p| !state.sources.contains(&p.url)) {
+                state.sources.push(page.url.clone());
+                state.pages.push(page);
             }
-            if let Some(d) = decision.deliverable.filter(|d| !d.is_empty()) {
-                state.deliverables.push(d);
-            }
-            state.history.push(Step {
-                tick: state.tick,
-                action: decision.action.name().to_owned(),
-                thought: decision.thought,
-                observation,
-            });
-            if state.history.len() > HISTORY_LIMIT {
-                state.history.drain(..state.history.len() - HISTORY_LIMIT);
-            }
-            metrics::counter!("agent_ticks_total", "action" => decision.action.name()).increment(1);
-            match self.record_tick(&state, decision.action.name()).await {
+            let observation = if action_name == "invalid" {
+                "the reply was not a valid action; this tick was lost".into()
+            } else {
+                outcome.observation
+            };
+            state.push_step(Step { tick, action: action_name.to_owned(), thought, observation });
+            state.usage = self.meter.total();
+            metrics::counter!("agent_ticks_total", "action" => action_name).increment(1);
+            match self.record_tick(&state, action_name).await {
                 Ok(ProgressOutcome::Continue) => {}
                 Ok(ProgressOutcome::CancelRequested) => {
                     return RunEnd::Cancelled(state.partial_result("cancelled by the user"), state.tick);
@@ -131,23 +222,38 @@ impl Run<'_> {
                 Ok(ProgressOutcome::Fenced) => return RunEnd::Fenced,
                 Err(e) => return RunEnd::Store(e),
             }
-            if decision.action == Action::Exit {
+            if action_name == "exit" {
                 break;
             }
         }
-        let view = View { mandate, max_ticks, state: &state };
-        match self.race(deadline, self.model.synthesize(&view)).await {
-            Race::Done(Ok(result)) => RunEnd::Completed(result, state.tick),
-            Race::Done(Err(e)) => self.model_failure(e, &state),
-            Race::TimedOut => RunEnd::TimedOut(state.partial_result("timed out"), state.tick),
-            Race::Stopped => RunEnd::Interrupted,
+        let memories = raced!(state, self.race(deadline, self.recall(&state, mandate)).await);
+        let view = View { mandate, max_ticks, state: &state, memories: &memories, meter: &self.meter };
+        match raced!(state, self.race(deadline, self.model.synthesize(&view)).await) {
+            Ok(mut result) => {
+                // A model that forgets the lists still delivered what the loop collected.
+                if result.deliverables.is_empty() {
+                    result.deliverables = state.deliverables.clone();
+                }
+                if result.sources.is_empty() {
+                    result.sources = state.sources.clone();
+                }
+                RunEnd::Completed(result, state.tick)
+            }
+            Err(ModelError::Malformed(reason)) => {
+                let notes =
+                    format!("the model's final answer was unusable ({reason}); these are the collected deliverables");
+                RunEnd::Completed(state.partial_result(&notes), state.tick)
+            }
+            Err(e) => self.model_failure(e, &state),
         }
     }
 
     fn model_failure(&self, e: ModelError, state: &LoopState) -> RunEnd {
         match e {
-            ModelError::Permanent(m) => RunEnd::Failed(m, state.partial_result("the model failed"), state.tick),
             ModelError::Transient(m) => RunEnd::Unavailable(m),
+            ModelError::Permanent(m) | ModelError::Malformed(m) => {
+                RunEnd::Failed(m, state.partial_result("the model failed"), state.tick)
+            }
         }
     }
 

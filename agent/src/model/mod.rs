@@ -1,12 +1,25 @@
-//! The model interface the tick loop talks to. Each tick the model sees the mandate and
-//! the loop state and answers with one [`Decision`]; at the end it writes the result.
+//! The model interface the tick loop talks to. Each tick the model sees the mandate, the
+//! loop state and the memories retrieved for this tick, and answers with one [`Decision`];
+//! at the end it writes the result.
+//!
+//! - [`openai`]: any OpenAI-compatible API (`OPENAI_API_KEY` / `OPENAI_BASE_URL`).
+//! - [`offline`]: the OFFLINE DEMO MODEL, used when neither is configured.
+//! - [`http`]: the model API's transport: timeouts, retries, `Retry-After`.
+//! - [`parse`]: turning a model's text into a [`Decision`] or a result, with reasons a
+//!   repair prompt can quote.
 
+pub mod http;
 pub mod offline;
+pub mod openai;
+pub mod parse;
+
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use proto::TaskResult;
 use serde::{Deserialize, Serialize};
 
+use crate::memory::Recalled;
 use crate::tick::LoopState;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +50,9 @@ pub struct Decision {
     pub notes: Option<String>,
     #[serde(default)]
     pub deliverable: Option<String>,
+    /// Facts the model wants kept as memories of this task.
+    #[serde(default)]
+    pub remember: Vec<String>,
 }
 
 /// What the model sees on a tick.
@@ -44,16 +60,62 @@ pub struct View<'a> {
     pub mandate: &'a str,
     pub max_ticks: u32,
     pub state: &'a LoopState,
+    /// Memories of this task nearest to the current step, best first.
+    pub memories: &'a [Recalled],
+    /// Where the model adds the tokens each call used, failed calls included.
+    pub meter: &'a Meter,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// Retrying cannot help (bad credentials, unknown model): the task fails.
-    #[error("model error: {0}")]
+    #[error("{0}")]
     Permanent(String),
-    /// Worth another delivery (the service is down): the task is requeued.
+    /// Worth another delivery (the service stayed down through the retries): requeued.
     #[error("model unavailable: {0}")]
     Transient(String),
+    /// The reply was not a valid action even after the repair retry: this tick fails,
+    /// the loop goes on.
+    #[error("the model's reply was not a valid action: {0}")]
+    Malformed(String),
+}
+
+/// Token usage of a task, summed over every model and embedding call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// Requests that reached the API and returned a reply (retries included).
+    pub model_calls: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+        self.model_calls += other.model_calls;
+    }
+}
+
+/// A task's running token count. Shared by reference with the model and the embedder,
+/// so usage is counted even when a call's reply turns out to be unusable.
+#[derive(Debug, Default)]
+pub struct Meter(Mutex<Usage>);
+
+impl Meter {
+    pub fn starting_at(usage: Usage) -> Self {
+        Self(Mutex::new(usage))
+    }
+
+    pub fn add(&self, usage: Usage) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add(usage);
+    }
+
+    pub fn total(&self) -> Usage {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[async_trait]

@@ -1,16 +1,46 @@
 //! The OFFLINE DEMO MODEL: a deterministic planner with no LLM behind it, so the whole
-//! pipeline (queue, ticks, checkpoints, cancel, results) runs without an API key. It thinks
-//! for `OFFLINE_THINK_TICKS` ticks, each `OFFLINE_TICK_DELAY_MS` long, then exits with a
-//! summary that says plainly it was produced offline.
+//! pipeline (queue, ticks, tools, memory, checkpoints, cancel, results) runs without an
+//! API key. Its plan depends only on the mandate and the tick:
+//! 1. visit each http(s) URL found in the mandate (up to [`MAX_URLS`]), through the same
+//!    SSRF-safe visit tool a real model uses;
+//! 2. think for `OFFLINE_THINK_TICKS` ticks, each `OFFLINE_TICK_DELAY_MS` long;
+//! 3. exit, with each visited page's title and first paragraph as deliverables.
+//!
+//! It does not search, read pages beyond their first paragraph, or judge anything, and
+//! its result says so.
 
 use async_trait::async_trait;
 use proto::TaskResult;
 
 use super::{Action, Decision, Model, ModelError, View};
 use crate::config::OfflineSettings;
+use crate::prompt::clip;
+
+/// URLs taken from one mandate.
+pub const MAX_URLS: usize = 5;
+const PARAGRAPH_CHARS: usize = 400;
 
 pub struct OfflineModel {
     settings: OfflineSettings,
+}
+
+/// The http(s) URLs in `text`, in order, without duplicates or trailing punctuation.
+pub fn mandate_urls(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for word in text.split(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == '"') {
+        let Some(start) = word.find("http://").or_else(|| word.find("https://")) else { continue };
+        let candidate = word[start..].trim_end_matches(['.', ',', ';', ':', '!', '?', ')', ']', '\'', '}']);
+        if let Ok(url) = url::Url::parse(candidate) {
+            let url = url.to_string();
+            if url.starts_with("http") && !out.contains(&url) {
+                out.push(url);
+            }
+        }
+        if out.len() == MAX_URLS {
+            break;
+        }
+    }
+    out
 }
 
 impl OfflineModel {
@@ -18,18 +48,14 @@ impl OfflineModel {
         Self { settings }
     }
 
-    /// Thinking ticks for a task: the configured count, leaving the last tick for exit.
-    fn think_ticks(&self, max_ticks: u32) -> u32 {
-        self.settings.think_ticks.min(max_ticks.saturating_sub(1))
+    /// (visit ticks, thinking ticks) for a task, leaving the last tick for exit.
+    fn plan(&self, mandate: &str, max_ticks: u32) -> (Vec<String>, u32) {
+        let budget = max_ticks.saturating_sub(1);
+        let mut urls = mandate_urls(mandate);
+        urls.truncate(budget as usize);
+        let thinks = self.settings.think_ticks.min(budget - urls.len() as u32);
+        (urls, thinks)
     }
-}
-
-fn excerpt(text: &str, chars: usize) -> String {
-    let mut out: String = text.chars().take(chars).collect();
-    if text.chars().count() > chars {
-        out.push('…');
-    }
-    out
 }
 
 #[async_trait]
@@ -41,33 +67,69 @@ impl Model for OfflineModel {
     async fn decide(&self, view: &View<'_>) -> Result<Decision, ModelError> {
         tokio::time::sleep(self.settings.tick_delay).await;
         let tick = view.state.tick;
-        let words = view.mandate.split_whitespace().count();
-        if tick < self.think_ticks(view.max_ticks) {
-            Ok(Decision {
-                thought: format!("offline step {}: reviewing the {words}-word mandate", tick + 1),
-                action: Action::Think,
-                notes: Some(format!("step {} considered the mandate", tick + 1)),
-                deliverable: None,
-            })
+        let (urls, thinks) = self.plan(view.mandate, view.max_ticks);
+        let visits = urls.len() as u32;
+        let decision = |thought: String, action: Action, notes: Option<String>| Decision {
+            thought,
+            action,
+            notes,
+            deliverable: None,
+            remember: Vec::new(),
+        };
+        Ok(if let Some(url) = urls.get(tick as usize) {
+            decision(
+                format!("offline step {}: read {url} from the mandate", tick + 1),
+                Action::Visit { url: url.clone() },
+                None,
+            )
+        } else if tick < visits + thinks {
+            let words = view.mandate.split_whitespace().count();
+            decision(
+                format!("offline step {}: reviewing the {words}-word mandate", tick + 1),
+                Action::Think,
+                Some(format!("step {} considered the mandate", tick + 1)),
+            )
         } else {
-            Ok(Decision {
-                thought: "offline planner is done".into(),
-                action: Action::Exit,
-                notes: None,
-                deliverable: None,
-            })
-        }
+            decision("offline planner is done".into(), Action::Exit, None)
+        })
     }
 
     async fn synthesize(&self, view: &View<'_>) -> Result<TaskResult, ModelError> {
-        let thought = view.state.history.iter().filter(|s| s.action == "think").count();
+        let state = view.state;
+        let (urls, _) = self.plan(view.mandate, view.max_ticks);
+        let thought = state.history.iter().filter(|s| s.action == "think").count();
+        let failures: Vec<String> = state
+            .history
+            .iter()
+            .filter(|s| s.action == "visit" && s.observation.starts_with("visit failed"))
+            .map(|s| s.observation.clone())
+            .collect();
+        let mut deliverables: Vec<String> = state
+            .pages
+            .iter()
+            .map(|p| {
+                let para =
+                    p.first_paragraph.as_deref().map_or("(no paragraph found)".into(), |t| clip(t, PARAGRAPH_CHARS));
+                format!("{}: {para}", p.title)
+            })
+            .collect();
+        if urls.is_empty() {
+            deliverables.push(format!("Offline demo summary of the mandate: {}", clip(view.mandate, 200)));
+        }
+        let mut notes = format!(
+            "Produced by the OFFLINE DEMO MODEL (no LLM configured): visited {} of {} URLs from the mandate, \
+             {thought} thinking ticks, no search; page titles and first paragraphs only, not judged or summarised.",
+            state.pages.len(),
+            urls.len(),
+        );
+        if !failures.is_empty() {
+            notes.push_str(&format!(" Failed: {}", failures.join("; ")));
+        }
         Ok(TaskResult {
-            success: true,
-            deliverables: vec![format!("Offline demo summary of the mandate: {}", excerpt(view.mandate, 200))],
-            notes: format!(
-                "Produced by the offline demo model (no LLM configured): {thought} thinking ticks, no search, no web visits."
-            ),
-            sources: vec![],
+            success: urls.is_empty() || !state.pages.is_empty(),
+            deliverables,
+            notes,
+            sources: state.pages.iter().map(|p| p.url.clone()).collect(),
         })
     }
 }
@@ -75,29 +137,70 @@ impl Model for OfflineModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Meter;
     use crate::tick::LoopState;
+    use crate::tools::PageNote;
     use std::time::Duration;
+
+    fn model(think_ticks: u32) -> OfflineModel {
+        OfflineModel::new(OfflineSettings { think_ticks, tick_delay: Duration::ZERO })
+    }
+
+    async fn actions(m: &OfflineModel, mandate: &str, max_ticks: u32) -> Vec<Action> {
+        let meter = Meter::default();
+        let mut state = LoopState::default();
+        let mut out = Vec::new();
+        loop {
+            let view = View { mandate, max_ticks, state: &state, memories: &[], meter: &meter };
+            let d = m.decide(&view).await.expect("offline");
+            out.push(d.action.clone());
+            if d.action == Action::Exit {
+                return out;
+            }
+            state.tick += 1;
+        }
+    }
 
     #[tokio::test]
     async fn thinks_then_exits_within_budget() {
-        let m = OfflineModel::new(OfflineSettings { think_ticks: 3, tick_delay: Duration::ZERO });
+        let m = model(3);
         for (max_ticks, expect_thinks) in [(10, 3), (2, 1), (1, 0)] {
-            let mut state = LoopState::default();
-            let mut thinks = 0;
-            loop {
-                let d = m.decide(&View { mandate: "find things", max_ticks, state: &state }).await.expect("offline");
-                if d.action == Action::Exit {
-                    break;
-                }
-                thinks += 1;
-                state.tick += 1;
-            }
-            assert_eq!(thinks, expect_thinks, "max_ticks {max_ticks}");
+            let a = actions(&m, "find things", max_ticks).await;
+            assert_eq!(a.len() as u32 - 1, expect_thinks, "max_ticks {max_ticks}");
         }
-        let r = m
-            .synthesize(&View { mandate: "find things", max_ticks: 3, state: &LoopState::default() })
-            .await
-            .expect("ok");
-        assert!(r.success && r.notes.contains("offline demo"));
+        let meter = Meter::default();
+        let view =
+            View { mandate: "find things", max_ticks: 3, state: &LoopState::default(), memories: &[], meter: &meter };
+        let r = m.synthesize(&view).await.expect("ok");
+        assert!(r.success && r.notes.contains("OFFLINE DEMO MODEL"));
+    }
+
+    #[tokio::test]
+    async fn visits_mandate_urls_first_and_reports_their_pages() {
+        let mandate = "Compare https://a.example/x, (https://b.example/) and https://a.example/x again.";
+        assert_eq!(mandate_urls(mandate), vec!["https://a.example/x", "https://b.example/"]);
+        let a = actions(&model(1), mandate, 10).await;
+        assert_eq!(
+            a,
+            vec![
+                Action::Visit { url: "https://a.example/x".into() },
+                Action::Visit { url: "https://b.example/".into() },
+                Action::Think,
+                Action::Exit
+            ]
+        );
+        assert_eq!(actions(&model(1), mandate, 2).await.len(), 2, "budget caps the visits");
+        let mut state = LoopState { tick: 3, ..LoopState::default() };
+        state.pages.push(PageNote {
+            url: "https://a.example/x".into(),
+            title: "A".into(),
+            first_paragraph: Some("First paragraph.".into()),
+        });
+        let meter = Meter::default();
+        let view = View { mandate, max_ticks: 10, state: &state, memories: &[], meter: &meter };
+        let r = model(1).synthesize(&view).await.expect("ok");
+        assert_eq!(r.deliverables, vec!["A: First paragraph.".to_owned()]);
+        assert_eq!(r.sources, vec!["https://a.example/x".to_owned()]);
+        assert!(r.success && r.notes.contains("visited 1 of 2 URLs"));
     }
 }

@@ -1,0 +1,174 @@
+//! Task memory: what the agent learned (facts it chose to remember, search results, page
+//! passages), embedded and searched by similarity each tick.
+//!
+//! Two stores behind [`VectorStore`]: [`qdrant::QdrantStore`] when `QDRANT_URL` is set,
+//! else [`redis::RedisStore`] (`memory:{id}`, exact search inside the agent). Both scope
+//! every read to one task *and* its user, and a task's memories are deleted when it ends
+//! unless `MEMORY_RETENTION_SECONDS` keeps them longer.
+
+pub mod qdrant;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use proto::TaskId;
+use proto::config::{ConfigError, Env};
+use serde::{Deserialize, Serialize};
+
+use crate::embedding::{EmbedError, Embedder};
+use crate::model::Meter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Something the model asked to remember.
+    Fact,
+    /// A search result.
+    Search,
+    /// A passage of a visited page.
+    Page,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fact => "fact",
+            Self::Search => "search",
+            Self::Page => "page",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Fact, Self::Search, Self::Page].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Whose memories: one task of one user. Every read and write names both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub task: TaskId,
+    pub user: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMemory {
+    pub text: String,
+    pub kind: Kind,
+    pub tick: u32,
+    pub url: Option<String>,
+}
+
+/// A memory found by a search, with its cosine similarity to the query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recalled {
+    pub text: String,
+    pub kind: Kind,
+    pub tick: u32,
+    pub url: Option<String>,
+    pub score: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("qdrant: {0}")]
+    Qdrant(String),
+    #[error("unreadable memory entry: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait VectorStore: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn add(&self, scope: &Scope, items: Vec<(NewMemory, Vec<f32>)>) -> Result<(), MemoryError>;
+    /// The `k` memories of `scope` nearest to `query`, best first.
+    async fn search(&self, scope: &Scope, query: &[f32], k: usize) -> Result<Vec<Recalled>, MemoryError>;
+    /// Deletes the task's memories now (`retain: None`) or after `retain`.
+    async fn forget(&self, task: TaskId, retain: Option<Duration>) -> Result<(), MemoryError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct MemorySettings {
+    pub qdrant_url: Option<String>,
+    pub qdrant_api_key: Option<secrecy::SecretString>,
+    pub qdrant_collection: String,
+    /// `None`: delete a task's memories when it ends.
+    pub retention: Option<Duration>,
+    pub top_k: usize,
+}
+
+impl MemorySettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let retention = env.ranged("MEMORY_RETENTION_SECONDS", 0u64, 0..=u64::from(u32::MAX))?;
+        let qdrant_url = env.opt_string("QDRANT_URL");
+        if let Some(u) = &qdrant_url {
+            url::Url::parse(u).map_err(|e| ConfigError::new("QDRANT_URL", format!("{u:?}: {e}")))?;
+        }
+        let collection = env.string("QDRANT_COLLECTION", "euglena_memories");
+        if collection.is_empty() || collection.len() > 255 || collection.contains('/') {
+            return Err(ConfigError::new("QDRANT_COLLECTION", "must be 1..=255 characters without '/'"));
+        }
+        Ok(Self {
+            qdrant_url,
+            qdrant_api_key: env.opt_string("QDRANT_API_KEY").map(Into::into),
+            qdrant_collection: collection,
+            retention: (retention > 0).then(|| Duration::from_secs(retention)),
+            top_k: env.ranged("MEMORY_TOP_K", 6, 0..=50)?,
+        })
+    }
+}
+
+/// The memory the tick loop uses: an embedder and a store, with the task-end policy.
+pub struct Memory {
+    store: Arc<dyn VectorStore>,
+    embedder: Arc<dyn Embedder>,
+    top_k: usize,
+    retention: Option<Duration>,
+}
+
+impl Memory {
+    pub fn new(
+        store: Arc<dyn VectorStore>,
+        embedder: Arc<dyn Embedder>,
+        top_k: usize,
+        retention: Option<Duration>,
+    ) -> Self {
+        Self { store, embedder, top_k, retention }
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{} store, {} embeddings", self.store.name(), self.embedder.name())
+    }
+
+    /// Embeds and stores `items`; returns how many were stored.
+    pub async fn remember(&self, scope: &Scope, items: Vec<NewMemory>, meter: &Meter) -> Result<usize, MemoryError> {
+        let items: Vec<NewMemory> = items.into_iter().filter(|m| !m.text.trim().is_empty()).collect();
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let texts: Vec<String> = items.iter().map(|m| m.text.clone()).collect();
+        let vectors = self.embedder.embed(&texts, meter).await?;
+        let n = items.len();
+        self.store.add(scope, items.into_iter().zip(vectors).collect()).await?;
+        Ok(n)
+    }
+
+    pub async fn recall(&self, scope: &Scope, query: &str, meter: &Meter) -> Result<Vec<Recalled>, MemoryError> {
+        if self.top_k == 0 || query.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut v = self.embedder.embed(&[query.to_owned()], meter).await?;
+        let query = v.pop().ok_or_else(|| EmbedError("no embedding returned".into()))?;
+        self.store.search(scope, &query, self.top_k).await
+    }
+
+    /// Called once the task's terminal status is written.
+    pub async fn forget(&self, task: TaskId) -> Result<(), MemoryError> {
+        self.store.forget(task, self.retention).await
+    }
+}

@@ -1,0 +1,154 @@
+//! The tools behind the model's actions: [`search`], [`visit`] (with [`ssrf`] and
+//! [`html`]); `think` and `exit` need none. [`Tools::run`] turns an action into what the
+//! model reads next tick (the observation, bounded) and what memory keeps (passages).
+//! Tool failures are observations, not errors: the model reads "visit failed: …" and
+//! chooses something else.
+
+pub mod html;
+pub mod search;
+pub mod ssrf;
+pub mod visit;
+
+use serde::{Deserialize, Serialize};
+
+use crate::memory::{Kind, NewMemory};
+use crate::model::Action;
+use crate::prompt::clip;
+use search::{Hit, Searcher};
+use visit::{Page, Visitor};
+
+/// Characters of a page's text in the observation the model reads next tick.
+pub const OBSERVATION_CHARS: usize = 6000;
+/// Page passages stored as memories: up to this many, of about this many characters.
+const PAGE_CHUNKS: usize = 8;
+const CHUNK_CHARS: usize = 1000;
+
+/// A page the task read, kept in the checkpoint for the prompt and the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageNote {
+    pub url: String,
+    pub title: String,
+    #[serde(default)]
+    pub first_paragraph: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub observation: String,
+    pub memories: Vec<NewMemory>,
+    pub page: Option<PageNote>,
+}
+
+pub struct Tools {
+    pub searcher: Searcher,
+    pub visitor: Visitor,
+}
+
+impl Tools {
+    pub async fn run(&self, action: &Action, tick: u32) -> Outcome {
+        match action {
+            Action::Think | Action::Exit => Outcome::default(),
+            Action::Search { query } => match self.searcher.search(query).await {
+                Ok(hits) => searched(query, &hits, tick),
+                Err(e) => {
+                    tracing::warn!(error = %e, "search failed");
+                    Outcome { observation: format!("search failed: {e}"), ..Outcome::default() }
+                }
+            },
+            Action::Visit { url } => match self.visitor.visit(url).await {
+                Ok(page) => visited(page, tick),
+                Err(e) => {
+                    tracing::info!(error = %e, "visit failed");
+                    Outcome { observation: format!("visit failed: {e}"), ..Outcome::default() }
+                }
+            },
+        }
+    }
+}
+
+fn searched(query: &str, hits: &[Hit], tick: u32) -> Outcome {
+    if hits.is_empty() {
+        return Outcome { observation: format!("no results for {query:?}"), ..Outcome::default() };
+    }
+    let lines: Vec<String> =
+        hits.iter().enumerate().map(|(i, h)| format!("{}. {} — {}\n   {}", i + 1, h.title, h.url, h.snippet)).collect();
+    let memories = hits
+        .iter()
+        .map(|h| NewMemory {
+            text: format!("{}: {}", h.title, h.snippet),
+            kind: Kind::Search,
+            tick,
+            url: Some(h.url.clone()),
+        })
+        .collect();
+    Outcome { observation: format!("results for {query:?}:\n{}", lines.join("\n")), memories, page: None }
+}
+
+/// Splits text into passages of about `CHUNK_CHARS` at line boundaries.
+fn chunks(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        if !cur.is_empty() && cur.chars().count() + line.chars().count() > CHUNK_CHARS {
+            out.push(std::mem::take(&mut cur));
+            if out.len() == PAGE_CHUNKS {
+                return out;
+            }
+        }
+        if !cur.is_empty() {
+            cur.push('\n');
+        }
+        cur.push_str(&clip(line, CHUNK_CHARS));
+    }
+    if !cur.is_empty() && out.len() < PAGE_CHUNKS {
+        out.push(cur);
+    }
+    out
+}
+
+fn visited(page: Page, tick: u32) -> Outcome {
+    let title = page.title.clone().unwrap_or_else(|| page.url.clone());
+    let memories = chunks(&page.text)
+        .into_iter()
+        .map(|c| NewMemory { text: format!("{title}: {c}"), kind: Kind::Page, tick, url: Some(page.url.clone()) })
+        .collect();
+    let cut = if page.truncated { " (cut at the size limit)" } else { "" };
+    let observation = format!("page {} — {title}{cut}:\n{}", page.url, clip(&page.text, OBSERVATION_CHARS));
+    Outcome {
+        observation,
+        memories,
+        page: Some(PageNote { url: page.url, title, first_paragraph: page.first_paragraph }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_become_bounded_passages() {
+        let text = (0..100).map(|i| format!("line {i} {}", "x".repeat(90))).collect::<Vec<_>>().join("\n");
+        let page = Page {
+            url: "https://a.example/".into(),
+            title: Some("A".into()),
+            first_paragraph: None,
+            text,
+            truncated: true,
+        };
+        let o = visited(page, 4);
+        assert_eq!(o.memories.len(), PAGE_CHUNKS);
+        assert!(o.memories.iter().all(|m| m.text.chars().count() <= CHUNK_CHARS + 10 && m.tick == 4));
+        assert!(o.observation.starts_with("page https://a.example/ — A (cut at the size limit):"));
+        assert!(o.observation.chars().count() < OBSERVATION_CHARS + 100);
+        assert_eq!(o.page.expect("page").title, "A");
+    }
+
+    #[test]
+    fn search_results_are_listed_and_remembered() {
+        let hits = vec![Hit { title: "T".into(), url: "https://t.example/".into(), snippet: "s".into() }];
+        let o = searched("q", &hits, 1);
+        assert!(o.observation.contains("1. T — https://t.example/\n   s"));
+        assert_eq!(o.memories[0].url.as_deref(), Some("https://t.example/"));
+        assert!(searched("q", &[], 1).memories.is_empty());
+    }
+}
