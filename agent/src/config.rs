@@ -7,6 +7,7 @@ use proto::config::{CommonSettings, ConfigError, Env};
 
 use crate::memory::MemorySettings;
 use crate::model::openai::LlmSettings;
+use crate::protection::ProtectionSettings;
 use crate::tools::search::SearchSettings;
 use crate::tools::visit::VisitSettings;
 
@@ -25,6 +26,8 @@ pub struct Settings {
     pub search: SearchSettings,
     pub visit: VisitSettings,
     pub memory: MemorySettings,
+    /// `None`: no `ECS_AGENT_URI` (not on ECS), so no scale-in protection.
+    pub protection: Option<ProtectionSettings>,
 }
 
 /// Pacing of the offline demo model (see [`crate::model::offline`]).
@@ -64,6 +67,7 @@ impl Settings {
             search: SearchSettings::from_env(env)?,
             visit: VisitSettings::from_env(env)?,
             memory: MemorySettings::from_env(env)?,
+            protection: ProtectionSettings::from_env(env)?,
         })
     }
 }
@@ -107,7 +111,8 @@ SEARCH_PROVIDER (none|brave|tavily|searxng), SEARCH_API_KEY, SEARCH_BASE_URL,
 SEARCH_MAX_RESULTS (5), SEARCH_TIMEOUT_SECONDS (15), VISIT_MAX_BYTES (2097152),
 VISIT_TIMEOUT_SECONDS (15), VISIT_ALLOW_PRIVATE (false), QDRANT_URL, QDRANT_API_KEY,
 QDRANT_COLLECTION (euglena_memories), MEMORY_TOP_K (6), MEMORY_RETENTION_SECONDS (0 = delete
-at task end), LOG_FORMAT, RUST_LOG.";
+at task end), ECS_AGENT_URI (set by ECS; unset = no scale-in protection),
+ECS_PROTECTION_MINUTES (60), ECS_PROTECTION_RENEW_SECONDS (half the expiry), LOG_FORMAT, RUST_LOG.";
 
 #[cfg(test)]
 mod tests {
@@ -131,5 +136,8 @@ mod tests {
         );
         let bad = Env::default().with("VISIT_ALLOW_PRIVATE", "maybe");
         assert_eq!(Settings::from_env(&bad).unwrap_err().var, "VISIT_ALLOW_PRIVATE");
+        assert!(s.protection.is_none(), "no scale-in protection off ECS");
+        let bad = Env::default().with("ECS_PROTECTION_RENEW_SECONDS", "3600");
+        assert_eq!(Settings::from_env(&bad).unwrap_err().var, "ECS_PROTECTION_RENEW_SECONDS");
     }
 }

@@ -10,10 +10,11 @@
 //! - [`tools`]: `search` and `visit` (with the SSRF address policy and HTML to text).
 //! - [`memory`], [`embedding`]: task memory in Redis or Qdrant, and the embeddings it uses.
 //! - [`presence`]: running tasks and the heartbeat.
+//! - [`protection`]: ECS task scale-in protection while busy (with `ECS_AGENT_URI`).
 //!
 //! Shutdown (SIGTERM): stop taking deliveries, mark presence `draining`, let running
 //! tasks finish for up to `AGENT_DRAIN_SECONDS`, then interrupt the rest (checkpointed,
-//! requeued with `nack`), deregister and close.
+//! requeued with `nack`), release scale-in protection, deregister and close.
 
 pub mod config;
 pub mod consumer;
@@ -23,6 +24,7 @@ pub mod memory;
 pub mod model;
 pub mod presence;
 pub mod prompt;
+pub mod protection;
 pub mod retry;
 pub mod tick;
 pub mod tools;
@@ -160,6 +162,18 @@ pub async fn run(settings: Settings, health: TcpListener, shutdown: Cancellation
     let worker = Arc::new(Worker::new(settings, store, parts));
     tracing::info!(worker_id = %worker.settings.worker_id, concurrency = worker.settings.concurrency, "agent starting");
 
+    let protection_stop = CancellationToken::new();
+    let protection = match &worker.settings.protection {
+        None => None,
+        Some(p) => match protection::spawn(p, worker.registry.watch_busy(), protection_stop.clone()) {
+            Ok(task) => Some(task),
+            Err(e) => {
+                ops_stop.cancel();
+                return Err(e.context("could not set up ECS scale-in protection"));
+            }
+        },
+    };
+
     let presence_stop = CancellationToken::new();
     let presence = {
         let w = worker.clone();
@@ -194,7 +208,12 @@ pub async fn run(settings: Settings, health: TcpListener, shutdown: Cancellation
         let _ = channel.close(200, "agent shutting down".into()).await;
         let _ = conn.close(200, "agent shutting down".into()).await;
     }
+    // After the drain: release scale-in protection (bounded) while deregistering.
+    protection_stop.cancel();
     presence_stop.cancel();
+    if let Some(task) = protection {
+        let _ = task.await;
+    }
     let _ = presence.await;
     ops_stop.cancel();
     let _ = ops_task.await;

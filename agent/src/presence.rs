@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use proto::TaskId;
 use proto::presence::{Heartbeat, WorkerState};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
@@ -18,6 +18,8 @@ pub struct Registry {
     running: Mutex<BTreeSet<TaskId>>,
     draining: AtomicBool,
     changed: Notify,
+    /// Whether any task runs; scale-in protection follows it.
+    busy: watch::Sender<bool>,
 }
 
 impl Registry {
@@ -25,6 +27,7 @@ impl Registry {
         if let Ok(mut r) = self.running.lock() {
             r.insert(id);
             metrics::gauge!("agent_running_tasks").set(r.len() as f64);
+            self.set_busy(!r.is_empty());
         }
         self.changed.notify_one();
     }
@@ -33,6 +36,7 @@ impl Registry {
         if let Ok(mut r) = self.running.lock() {
             r.remove(&id);
             metrics::gauge!("agent_running_tasks").set(r.len() as f64);
+            self.set_busy(!r.is_empty());
         }
         self.changed.notify_one();
     }
@@ -40,6 +44,15 @@ impl Registry {
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.changed.notify_one();
+    }
+
+    /// Follows busy (≥ 1 running task) and idle; a receiver sees only real changes.
+    pub fn watch_busy(&self) -> watch::Receiver<bool> {
+        self.busy.subscribe()
+    }
+
+    fn set_busy(&self, busy: bool) {
+        self.busy.send_if_modified(|b| std::mem::replace(b, busy) != busy);
     }
 
     pub fn running(&self) -> Vec<TaskId> {

@@ -6,6 +6,7 @@ mod crash;
 mod pipeline;
 mod poison;
 mod presence;
+mod protection;
 mod shutdown;
 
 use std::time::Duration;
