@@ -21,7 +21,8 @@ pids=()
 declare -A names
 start() { # name, command...
   local name=$1; shift
-  "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+  # The prefixer ignores Ctrl-C so the processes' own shutdown logs still get through.
+  "$@" > >(trap '' INT TERM; exec sed -u "s/^/[$name] /") 2>&1 &
   pids+=("$!")
   names[$!]=$name
 }
@@ -31,6 +32,7 @@ stop() {
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
   echo "[run-local] stopped"
+  exit 0
 }
 trap stop INT TERM EXIT
 
@@ -45,4 +47,4 @@ set +e
 wait -n -p done_pid "${pids[@]}"
 code=$?
 set -e
-[ -z "$done_pid" ] || echo "[run-local] ${names[$done_pid]} (pid $done_pid) exited with status $code"
+[ -z "${done_pid:-}" ] || echo "[run-local] ${names[$done_pid]} (pid $done_pid) exited with status $code"
