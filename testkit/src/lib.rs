@@ -186,16 +186,12 @@ impl Harness {
     }
 
     /// Polls an arbitrary async condition.
-    pub async fn eventually<F, Fut>(&self, what: &str, limit: Duration, mut check: F)
+    pub async fn eventually<F, Fut>(&self, what: &str, limit: Duration, check: F)
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + limit;
-        while !check().await {
-            assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(what, limit, check).await;
     }
 
     /// Ready messages in a queue of this namespace (`""` = the input queue, `".dlq"` = its DLQ).
@@ -388,6 +384,19 @@ impl Drop for AgentProc {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Polls `check` until it holds, or panics naming `what` after `limit`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

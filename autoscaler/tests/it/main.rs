@@ -14,14 +14,4 @@ use std::time::Duration;
 /// Generous bounds for "eventually": correctness limits, not speed targets.
 pub const SOON: Duration = Duration::from_secs(60);
 
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use testkit::eventually;

@@ -10,14 +10,10 @@ use std::time::Duration;
 /// Generous bounds for "eventually": correctness limits, not speed targets.
 pub const SOON: Duration = Duration::from_secs(30);
 
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + SOON;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {SOON:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    testkit::eventually(what, SOON, check).await;
 }
