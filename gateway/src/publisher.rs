@@ -60,8 +60,11 @@ impl Publisher {
         if cooling {
             return Err(PublishError::CoolingDown);
         }
-        // Bounded on its own (inside the publish timeout), so a broker that accepts TCP but never answers also starts
-        // the cool-down instead of costing every request the full publish timeout.
+        // Counted as a failure until it succeeds, so an attempt that is cut short (a /ready
+        // probe's timeout, a dropped request) still starts the cool-down; and bounded on
+        // its own inside the publish timeout, so a broker that accepts TCP but never
+        // answers costs one slow attempt, not one per request.
+        self.mark_failure();
         let budget = (self.timeout * 3 / 4).min(proto::connect::AMQP_CONNECT_TIMEOUT);
         let attempt = tokio::time::timeout(budget, self.connect()).await;
         match attempt.unwrap_or_else(|_| Err(PublishError::Connect("connection attempt timed out".into()))) {
@@ -75,11 +78,15 @@ impl Publisher {
                 Ok(ch)
             }
             Err(e) => {
-                if let Ok(mut t) = self.last_failure.lock() {
-                    *t = Some(Instant::now());
-                }
+                self.mark_failure();
                 Err(e)
             }
+        }
+    }
+
+    fn mark_failure(&self) {
+        if let Ok(mut t) = self.last_failure.lock() {
+            *t = Some(Instant::now());
         }
     }
 

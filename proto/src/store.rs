@@ -25,6 +25,7 @@ fn with_prelude(body: &str) -> Script {
 
 static SUBMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/submit.lua")));
 static ADOPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/adopt.lua")));
+static ABORT_SUBMIT: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/abort_submit.lua")));
 static CANCEL: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/cancel.lua")));
 static CLAIM: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/claim.lua")));
 static PROGRESS: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/progress.lua")));
@@ -179,8 +180,9 @@ impl TaskStore {
 
     /// Ends a submission whose envelope the broker never confirmed: the record is marked
     /// `failed` (so a message that did land late is acked without running) and the whole
-    /// reservation is refunded.
-    pub async fn abort_submit(&self, task: &NewTask) -> Result<(), StoreError> {
+    /// reservation is refunded — unless an agent already claimed it, which then owns it.
+    /// Also safe when the record was never created (the submit reply was lost).
+    pub async fn abort_submit(&self, task: &NewTask) -> Result<bool, StoreError> {
         let rec = TaskRecord {
             id: task.id,
             user_id: task.user_id.clone(),
@@ -200,13 +202,10 @@ impl TaskStore {
             cancel_requested: false,
             quota_key: Some(self.quota_key(&task.user_id, task.created_at)),
         };
-        let fin = Finish {
-            status: TaskStatus::Failed,
-            result: None,
-            error: Some("not enqueued: the task queue was unavailable".into()),
-            ticks_used: Some(0),
-        };
-        self.finish(&rec, None, &fin).await.map(|_| ())
+        let mut inv = self.finishing(&ABORT_SUBMIT, &rec);
+        inv.arg("not enqueued: the task queue was unavailable").arg(rfc3339(Utc::now())).arg(self.ttl());
+        let aborted: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(aborted == 1)
     }
 
     /// Creates an `in_queue` record for an envelope that has none; false if one exists.

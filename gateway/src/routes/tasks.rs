@@ -11,6 +11,7 @@ use proto::store::{CancelOutcome, NewTask, SubmitOutcome};
 use proto::task::{TaskRecord, TaskResponse, TaskStatus};
 use proto::{Mandate, MaxTicks, TaskEnvelope, TaskId};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::auth::AuthUser;
 use crate::extract::JsonBody;
@@ -60,7 +61,15 @@ pub async fn submit(
     };
     tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
 
-    if let SubmitOutcome::OverQuota { remaining } = state.store.submit(&task, s.daily_tick_limit).await? {
+    let submitted = match state.store.submit(&task, s.daily_tick_limit).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // The script may have run with only its reply lost: undo it if it did.
+            undo(&state, &task).await;
+            return Err(e.into());
+        }
+    };
+    if let SubmitOutcome::OverQuota { remaining } = submitted {
         metrics::counter!("gateway_quota_rejections_total").increment(1);
         return Err(ApiError::TooManyRequests {
             detail: format!(
@@ -79,12 +88,25 @@ pub async fn submit(
         submitted_at: Some(task.created_at),
         v: Some(proto::envelope::ENVELOPE_VERSION),
     };
-    if let Err(e) = state.publisher.publish(&envelope).await {
-        tracing::error!(error = %e, "publish failed; undoing the submission");
-        metrics::counter!("gateway_publish_failures_total").increment(1);
-        if let Err(undo) = state.store.abort_submit(&task).await {
-            tracing::error!(error = %undo, "could not undo the submission record");
-        }
+    // Publish and, on failure, undo on a task of its own: a request dropped mid-way (its
+    // deadline, a client that hung up, shutdown) must not strand a record in `in_queue`
+    // with no message behind it and its quota reserved.
+    let publish = {
+        let (state, task) = (state.clone(), task.clone());
+        tokio::spawn(
+            async move {
+                let r = state.publisher.publish(&envelope).await;
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "publish failed; undoing the submission");
+                    metrics::counter!("gateway_publish_failures_total").increment(1);
+                    undo(&state, &task).await;
+                }
+                r
+            }
+            .in_current_span(),
+        )
+    };
+    if !matches!(publish.await, Ok(Ok(()))) {
         return Err(ApiError::Unavailable {
             detail: "the task queue is unavailable; nothing was enqueued and no quota was used, try again".into(),
             retry_after: 5,
@@ -109,6 +131,15 @@ pub async fn submit(
         finished_at: None,
     };
     Ok(accepted(&response))
+}
+
+/// Best effort: marks the record failed and refunds it, unless an agent already owns it.
+async fn undo(state: &AppState, task: &NewTask) {
+    match state.store.abort_submit(task).await {
+        Ok(true) => tracing::info!("submission undone: record failed, quota refunded"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "could not undo the submission record"),
+    }
 }
 
 async fn owned(state: &AppState, user: &AuthUser, raw_id: &str) -> Result<TaskRecord, ApiError> {
