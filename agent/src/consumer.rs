@@ -8,9 +8,10 @@
 //! their checkpoints) and the loop reconnects.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use proto::backoff::Backoff;
 use proto::topology::Topology;
@@ -61,6 +62,11 @@ pub async fn consume(worker: Arc<Worker>, tracker: TaskTracker, stop: Cancellati
                 () = stop.cancelled() => {
                     if let Err(e) = channel.basic_cancel(s.worker_id.as_str().into(), BasicCancelOptions::default()).await {
                         tracing::warn!(error = %e, "basic.cancel failed");
+                    }
+                    // Deliveries pushed before the cancel but not yet handed out would sit
+                    // unacked until the channel closes after the drain: give them back now.
+                    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+                        let _ = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
                     }
                     tracing::info!("stopped taking deliveries");
                     break;

@@ -127,7 +127,11 @@ async fn handle(worker: &Worker, delivery: &Delivery, stop: &CancellationToken, 
     tracing::Span::current().record("attempt", attempt);
 
     worker.registry.start(id);
-    let outcome = run_claimed(worker, &record, attempt, stop).await;
+    // The broker dead-letters a message returned once more than its delivery limit, without
+    // telling us: on the last delivery it allows, a task that would be handed back is failed
+    // here instead, so its record does not stay `in_progress` with its quota reserved.
+    let last = delivery_count(delivery) >= i64::from(worker.settings.common.max_deliveries);
+    let outcome = run_claimed(worker, &record, attempt, stop, last).await;
     worker.registry.finish(id);
     outcome
 }
@@ -143,7 +147,13 @@ async fn load_or_adopt(worker: &Worker, envelope: &TaskEnvelope) -> Result<TaskR
     store.get(envelope.correlation_id).await?.ok_or_else(|| StoreError::Reply("record missing after adopt".into()))
 }
 
-async fn run_claimed(worker: &Worker, record: &TaskRecord, attempt: u32, stop: &CancellationToken) -> Outcome {
+async fn run_claimed(
+    worker: &Worker,
+    record: &TaskRecord,
+    attempt: u32,
+    stop: &CancellationToken,
+    last: bool,
+) -> Outcome {
     let store = &worker.store;
     let never = CancellationToken::new();
     let state = match crate::retry::redis(&never, || store.checkpoint(record.id)).await {
@@ -183,15 +193,16 @@ async fn run_claimed(worker: &Worker, record: &TaskRecord, attempt: u32, stop: &
             tracing::warn!("a newer delivery owns this task; stopping without writing");
             return Outcome::Acked;
         }
+        RunEnd::Interrupted if last => return give_up(worker, record, attempt).await,
         RunEnd::Interrupted => {
             tracing::info!("interrupted; checkpoint saved, requeueing");
             return Outcome::Requeued;
         }
-        RunEnd::Store(e) => return store_failure(&e),
-        RunEnd::Unavailable(m) => {
-            tracing::warn!(reason = %m, "model unavailable; requeueing");
-            return Outcome::Requeued;
+        RunEnd::Store(e) if last => {
+            tracing::error!(error = %e, "task store unavailable on the last allowed delivery");
+            return give_up(worker, record, attempt).await;
         }
+        RunEnd::Store(e) => return store_failure(&e),
     };
     match crate::retry::redis(&never, || store.finish(record, Some(attempt), &fin)).await {
         Ok(true) => {
@@ -223,6 +234,28 @@ fn finish(status: TaskStatus, result: proto::TaskResult, error: Option<String>, 
 async fn forget(worker: &Worker, id: proto::TaskId) {
     if let Err(e) = worker.memory.forget(id).await {
         tracing::warn!(error = %e, "could not delete the task's memories; they expire with the task");
+    }
+}
+
+/// Fails a task on the broker's last allowed delivery instead of handing it back.
+async fn give_up(worker: &Worker, record: &TaskRecord, attempt: u32) -> Outcome {
+    let fin = Finish {
+        status: TaskStatus::Failed,
+        result: None,
+        error: Some(format!("gave up after {} deliveries", worker.settings.common.max_deliveries + 1)),
+        ticks_used: None,
+    };
+    match worker.store.finish(record, Some(attempt), &fin).await {
+        Ok(_) => {
+            tracing::warn!("last allowed delivery interrupted; task failed, message dead-lettered");
+            forget(worker, record.id).await;
+            Outcome::DeadLettered
+        }
+        // Nothing to gain from a requeue the broker will dead-letter anyway.
+        Err(e) => {
+            tracing::error!(error = %e, "could not fail the task; dead-lettering, record left as is");
+            Outcome::DeadLettered
+        }
     }
 }
 

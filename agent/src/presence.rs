@@ -2,7 +2,7 @@
 //! publishes both to Redis every `AGENT_HEARTBEAT_SECONDS` and at once on every change,
 //! so `/agents/count` shows busy agents without waiting for the next beat.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,7 +15,9 @@ use crate::Worker;
 
 #[derive(Default)]
 pub struct Registry {
-    running: Mutex<BTreeSet<TaskId>>,
+    /// Runs per task: a task can briefly run twice here (an old run of a lost channel
+    /// finishing while its redelivery starts), and the first to end must not mark it idle.
+    running: Mutex<BTreeMap<TaskId, usize>>,
     draining: AtomicBool,
     changed: Notify,
     /// Whether any task runs; scale-in protection follows it.
@@ -25,7 +27,7 @@ pub struct Registry {
 impl Registry {
     pub fn start(&self, id: TaskId) {
         if let Ok(mut r) = self.running.lock() {
-            r.insert(id);
+            *r.entry(id).or_default() += 1;
             metrics::gauge!("agent_running_tasks").set(r.len() as f64);
             self.set_busy(!r.is_empty());
         }
@@ -34,7 +36,12 @@ impl Registry {
 
     pub fn finish(&self, id: TaskId) {
         if let Ok(mut r) = self.running.lock() {
-            r.remove(&id);
+            if let Some(n) = r.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    r.remove(&id);
+                }
+            }
             metrics::gauge!("agent_running_tasks").set(r.len() as f64);
             self.set_busy(!r.is_empty());
         }
@@ -56,7 +63,7 @@ impl Registry {
     }
 
     pub fn running(&self) -> Vec<TaskId> {
-        self.running.lock().map(|r| r.iter().copied().collect()).unwrap_or_default()
+        self.running.lock().map(|r| r.keys().copied().collect()).unwrap_or_default()
     }
 
     pub fn state(&self) -> WorkerState {

@@ -95,8 +95,6 @@ pub enum RunEnd {
     Interrupted,
     /// Redis stayed unreachable; the delivery should be requeued.
     Store(StoreError),
-    /// The model is unavailable; the delivery should be requeued.
-    Unavailable(String),
 }
 
 pub struct Run<'a> {
@@ -116,6 +114,8 @@ enum Race<T> {
     Done(T),
     TimedOut,
     Stopped,
+    /// The user cancelled while the run was waiting out a model outage.
+    Cancelled,
 }
 
 /// Leaves `execute` when a raced call did not finish.
@@ -125,6 +125,9 @@ macro_rules! raced {
             Race::Done(v) => v,
             Race::TimedOut => return RunEnd::TimedOut($state.partial_result("timed out"), $state.tick),
             Race::Stopped => return RunEnd::Interrupted,
+            Race::Cancelled => {
+                return RunEnd::Cancelled($state.partial_result("cancelled by the user"), $state.tick);
+            }
         }
     };
 }
@@ -135,6 +138,40 @@ impl Run<'_> {
             v = f => Race::Done(v),
             () = tokio::time::sleep_until(deadline) => Race::TimedOut,
             () = self.stop.cancelled() => Race::Stopped,
+        }
+    }
+
+    /// A model call that rides out an outage. Transient errors (the client already
+    /// retried) wait with backoff and try again until the task's deadline instead of
+    /// requeueing the delivery: a requeue would spend one of the task's
+    /// `AGENT_MAX_DELIVERIES` (and one of the broker's) on an outage that is not the
+    /// task's fault. A cancel requested meanwhile is honoured.
+    async fn model_call<T, F, Fut>(&self, deadline: Instant, mut call: F) -> Race<Result<T, ModelError>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ModelError>>,
+    {
+        let mut backoff = proto::backoff::Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
+        loop {
+            match self.race(deadline, call()).await {
+                Race::Done(Err(ModelError::Transient(reason))) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%reason, retry_in_s = delay.as_secs(), "model unavailable; waiting for it");
+                    metrics::counter!("agent_model_outage_waits_total").increment(1);
+                    match self.race(deadline, tokio::time::sleep(delay)).await {
+                        Race::Done(()) => {}
+                        Race::TimedOut => return Race::TimedOut,
+                        Race::Stopped => return Race::Stopped,
+                        Race::Cancelled => return Race::Cancelled,
+                    }
+                    if let Ok(Some(rec)) = self.store.get(self.record.id).await
+                        && rec.cancel_requested
+                    {
+                        return Race::Cancelled;
+                    }
+                }
+                other => return other,
+            }
         }
     }
 
@@ -169,7 +206,7 @@ impl Run<'_> {
         while state.tick < max_ticks {
             let memories = raced!(state, self.race(deadline, self.recall(&state, &state.recall_query(mandate))).await);
             let view = View { mandate, max_ticks, state: &state, memories: &memories, meter: &self.meter };
-            let decided = raced!(state, self.race(deadline, self.model.decide(&view)).await);
+            let decided = raced!(state, self.model_call(deadline, || self.model.decide(&view)).await);
             let tick = state.tick + 1;
             let (action, decision) = match decided {
                 Ok(d) => (d.action.clone(), Some(d)),
@@ -228,7 +265,7 @@ impl Run<'_> {
         }
         let memories = raced!(state, self.race(deadline, self.recall(&state, mandate)).await);
         let view = View { mandate, max_ticks, state: &state, memories: &memories, meter: &self.meter };
-        match raced!(state, self.race(deadline, self.model.synthesize(&view)).await) {
+        match raced!(state, self.model_call(deadline, || self.model.synthesize(&view)).await) {
             Ok(mut result) => {
                 // A model that forgets the lists still delivered what the loop collected.
                 if result.deliverables.is_empty() {
@@ -250,8 +287,8 @@ impl Run<'_> {
 
     fn model_failure(&self, e: ModelError, state: &LoopState) -> RunEnd {
         match e {
-            ModelError::Transient(m) => RunEnd::Unavailable(m),
-            ModelError::Permanent(m) | ModelError::Malformed(m) => {
+            // Transient errors never get here: `model_call` waits them out until the deadline.
+            ModelError::Transient(m) | ModelError::Permanent(m) | ModelError::Malformed(m) => {
                 RunEnd::Failed(m, state.partial_result("the model failed"), state.tick)
             }
         }

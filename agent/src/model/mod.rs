@@ -71,7 +71,8 @@ pub enum ModelError {
     /// Retrying cannot help (bad credentials, unknown model): the task fails.
     #[error("{0}")]
     Permanent(String),
-    /// Worth another delivery (the service stayed down through the retries): requeued.
+    /// The service stayed down through the client's retries: the tick loop waits for it
+    /// (with backoff, until the task's deadline) rather than requeueing the delivery.
     #[error("model unavailable: {0}")]
     Transient(String),
     /// The reply was not a valid action even after the repair retry: this tick fails,

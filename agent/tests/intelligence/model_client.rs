@@ -160,3 +160,35 @@ async fn through_the_pipeline_a_401_fails_the_task_and_a_lost_tick_does_not() {
     assert_eq!(rec.result.expect("result")["deliverables"][0], "an answer");
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_outage_is_waited_out_without_spending_a_delivery() {
+    let openai = MockServer::start().await;
+    // Down for the first call (no client retries configured), then back.
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "0"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&openai)
+        .await;
+    let script = Script::new(vec![
+        decision("exit", None, Some("after the outage"), &[]),
+        json!({"success": true, "deliverables": ["after the outage"], "notes": "done", "sources": []}).to_string(),
+    ]);
+    Mock::given(method("POST")).and(path("/v1/chat/completions")).respond_with(script).mount(&openai).await;
+    let mut app = Harness::start(&[]).await;
+    let base = format!("{}/v1", openai.uri());
+    app.spawn_agent(
+        AGENT,
+        "patient",
+        &[("OPENAI_BASE_URL", base.as_str()), ("EMBEDDING_MODEL", "local"), ("LLM_MAX_RETRIES", "0")],
+    );
+    let id = app.submit_ok("alice", "outlive an outage", 5).await;
+    let rec = app.wait_for(id, SOON, |r| r.status.is_terminal()).await;
+    assert_eq!(rec.status, TaskStatus::Completed, "{rec:?}");
+    assert_eq!(rec.attempt, 1, "waited in place, not requeued");
+    assert_eq!(rec.result.expect("result")["deliverables"][0], "after the outage");
+    app.cleanup().await;
+}
