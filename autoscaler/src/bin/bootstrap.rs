@@ -13,7 +13,7 @@ const HELP: &str = "\
 The Euglena autoscaler Lambda handler (runs under the Lambda runtime, or `cargo lambda watch`).
 Reads QueueDepth/InFlight/BusyWorkers over SCALE_IN_WINDOW_SECONDS from CloudWatch, the
 ECS service (ECS_CLUSTER, ECS_SERVICE), and sets its desired count (not with DRY_RUN=true).
-See docs/scaling-config.md.";
+See the README's configuration table.";
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
