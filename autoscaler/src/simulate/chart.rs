@@ -21,20 +21,22 @@ pub fn draw(path: &Path, rows: &[Row], title: &str) -> anyhow::Result<()> {
         .build_cartesian_2d(0u64..t_max, 0u64..(y_max + y_max / 10 + 1))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     chart.configure_mesh().x_desc("time (s)").y_desc("tasks / workers").draw().map_err(|e| anyhow::anyhow!("{e}"))?;
-    type Series = (&'static str, RGBColor, fn(&Row) -> u64);
+    type Series = (&'static str, RGBColor, u32, fn(&Row) -> u64);
+    // With one task per worker, in-flight equals busy workers: drawn wider underneath so
+    // both stay visible.
     let series: [Series; 4] = [
-        ("queue depth", RGBColor(31, 119, 180), |r| r.queue_depth),
-        ("in flight", RGBColor(255, 127, 14), |r| r.in_flight),
-        ("desired workers", RGBColor(44, 160, 44), |r| u64::from(r.desired_workers)),
-        ("busy workers", RGBColor(214, 39, 40), |r| u64::from(r.busy_workers)),
+        ("queue depth", RGBColor(31, 119, 180), 2, |r| r.queue_depth),
+        ("in flight", RGBColor(255, 127, 14), 6, |r| r.in_flight),
+        ("desired workers", RGBColor(44, 160, 44), 2, |r| u64::from(r.desired_workers)),
+        ("busy workers", RGBColor(214, 39, 40), 2, |r| u64::from(r.busy_workers)),
     ];
-    for (name, color, value) in series {
+    for (name, color, width, value) in series {
         let points = rows.iter().map(|r| (r.time_s, value(r)));
         chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .draw_series(LineSeries::new(points, color.stroke_width(width)))
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
     }
     chart
         .configure_series_labels()
