@@ -68,10 +68,6 @@ impl TaskId {
     pub fn new() -> Self {
         Self(Uuid::new_v4())
     }
-
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
 }
 
 impl Default for TaskId {

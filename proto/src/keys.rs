@@ -13,10 +13,6 @@ impl Keys {
         Self { prefix: prefix.into() }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     pub fn task(&self, id: TaskId) -> String {
         format!("{}task:{id}", self.prefix)
     }

@@ -272,20 +272,30 @@ impl TaskStore {
             Some((s, last)) => *score < *s || (*score == *s && id.as_str() < last.as_str()),
             None => true,
         });
+        let mut stale = Vec::new();
+        let mut page = Vec::new();
+        for (id, score) in candidates {
+            match id.parse::<TaskId>() {
+                Ok(task_id) => page.push((task_id, id, score)),
+                Err(_) => stale.push(id),
+            }
+        }
+        // One round trip for the whole page, not one per task.
+        let mut pipe = redis::pipe();
+        for (task_id, _, _) in &page {
+            pipe.hgetall(self.keys.task(*task_id));
+        }
+        let hashes: Vec<HashMap<String, String>> =
+            if page.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
         let mut tasks = Vec::with_capacity(limit);
         let mut last = None;
         let mut more = false;
-        let mut stale = Vec::new();
-        for (id, score) in candidates {
+        for ((task_id, id, score), hash) in page.into_iter().zip(hashes) {
             if tasks.len() == limit {
                 more = true;
                 break;
             }
-            let Ok(task_id) = id.parse::<TaskId>() else {
-                stale.push(id);
-                continue;
-            };
-            match self.get(task_id).await? {
+            match TaskRecord::from_hash(task_id, hash)? {
                 Some(rec) => {
                     last = Some(format!("{score}:{id}"));
                     tasks.push(rec);

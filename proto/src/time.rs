@@ -2,10 +2,6 @@
 
 use chrono::{DateTime, Duration, NaiveTime, SecondsFormat, Utc};
 
-pub fn now() -> DateTime<Utc> {
-    Utc::now()
-}
-
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }

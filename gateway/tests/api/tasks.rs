@@ -109,12 +109,7 @@ async fn submit_returns_202_with_location_and_the_task() {
 
     // The queue holds exactly one persistent envelope for it.
     assert_ready(&app, 1).await;
-    let msg = app
-        .channel
-        .basic_get(app.ns.queue.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .expect("basic.get")
-        .expect("a message");
+    let msg = take_message(&app).await;
     let delivery = msg.delivery;
     let props = &delivery.properties;
     let id_str = id.to_string();
@@ -146,12 +141,7 @@ async fn max_ticks_defaults_to_50() {
     let id = assert_fresh(&body, "no budget given", 50);
     assert_eq!(app.record(id).await.expect("record").max_ticks, 50);
     assert_eq!(app.quota_used("alice").await, 50, "the default is what gets reserved");
-    let msg = app
-        .channel
-        .basic_get(app.ns.queue.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .expect("basic.get")
-        .expect("a message");
+    let msg = take_message(&app).await;
     let env: Value = serde_json::from_slice(&msg.delivery.data).expect("json");
     assert_eq!(env["max_ticks"], 50, "{env}");
     app.cleanup().await;
@@ -293,5 +283,32 @@ async fn metrics_label_requests_by_route_template() {
     );
     assert!(!text.contains(&id.to_string()), "a raw task id leaked into a metric label");
     assert!(text.contains("http_request_duration_seconds"), "latency histogram missing");
+    app.cleanup().await;
+}
+
+/// Takes the next message off the test's input queue.
+async fn take_message(app: &Harness) -> lapin::message::BasicGetMessage {
+    app.channel
+        .basic_get(app.ns.queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+        .expect("a message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_skips_and_prunes_expired_records() {
+    let app = Harness::start(&[]).await;
+    let kept = app.submit_ok("alice", "kept", 1).await;
+    let gone = app.submit_ok("alice", "expired", 1).await;
+    let keys = proto::Keys::new(app.ns.prefix.clone());
+    let _: i64 = redis::AsyncCommands::del(&mut app.redis.clone(), keys.task(gone)).await.expect("del");
+    let resp = app.http.get(app.url("/tasks")).bearer_auth(app.token_for("alice")).send().await.expect("list");
+    let body: Value = resp.json().await.expect("json");
+    let ids: Vec<&str> =
+        body["tasks"].as_array().expect("tasks").iter().filter_map(|t| t["correlation_id"].as_str()).collect();
+    assert_eq!(ids, vec![kept.to_string().as_str()]);
+    let members: Vec<String> =
+        redis::AsyncCommands::zrange(&mut app.redis.clone(), keys.user_tasks("alice"), 0, -1).await.expect("zrange");
+    assert_eq!(members, vec![kept.to_string()], "the expired id is pruned from the index");
     app.cleanup().await;
 }
