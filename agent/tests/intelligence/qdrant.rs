@@ -1,9 +1,9 @@
 //! The Qdrant store against a real server. No Qdrant runs on the CI machines, so this
-//! test only runs when `QDRANT_URL` is set, e.g.
+//! test is ignored by default (reported as ignored, never as a pass) and run explicitly:
 //!
 //! ```text
 //! docker run -p 6334:6334 qdrant/qdrant
-//! QDRANT_URL=http://127.0.0.1:6334 cargo test -p agent --test intelligence qdrant
+//! QDRANT_URL=http://127.0.0.1:6334 cargo test -p agent --test intelligence qdrant -- --ignored
 //! ```
 //!
 //! (`QDRANT_URL` is the gRPC port, 6334 by default.) It uses its own collection and
@@ -16,11 +16,9 @@ use agent::memory::{Kind, MemorySettings, NewMemory, Scope, VectorStore};
 use proto::TaskId;
 
 #[tokio::test]
+#[ignore = "needs a Qdrant server: set QDRANT_URL and pass --ignored"]
 async fn qdrant_store_scopes_searches_and_forgets() {
-    let Ok(url) = std::env::var("QDRANT_URL") else {
-        eprintln!("skipped: QDRANT_URL is not set (no Qdrant server on this machine)");
-        return;
-    };
+    let url = std::env::var("QDRANT_URL").expect("QDRANT_URL must point at a Qdrant server (gRPC port)");
     let collection = format!("euglena_test_{}", uuid::Uuid::new_v4().simple());
     let settings = MemorySettings {
         qdrant_url: Some(url.clone()),
