@@ -2,17 +2,20 @@
 //!
 //! # Layout
 //! - [`config`]: settings from the environment.
-//! - [`auth`]: bearer JWT verification and the `AuthUser` extractor.
-//! - [`extract`], [`problem`]: request bodies in, RFC 9457 problems out.
+//! - [`auth`]: bearer JWT verification (JWKS and HS256) and the `AuthUser` extractor.
+//! - [`extract`], [`problem`], [`edge`]: request bodies in, RFC 9457 problems out, for
+//!   every error including unknown routes and oversize bodies.
 //! - [`publisher`]: envelope publishing with publisher confirms.
 //! - [`routes`]: the HTTP API (SPEC §2).
 //! - [`http_metrics`]: per-route metrics and the request deadline.
 //!
 //! Submission is all-or-nothing: `202` only after Redis holds the record and RabbitMQ
-//! confirmed the envelope; otherwise the record is removed and the quota refunded.
+//! confirmed the envelope; otherwise the record is failed and the quota refunded. Admission
+//! (idempotency, rate limit, active cap, quota) is one Redis script, exact across replicas.
 
 pub mod auth;
 pub mod config;
+pub mod edge;
 pub mod extract;
 pub mod http_metrics;
 pub mod problem;
@@ -21,14 +24,17 @@ pub mod routes;
 pub mod state;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use proto::Keys;
-use proto::store::TaskStore;
+use proto::store::{Limits, TaskStore};
 use proto::topology::Topology;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use crate::auth::JwtVerifier;
+use crate::auth::{Jwks, Verifier};
 use crate::config::Settings;
 use crate::publisher::Publisher;
 use crate::state::{AppState, Inner};
@@ -42,8 +48,21 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let store = TaskStore::new(redis.clone(), keys, settings.common.task_record_ttl);
     let topology = Topology::new(settings.common.input_queue.clone(), settings.common.max_deliveries);
     let publisher = Publisher::new(settings.common.rabbitmq_url.clone(), topology, settings.publish_timeout);
-    let verifier = JwtVerifier::hs256(settings.jwt_secret_bytes(), &settings.audience, settings.issuer.as_deref());
-    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier }))
+    let jwks = match (&settings.auth.jwks_url, &settings.auth.public_jwk) {
+        (Some(url), _) => Some(Arc::new(Jwks::remote(url.clone()))),
+        (None, Some(jwk)) => Some(Arc::new(Jwks::fixed(jwk).context("SUPABASE_JWT_PUBLIC_JWK is not a usable key")?)),
+        (None, None) => None,
+    };
+    let verifier = Arc::new(Verifier::new(&settings.auth, jwks));
+    let a = &settings.admission;
+    let limits = Limits {
+        daily_ticks: a.daily_tick_limit,
+        rate_per_minute: a.submit_rate_per_minute,
+        burst: a.submit_burst,
+        max_active: a.max_active_tasks,
+        idempotency_ttl: a.idempotency_ttl,
+    };
+    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier, limits }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight
@@ -55,6 +74,22 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     proto::ops::prometheus();
     let state = build_state(settings)?;
+    let background = CancellationToken::new();
+    if let Some(jwks) = state.verifier.jwks() {
+        // Load the keys before serving, so the first tokens do not each miss; a key server
+        // that is down at start is retried in the background.
+        let loaded = match jwks.refresh().await {
+            Ok(n) => {
+                tracing::info!(keys = n, "signing keys loaded");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "signing keys could not be loaded at start; retrying in the background");
+                false
+            }
+        };
+        jwks.clone().spawn_refresher(state.settings.auth.jwks_cache, loaded, background.clone());
+    }
     // Warm the broker link so the first request does not pay for it; failure is not fatal,
     // /ready reports it and the next publish retries.
     if !state.publisher.ready(Duration::from_secs(2)).await {
@@ -62,19 +97,8 @@ pub async fn run(
     }
     let app = routes::router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopped_tx.send(());
-    });
-    let serve = async move { serve.await.map_err(anyhow::Error::from) };
-    tokio::pin!(serve);
-    tokio::select! {
-        r = &mut serve => r?,
-        () = async { let _ = stopped_rx.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-            tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "shutdown grace elapsed with requests in flight; closing");
-        }
-    }
+    proto::serve::serve(listener, app, state.settings.edge, SHUTDOWN_GRACE, shutdown).await;
+    background.cancel();
     state.publisher.close().await;
     tracing::info!("gateway stopped");
     Ok(())

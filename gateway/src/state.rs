@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use proto::store::TaskStore;
+use axum::extract::FromRef;
+use proto::store::{Limits, TaskStore};
 use redis::aio::ConnectionManager;
 
-use crate::auth::JwtVerifier;
+use crate::auth::Verifier;
 use crate::config::Settings;
 use crate::publisher::Publisher;
 
@@ -17,7 +18,15 @@ pub struct Inner {
     pub store: TaskStore,
     pub redis: ConnectionManager,
     pub publisher: Publisher,
-    pub verifier: JwtVerifier,
+    pub verifier: Arc<Verifier>,
+    /// The admission settings as the store's script takes them.
+    pub limits: Limits,
+}
+
+impl FromRef<AppState> for Arc<Verifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
 }
 
 impl AppState {

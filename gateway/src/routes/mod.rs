@@ -11,8 +11,8 @@ use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::http_metrics;
 use crate::state::AppState;
+use crate::{edge, http_metrics};
 
 pub fn router(state: AppState) -> Router {
     let limit: Duration = state.settings.request_timeout;
@@ -26,7 +26,9 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(system::ready))
         .route("/metrics", get(proto::ops::metrics_text))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(edge::problem_errors))
         .layer(axum::middleware::from_fn_with_state(limit, http_metrics::deadline))
+        .layer(axum::middleware::from_fn_with_state(body_limit, edge::declared_length))
         .layer(axum::middleware::from_fn(http_metrics::track))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
