@@ -4,7 +4,12 @@
 
 mod auth;
 mod broker;
+mod claims;
 mod common;
+mod edge;
+mod idempotency;
+mod jwks;
+mod limits;
 mod quota;
 mod tasks;
 mod validation;
