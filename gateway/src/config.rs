@@ -21,6 +21,12 @@ pub struct Settings {
     pub publish_timeout: Duration,
     pub request_timeout: Duration,
     pub edge: EdgeSettings,
+    /// `SSE_KEEPALIVE_SECONDS`: a comment on idle event streams this often (load balancers
+    /// drop streams idle for 60 s).
+    pub sse_keepalive: Duration,
+    /// `SSE_MAX_SECONDS`: an event stream ends after this long; the client resumes with
+    /// `Last-Event-ID`.
+    pub sse_max: Duration,
 }
 
 /// Where signing keys come from and which claims a token must carry.
@@ -87,6 +93,8 @@ impl Settings {
             publish_timeout,
             request_timeout,
             edge,
+            sse_keepalive: Duration::from_secs(env.ranged("SSE_KEEPALIVE_SECONDS", 15, 1..=15)?),
+            sse_max: Duration::from_secs(env.ranged("SSE_MAX_SECONDS", 600, 1..=86_400)?),
         })
     }
 }
@@ -198,7 +206,8 @@ SUPABASE_JWT_SECRET (+ SUPABASE_JWT_SECRET_PREVIOUS). Claims: AUTH_AUDIENCE, AUT
 AUTH_ALLOW_ANONYMOUS, JWKS_CACHE_SECONDS. Admission: DAILY_TICK_LIMIT,
 SUBMIT_RATE_PER_MINUTE, SUBMIT_BURST, MAX_ACTIVE_TASKS_PER_USER, IDEMPOTENCY_TTL_SECONDS.
 HTTP: GATEWAY_ADDR (0.0.0.0:8080), GATEWAY_MAX_CONNECTIONS, HTTP_HEADER_TIMEOUT_SECONDS,
-MAX_BODY_BYTES, REQUEST_TIMEOUT_SECONDS, PUBLISH_TIMEOUT_MS. Tasks: MAX_MANDATE_CHARS,
+MAX_BODY_BYTES, REQUEST_TIMEOUT_SECONDS, PUBLISH_TIMEOUT_MS, SSE_KEEPALIVE_SECONDS,
+SSE_MAX_SECONDS. Tasks: MAX_MANDATE_CHARS,
 MAX_TICKS_LIMIT, DEFAULT_MAX_TICKS. Common: REDIS_URL, RABBITMQ_URL, REDIS_KEY_PREFIX,
 AGENT_INPUT_QUEUE, AGENT_HEARTBEAT_TTL_SECONDS, LOG_FORMAT, RUST_LOG.";
 

@@ -6,6 +6,7 @@
 //! - [`extract`], [`problem`], [`edge`]: request bodies in, RFC 9457 problems out, for
 //!   every error including unknown routes and oversize bodies.
 //! - [`publisher`]: envelope publishing with publisher confirms.
+//! - [`events`]: following a task's progress as Server-Sent Events, over one Redis reader.
 //! - [`routes`]: the HTTP API (SPEC §2).
 //! - [`http_metrics`]: per-route metrics and the request deadline.
 //!
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod config;
 pub mod edge;
+pub mod events;
 pub mod extract;
 pub mod http_metrics;
 pub mod problem;
@@ -36,14 +38,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Jwks, Verifier};
 use crate::config::Settings;
+use crate::events::hub::{self, EventHub};
 use crate::publisher::Publisher;
 use crate::state::{AppState, Inner};
 
 /// In-flight requests get this long to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
-pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<AppState> {
     let redis = proto::connect::redis(&settings.common.redis_url)?;
+    let hub =
+        EventHub::spawn(proto::connect::redis_blocking(&settings.common.redis_url, hub::BLOCK)?, shutdown.clone());
     let keys = Keys::new(settings.common.key_prefix.clone());
     let store = TaskStore::new(redis.clone(), keys, settings.common.task_record_ttl);
     let topology = Topology::new(settings.common.input_queue.clone(), settings.common.max_deliveries);
@@ -62,7 +67,7 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         max_active: a.max_active_tasks,
         idempotency_ttl: a.idempotency_ttl,
     };
-    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier, limits }))
+    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier, limits, hub, shutdown }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight
@@ -73,8 +78,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     proto::ops::prometheus();
-    let state = build_state(settings)?;
     let background = CancellationToken::new();
+    let state = build_state(settings, background.clone())?;
     if let Some(jwks) = state.verifier.jwks() {
         // Load the keys before serving, so the first tokens do not each miss; a key server
         // that is down at start is retried in the background.
@@ -97,8 +102,14 @@ pub async fn run(
     }
     let app = routes::router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    proto::serve::serve(listener, app, state.settings.edge, SHUTDOWN_GRACE, shutdown).await;
-    background.cancel();
+    // Cancelling `background` at the signal ends event streams, so the drain does not wait
+    // for followers that would otherwise stay for minutes.
+    let stop = background.clone();
+    let signal = async move {
+        shutdown.await;
+        stop.cancel();
+    };
+    proto::serve::serve(listener, app, state.settings.edge, SHUTDOWN_GRACE, signal).await;
     state.publisher.close().await;
     tracing::info!("gateway stopped");
     Ok(())

@@ -6,8 +6,11 @@ use axum::extract::FromRef;
 use proto::store::{Limits, TaskStore};
 use redis::aio::ConnectionManager;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::auth::Verifier;
 use crate::config::Settings;
+use crate::events::hub::EventHub;
 use crate::publisher::Publisher;
 
 #[derive(Clone)]
@@ -21,6 +24,10 @@ pub struct Inner {
     pub verifier: Arc<Verifier>,
     /// The admission settings as the store's script takes them.
     pub limits: Limits,
+    /// The one reader that tells task followers their streams grew.
+    pub hub: EventHub,
+    /// Cancelled when the gateway shuts down, so event streams end cleanly.
+    pub shutdown: CancellationToken,
 }
 
 impl FromRef<AppState> for Arc<Verifier> {

@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks", post(tasks::submit).get(tasks::list))
         .route("/tasks/{id}", get(tasks::get))
         .route("/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/tasks/{id}/events", get(tasks::events))
         .route("/agents/count", get(system::agents_count))
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))

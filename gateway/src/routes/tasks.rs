@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use proto::store::{CancelOutcome, Claim, Idempotency, NewTask, SubmitOutcome};
 use proto::task::{TaskRecord, TaskResponse, TaskStatus};
@@ -253,6 +254,35 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<TaskResponse>, ApiError> {
     Ok(Json(owned(&state, &user, &id).await?.to_response()))
+}
+
+/// `GET /tasks/{id}/events`: the task's progress as Server-Sent Events, replayed from the
+/// start (or after `Last-Event-ID` / `?after=`) and then live, ending after the terminal
+/// status.
+pub async fn events(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(unknown) = q.keys().find(|k| k.as_str() != "after") {
+        return Err(ApiError::BadRequest(format!("unknown query parameter {unknown:?}")));
+    }
+    let rec = owned(&state, &user, &id).await?;
+    // The header wins: it is what a reconnecting EventSource sends.
+    let after = match headers.get("last-event-id") {
+        Some(v) => Some(v.to_str().unwrap_or("").to_owned()),
+        None => q.get("after").cloned(),
+    };
+    if after.as_deref().is_some_and(|a| crate::events::hub::parse_id(a).is_none()) {
+        return Err(ApiError::BadRequest("Last-Event-ID / after: not an event id from this stream".into()));
+    }
+    let keep_alive = KeepAlive::new().interval(state.settings.sse_keepalive);
+    let mut resp = Sse::new(crate::events::follow(state, rec, after)).keep_alive(keep_alive).into_response();
+    // Proxies that buffer (nginx) would hold events back.
+    resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
 }
 
 pub async fn cancel(

@@ -7,6 +7,7 @@ mod broker;
 mod claims;
 mod common;
 mod edge;
+mod events;
 mod idempotency;
 mod jwks;
 mod limits;
