@@ -7,6 +7,7 @@
 //!   every error including unknown routes and oversize bodies.
 //! - [`publisher`]: envelope publishing with publisher confirms.
 //! - [`events`]: following a task's progress as Server-Sent Events, over one Redis reader.
+//! - [`webhooks`]: signed task-end webhooks, delivered from a durable Redis queue.
 //! - [`routes`]: the HTTP API (SPEC §2).
 //! - [`http_metrics`]: per-route metrics and the request deadline.
 //!
@@ -24,6 +25,7 @@ pub mod problem;
 pub mod publisher;
 pub mod routes;
 pub mod state;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,6 +43,9 @@ use crate::config::Settings;
 use crate::events::hub::{self, EventHub};
 use crate::publisher::Publisher;
 use crate::state::{AppState, Inner};
+use crate::webhooks::Dispatcher;
+use proto::address_policy::{Lookup, SystemLookup};
+use proto::webhook_queue::WebhookQueue;
 
 /// In-flight requests get this long to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -67,7 +72,12 @@ pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         max_active: a.max_active_tasks,
         idempotency_ttl: a.idempotency_ttl,
     };
-    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier, limits, hub, shutdown }))
+    let lookup: Arc<dyn Lookup> = Arc::new(SystemLookup);
+    if let Some(w) = &settings.webhooks {
+        let queue = WebhookQueue::new(redis.clone(), store.keys().clone());
+        Dispatcher::new(queue, store.clone(), w.clone(), lookup.clone())?.spawn(shutdown.clone());
+    }
+    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier, limits, hub, shutdown, lookup }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight

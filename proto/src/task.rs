@@ -83,6 +83,8 @@ pub struct TaskRecord {
     pub cancel_requested: bool,
     /// The quota counter this task's reservation was taken from, for the refund.
     pub quota_key: Option<String>,
+    /// Where the end of the task is announced (a signed POST), if anywhere.
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,7 @@ impl TaskRecord {
             worker_id: take("worker_id"),
             cancel_requested: take("cancel_requested").as_deref() == Some("1"),
             quota_key: take("quota_key"),
+            webhook_url: take("webhook_url"),
         }))
     }
 
@@ -144,6 +147,7 @@ impl TaskRecord {
             updated_at: self.updated_at.clone(),
             started_at: self.started_at.clone(),
             finished_at: self.finished_at.clone(),
+            webhook_url: self.webhook_url.clone(),
         }
     }
 }
@@ -165,6 +169,8 @@ pub struct TaskResponse {
     pub started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub webhook_url: Option<String>,
 }
 
 #[cfg(test)]

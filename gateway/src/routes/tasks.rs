@@ -27,6 +27,9 @@ pub struct TaskRequest {
     pub mandate: String,
     #[serde(default)]
     pub max_ticks: Option<i64>,
+    /// POSTed a signed `task.completed` / `task.failed` / `task.cancelled` when the task ends.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,13 +60,26 @@ pub async fn submit(
         Mandate::parse(&req.mandate, s.max_mandate_chars).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let max_ticks = MaxTicks::parse(req.max_ticks.unwrap_or(i64::from(s.default_max_ticks)), s.max_ticks_limit)
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let webhook_url = match req.webhook_url.as_deref() {
+        None => None,
+        Some(raw) => {
+            let w = s.webhooks.as_ref().ok_or_else(|| {
+                ApiError::Unprocessable(
+                    "webhook_url: webhooks are not enabled on this server (no WEBHOOK_SECRET)".into(),
+                )
+            })?;
+            Some(crate::webhooks::check_url(w, state.lookup.as_ref(), raw).await.map_err(ApiError::Unprocessable)?)
+        }
+    };
     let task = NewTask {
         id: TaskId::new(),
         user_id: user.0,
         mandate: mandate.as_str().to_owned(),
         max_ticks: max_ticks.get(),
         created_at: chrono::Utc::now(),
-        idempotency: idempotency_key.map(|key| Idempotency { key, fingerprint: fingerprint(&mandate, max_ticks) }),
+        idempotency: idempotency_key
+            .map(|key| Idempotency { key, fingerprint: fingerprint(&mandate, max_ticks, webhook_url.as_deref()) }),
+        webhook_url,
     };
     tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
 
@@ -139,6 +155,7 @@ pub async fn submit(
         updated_at: now,
         started_at: None,
         finished_at: None,
+        webhook_url: task.webhook_url,
     };
     Ok(accepted(&response))
 }
@@ -156,9 +173,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Equal for requests that ask for the same task (after trimming and defaults).
-fn fingerprint(mandate: &Mandate, max_ticks: MaxTicks) -> String {
+fn fingerprint(mandate: &Mandate, max_ticks: MaxTicks, webhook_url: Option<&str>) -> String {
     let mut h = Sha256::new();
     h.update(max_ticks.get().to_be_bytes());
+    // Length-prefixed, so no mandate/URL split of the same bytes collides.
+    let url = webhook_url.unwrap_or("");
+    h.update((url.len() as u64).to_be_bytes());
+    h.update(url.as_bytes());
     h.update(mandate.as_str().as_bytes());
     hex::encode(h.finalize())
 }

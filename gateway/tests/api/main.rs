@@ -14,3 +14,4 @@ mod limits;
 mod quota;
 mod tasks;
 mod validation;
+mod webhooks;
