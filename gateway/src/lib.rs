@@ -10,6 +10,7 @@
 //! - [`webhooks`]: signed task-end webhooks, delivered from a durable Redis queue.
 //! - [`routes`]: the HTTP API (SPEC §2).
 //! - [`http_metrics`]: per-route metrics and the request deadline.
+//! - [`openapi`]: the OpenAPI 3.1 document, generated from the routes.
 //!
 //! Submission is all-or-nothing: `202` only after Redis holds the record and RabbitMQ
 //! confirmed the envelope; otherwise the record is failed and the quota refunded. Admission
@@ -21,6 +22,7 @@ pub mod edge;
 pub mod events;
 pub mod extract;
 pub mod http_metrics;
+pub mod openapi;
 pub mod problem;
 pub mod publisher;
 pub mod routes;

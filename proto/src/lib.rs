@@ -36,4 +36,4 @@ pub mod webhook_queue;
 pub use domain::{Mandate, MaxTicks, TaskId};
 pub use envelope::TaskEnvelope;
 pub use keys::Keys;
-pub use task::{TaskRecord, TaskResponse, TaskResult, TaskStatus};
+pub use task::{TaskRecord, TaskResponse, TaskResult, TaskStatus, Usage};

@@ -21,18 +21,26 @@ use crate::extract::JsonBody;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+/// A mandate to run. Limits shown are the defaults (`MAX_MANDATE_CHARS`, `MAX_TICKS_LIMIT`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskRequest {
+    /// What the agent should do; 1 to 8000 characters after trimming.
+    #[schema(min_length = 1, max_length = 8000)]
     pub mandate: String,
+    /// Tick budget; default `DEFAULT_MAX_TICKS` (50).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 200)]
     pub max_ticks: Option<i64>,
-    /// POSTed a signed `task.completed` / `task.failed` / `task.cancelled` when the task ends.
+    /// POSTed a signed `task.completed` / `task.failed` / `task.cancelled` (Standard
+    /// Webhooks) when the task ends; public http(s) addresses only; needs `WEBHOOK_SECRET`.
     #[serde(default)]
+    #[schema(format = "uri", max_length = 2048)]
     pub webhook_url: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// One page of the caller's tasks, newest first.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskList {
     pub tasks: Vec<TaskResponse>,
     pub next_cursor: Option<String>,
@@ -47,6 +55,22 @@ fn accepted(record: &TaskResponse) -> Response {
     resp
 }
 
+/// Submit a mandate. `202` only once the task is stored and the broker has confirmed it.
+#[utoipa::path(post, path = "/tasks", tag = "tasks", security(("bearer" = [])),
+    request_body(content = TaskRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[ -~]{1,255}$", description = "1..255 printable ASCII; makes the submit idempotent per user for IDEMPOTENCY_TTL_SECONDS")),
+    responses(
+        (status = 202, description = "Accepted (or the replay of an Idempotency-Key)", body = TaskResponse, headers(("location" = String, description = "/tasks/{id}"))),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The same Idempotency-Key is still being processed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (named in detail), the body is not an object, or the Idempotency-Key was used with another request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Daily tick quota, rate limit or active-task cap; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 #[tracing::instrument(skip_all, fields(user = %user.0, correlation_id))]
 pub async fn submit(
     State(state): State<AppState>,
@@ -269,6 +293,9 @@ async fn owned(state: &AppState, user: &AuthUser, raw_id: &str) -> Result<TaskRe
     }
 }
 
+/// One of your tasks. Another user's task is indistinguishable from a missing one.
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = uuid::Uuid, Path, description = "The task id (correlation_id)")),
+    responses((status = 200, description = "The task", body = TaskResponse), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
@@ -277,9 +304,14 @@ pub async fn get(
     Ok(Json(owned(&state, &user, &id).await?.to_response()))
 }
 
-/// `GET /tasks/{id}/events`: the task's progress as Server-Sent Events, replayed from the
-/// start (or after `Last-Event-ID` / `?after=`) and then live, ending after the terminal
-/// status.
+/// Follow a task: its events replayed from the start (or after `Last-Event-ID` / `after`),
+/// then live, as Server-Sent Events (`status` and `tick`, JSON data, the stream entry id as
+/// `id`), ending after the terminal `status` event.
+#[utoipa::path(get, path = "/tasks/{id}/events", tag = "tasks", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The task id"),
+        ("after" = Option<String>, Query, pattern = "^[0-9]+-[0-9]+$", description = "Resume after this event id"),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]+-[0-9]+$", description = "Resume after this event id (wins over after)")),
+    responses((status = 200, description = "text/event-stream; each event's data is a TaskEvent", body = crate::events::StreamEvent, content_type = "text/event-stream"), (status = 400, description = "Not an event id, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn events(
     State(state): State<AppState>,
     user: AuthUser,
@@ -306,6 +338,9 @@ pub async fn events(
     Ok(resp)
 }
 
+/// Cancel: a queued task at once; a running one stops at its next tick boundary.
+#[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", security(("bearer" = [])), params(("id" = uuid::Uuid, Path, description = "The task id (correlation_id)")),
+    responses((status = 202, description = "Cancelled, or cancel requested", body = TaskResponse), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "The task already ended", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
@@ -323,6 +358,11 @@ pub async fn cancel(
     }
 }
 
+/// Your tasks, newest first.
+#[utoipa::path(get, path = "/tasks", tag = "tasks", security(("bearer" = [])),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
+        ("cursor" = Option<String>, Query, pattern = "^-?[0-9]+:[0-9a-f-]{36}$", description = "next_cursor of the previous page")),
+    responses((status = 200, description = "A page of tasks", body = TaskList), (status = 400, description = "Not a cursor from this API, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 422, description = "limit out of range", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,

@@ -11,6 +11,7 @@ mod events;
 mod idempotency;
 mod jwks;
 mod limits;
+mod openapi;
 mod quota;
 mod tasks;
 mod validation;
