@@ -7,6 +7,7 @@
 //! - [`keys`]: the one definition of every Redis key.
 //! - [`store`]: every atomic Redis write (Lua scripts) on task records, quota and events.
 //! - [`presence`]: agent heartbeats and the live/busy agent count.
+//! - [`samples`]: the fleet's sampled history (`metrics:samples`) for the console.
 //! - [`topology`]: queue, dead-letter exchange and dead-letter queue declaration.
 //! - [`webhook_queue`]: the durable queue of task-end webhooks.
 //! - [`connect`]: Redis and RabbitMQ connections with timeouts and backoff.
@@ -24,6 +25,7 @@ pub mod envelope;
 pub mod keys;
 pub mod ops;
 pub mod presence;
+pub mod samples;
 pub mod serve;
 pub mod shutdown;
 pub mod store;
