@@ -128,8 +128,8 @@ pub async fn run(settings: Settings, health: TcpListener, shutdown: Cancellation
         })
     };
 
-    let mut redis = proto::connect::redis(&settings.common.redis_url)?;
-    if !proto::connect::wait_for_redis(&mut redis, &shutdown).await {
+    let mut redis = proto::connect::redis(&settings.common.redis)?;
+    if !proto::connect::wait_for_redis(&mut redis, &settings.common.redis, &shutdown).await {
         ops_stop.cancel();
         return Ok(());
     }

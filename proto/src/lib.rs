@@ -9,6 +9,7 @@
 //! - [`presence`]: agent heartbeats and the live/busy agent count.
 //! - [`topology`]: queue, dead-letter exchange and dead-letter queue declaration.
 //! - [`connect`]: Redis and RabbitMQ connections with timeouts and backoff.
+//! - [`tls`]: rustls for `rediss://` / `amqps://`: system roots plus a private CA file.
 //! - [`config`]: typed environment parsing that names the variable on error.
 //! - [`telemetry`], [`shutdown`], [`backoff`], [`ops`]: runtime plumbing every service shares.
 
@@ -25,6 +26,7 @@ pub mod store;
 pub mod task;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod topology;
 
 pub use domain::{Mandate, MaxTicks, TaskId};
