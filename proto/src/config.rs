@@ -119,11 +119,16 @@ impl CommonSettings {
             return Err(ConfigError::new("AGENT_INPUT_QUEUE", "longer than 200 bytes"));
         }
         Ok(Self {
-            redis: Endpoint::from_env(env, "REDIS_URL", "redis://127.0.0.1:6379", "REDIS_CA_FILE")?,
-            rabbitmq: Endpoint::from_env(
-                env,
+            redis: Endpoint::configured(
+                env.string("REDIS_URL", "redis://127.0.0.1:6379"),
+                "REDIS_URL",
+                env.opt_string("REDIS_CA_FILE"),
+                "REDIS_CA_FILE",
+            )?,
+            rabbitmq: Endpoint::configured(
+                env.string("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
                 "RABBITMQ_URL",
-                "amqp://guest:guest@127.0.0.1:5672/%2f",
+                env.opt_string("RABBITMQ_CA_FILE"),
                 "RABBITMQ_CA_FILE",
             )?,
             key_prefix: env.string("REDIS_KEY_PREFIX", ""),

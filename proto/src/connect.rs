@@ -30,22 +30,17 @@ impl Endpoint {
         Self { url: url.into(), ca: None }
     }
 
-    /// From `url_var` (default `default_url`) and the PEM file in `ca_var`. A CA file
-    /// with a plaintext URL is refused: it means the operator expects TLS that is not on.
-    pub fn from_env(
-        env: &crate::config::Env,
-        url_var: &str,
-        default_url: &str,
-        ca_var: &str,
-    ) -> Result<Self, ConfigError> {
-        let endpoint = Self::new(env.string(url_var, default_url));
-        match env.raw(ca_var) {
+    /// `url` (read from `url_var`) with the PEM file `ca_file` (read from `ca_var`). A CA
+    /// file with a plaintext URL is refused: it means the operator expects TLS that is not on.
+    pub fn configured(url: String, url_var: &str, ca_file: Option<String>, ca_var: &str) -> Result<Self, ConfigError> {
+        let endpoint = Self::new(url);
+        match ca_file {
             None => Ok(endpoint),
             Some(_) if !endpoint.is_tls() => Err(ConfigError::new(
                 ca_var,
                 format!("is set but {url_var} is not a rediss:// or amqps:// URL, so the CA would never be used"),
             )),
-            Some(path) => endpoint.with_ca_file(ca_var, Path::new(path)),
+            Some(path) => endpoint.with_ca_file(ca_var, Path::new(&path)),
         }
     }
 
@@ -216,7 +211,6 @@ pub async fn amqp_with_backoff(endpoint: &Endpoint, name: &str, stop: &Cancellat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Env;
 
     #[test]
     fn host_port_never_shows_credentials() {
@@ -227,8 +221,13 @@ mod tests {
 
     #[test]
     fn a_ca_file_with_a_plaintext_url_is_refused() {
-        let env = Env::from_pairs([("REDIS_URL", "redis://127.0.0.1:6379"), ("REDIS_CA_FILE", "/tmp/ca.pem")]);
-        let e = Endpoint::from_env(&env, "REDIS_URL", "", "REDIS_CA_FILE").unwrap_err();
+        let e = Endpoint::configured(
+            "redis://127.0.0.1:6379".into(),
+            "REDIS_URL",
+            Some("/tmp/ca.pem".into()),
+            "REDIS_CA_FILE",
+        )
+        .unwrap_err();
         assert_eq!(e.var, "REDIS_CA_FILE");
     }
 

@@ -7,6 +7,10 @@
 //!   (gateway, agent, metrics-sidecar, autoscaler local loop) refuses the server, with an
 //!   error naming TLS and the host;
 //! - the right CA but the wrong host name is refused.
+//!
+//! The service binaries are the workspace's own (`testkit::binaries`): `cargo test
+//! --workspace` (scripts/test.sh) builds them first. Running only this suite, build them
+//! first too (`cargo build --workspace --bins`), or it would run stale ones.
 
 mod connect;
 mod processes;
