@@ -18,10 +18,21 @@ use crate::config::ConfigError;
 use crate::tls::{self, PrivateCa};
 
 /// Where a service is, and the private CA (if any) its TLS certificate chains to.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Endpoint {
     url: String,
     ca: Option<PrivateCa>,
+}
+
+/// Without the URL's credentials: settings are logged with `{:?}`.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.url.split_once("://").map_or("", |(s, _)| s);
+        f.debug_struct("Endpoint")
+            .field("url", &format!("{scheme}://{}", self.host_port()))
+            .field("ca", &self.ca)
+            .finish()
+    }
 }
 
 impl Endpoint {
@@ -217,6 +228,8 @@ mod tests {
         let e = Endpoint::new("amqps://user:secret@mq.example.com:5671/%2f?heartbeat=10");
         assert_eq!(e.host_port(), "mq.example.com:5671");
         assert_eq!(Endpoint::new("rediss://:pw@cache.example:6379/0").host_port(), "cache.example:6379");
+        let debug = format!("{e:?}");
+        assert!(!debug.contains("secret") && debug.contains("amqps://mq.example.com:5671"), "{debug}");
     }
 
     #[test]

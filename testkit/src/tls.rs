@@ -24,6 +24,7 @@ use crate::Services;
 /// 5750-5799 with distribution ports 25750-25799.
 const REDIS_PORTS: (u16, u16) = (6450, 6499);
 const RABBIT_PORTS: (u16, u16) = (5750, 5799);
+const DIST_PORT_OFFSET: u16 = 20000;
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A directory removed on drop.
@@ -99,11 +100,13 @@ fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 
 /// A free port in `range`, tried from a per-process rotating start so parallel tests in
 /// one binary do not race for the same one.
-fn free_port_in(range: (u16, u16), next: &AtomicU16) -> u16 {
+/// `also` (an offset, e.g. RabbitMQ's distribution port) must be free as well.
+fn free_port_in(range: (u16, u16), next: &AtomicU16, also: Option<u16>) -> u16 {
     let span = range.1 - range.0 + 1;
+    let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
     for _ in 0..span {
         let port = range.0 + next.fetch_add(1, Ordering::Relaxed) % span;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if free(port) && also.is_none_or(|offset| free(port + offset)) {
             return port;
         }
     }
@@ -130,7 +133,7 @@ pub struct TlsRedis {
 impl TlsRedis {
     pub fn start(pki: &Pki) -> Self {
         static NEXT: AtomicU16 = AtomicU16::new(0);
-        let port = free_port_in(REDIS_PORTS, &NEXT);
+        let port = free_port_in(REDIS_PORTS, &NEXT, None);
         let dir = TempDir::new("redis");
         let mut child = Command::new("redis-server")
             .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -191,8 +194,8 @@ pub struct TlsRabbit {
 impl TlsRabbit {
     pub fn start(pki: &Pki) -> Self {
         static NEXT: AtomicU16 = AtomicU16::new(0);
-        let port = free_port_in(RABBIT_PORTS, &NEXT);
-        let dist_port = port + 20000;
+        let port = free_port_in(RABBIT_PORTS, &NEXT, Some(DIST_PORT_OFFSET));
+        let dist_port = port + DIST_PORT_OFFSET;
         let dir = TempDir::new("rabbit");
         let node = format!("euglena-tls-{}@localhost", short_id());
         let d = dir.path().to_owned();
