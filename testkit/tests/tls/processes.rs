@@ -190,6 +190,15 @@ async fn task_completes_over_tls(redis: &TlsRedis, rabbit: &TlsRabbit, pki: &Pki
     assert_eq!(body["result"]["success"], true, "{body}");
     // The gateway's publisher, the harness and the agent's consumer all sit on the TLS
     // node (it has no plaintext listener).
-    assert!(rabbit.connection_count() >= 3, "connections: {}", rabbit.connection_count());
+    let connections = rabbit.connection_count();
+    assert!(connections >= 3, "connections: {connections}");
+    // For the record (`-- --nocapture`): what ran over which link.
+    eprintln!(
+        "task {id} {} over {} and {} ({connections} AMQPS connections on the TLS-only node): {}",
+        body["status"],
+        app.ns.services.redis.url(),
+        app.ns.services.rabbitmq.host_port(),
+        body["result"]
+    );
     app.cleanup().await;
 }
