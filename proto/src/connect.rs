@@ -55,8 +55,11 @@ impl Endpoint {
         }
     }
 
-    /// With the CA in this PEM file (tests; services use [`Endpoint::from_env`]).
+    /// With the CA in this PEM file (`var` names it in errors). Only for a TLS URL.
     pub fn with_ca_file(mut self, var: &str, path: &Path) -> Result<Self, ConfigError> {
+        if !self.is_tls() {
+            return Err(ConfigError::new(var, "a CA file needs a rediss:// or amqps:// URL"));
+        }
         self.ca = Some(PrivateCa::load(var, path)?);
         Ok(self)
     }
