@@ -9,6 +9,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Connection};
 use proto::TaskEnvelope;
+use proto::connect::Endpoint;
 use proto::topology::Topology;
 use tokio::sync::Mutex;
 
@@ -34,7 +35,7 @@ struct Link {
 }
 
 pub struct Publisher {
-    url: String,
+    endpoint: Endpoint,
     topology: Topology,
     timeout: Duration,
     link: Mutex<Option<Link>>,
@@ -42,8 +43,8 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(url: String, topology: Topology, timeout: Duration) -> Self {
-        Self { url, topology, timeout, link: Mutex::new(None), last_failure: std::sync::Mutex::new(None) }
+    pub fn new(endpoint: Endpoint, topology: Topology, timeout: Duration) -> Self {
+        Self { endpoint, topology, timeout, link: Mutex::new(None), last_failure: std::sync::Mutex::new(None) }
     }
 
     async fn channel(&self) -> Result<Channel, PublishError> {
@@ -91,7 +92,7 @@ impl Publisher {
     }
 
     async fn connect(&self) -> Result<Link, PublishError> {
-        let connection = proto::connect::amqp(&self.url, "euglena-gateway")
+        let connection = proto::connect::amqp(&self.endpoint, "euglena-gateway")
             .await
             .map_err(|e| PublishError::Connect(e.to_string()))?;
         let channel = connection.create_channel().await?;
@@ -132,7 +133,16 @@ impl Publisher {
 
     /// Readiness: a live confirm channel can be had within `limit`.
     pub async fn ready(&self, limit: Duration) -> bool {
-        matches!(tokio::time::timeout(limit, self.channel()).await, Ok(Ok(_)))
+        self.connect_now(limit).await.is_ok()
+    }
+
+    /// Connects now unless connected; the error says why (a TLS failure names the host).
+    pub async fn connect_now(&self, limit: Duration) -> Result<(), String> {
+        match tokio::time::timeout(limit, self.channel()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no connection within {limit:?}")),
+        }
     }
 
     pub async fn close(&self) {

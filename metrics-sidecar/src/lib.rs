@@ -54,13 +54,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let ops_stop = CancellationToken::new();
     let ops = proto::ops::spawn(listener, settings.common.http_header_timeout, ops_stop.clone());
-    let redis = proto::connect::redis(&settings.common.redis_url)?;
+    let redis = proto::connect::redis(&settings.common.redis)?;
     let keys = Keys::new(settings.common.key_prefix.clone());
     let mut history = redis.clone();
     // About a day of samples for the console's chart.
     let keep = (86_400 / settings.interval.as_secs().max(1)).max(60) as usize;
     let mut probe = Probe::new(
-        &settings.common.rabbitmq_url,
+        &settings.common.rabbitmq,
+        &settings.common.redis,
         &settings.common.input_queue,
         redis,
         keys.clone(),

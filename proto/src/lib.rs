@@ -11,6 +11,7 @@
 //! - [`topology`]: queue, dead-letter exchange and dead-letter queue declaration.
 //! - [`webhook_queue`]: the durable queue of task-end webhooks.
 //! - [`connect`]: Redis and RabbitMQ connections with timeouts and backoff.
+//! - [`tls`]: rustls for `rediss://` / `amqps://`: system roots plus a private CA file.
 //! - [`config`]: typed environment parsing that names the variable on error.
 //! - [`serve`]: the hardened HTTP accept loop of every listener.
 //! - [`address_policy`]: public-internet-only outbound requests (visits, webhooks).
@@ -32,6 +33,7 @@ pub mod store;
 pub mod task;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod topology;
 pub mod webhook_queue;
 
