@@ -123,6 +123,9 @@ pub async fn run(
     if let Err(e) = broker_up {
         tracing::warn!(error = %e, "rabbitmq not reachable at start; submissions will get 503 until it is");
     }
+    if state.settings.console_dev_tokens {
+        tracing::warn!("CONSOLE_DEV_TOKENS=true: POST /dev/token mints tokens for anyone; local use only");
+    }
     let app = routes::router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     // Cancelling `background` at the signal ends event streams, so the drain does not wait
