@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Side-by-side throughput, one run: the broker's raw publish-and-confirm rate (the physical
+# limit of a submission), then POST /tasks and GET /tasks/{id} through a release gateway with
+# every limit off, all at the same concurrency against the local Redis and RabbitMQ.
+# Prints a table and the ratio; the raw tool output goes to bench/last-run.txt.
+#   BENCH_CONCURRENCY (64), BENCH_SECONDS (10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/services.sh >/dev/null
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+c=${BENCH_CONCURRENCY:-64}
+secs=${BENCH_SECONDS:-10}
+cargo build --release --locked --quiet --bin gateway --bench raw_publish
+target=${CARGO_TARGET_DIR:-target}/release
+raw_bin=$(ls -t "$target"/deps/raw_publish-* | grep -v '\.d$' | head -1)
+out=bench/last-run.txt
+: > "$out"
+
+tag=bench$RANDOM
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export GATEWAY_ADDR=127.0.0.1:$port REDIS_KEY_PREFIX="$tag:" AGENT_INPUT_QUEUE="$tag.mandates"
+export SUPABASE_JWT_SECRET=bench-secret-bench-secret-bench-secret-00
+export DAILY_TICK_LIMIT=0 SUBMIT_RATE_PER_MINUTE=0 MAX_ACTIVE_TASKS_PER_USER=0 RUST_LOG=warn
+"$target/gateway" >/dev/null 2>&1 &
+gw=$!
+cleanup() {
+  kill "$gw" 2>/dev/null || true; wait "$gw" 2>/dev/null || true
+  redis-cli -h 127.0.0.1 eval "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end" 0 "$tag:*" >/dev/null
+  for q in "$tag.mandates" "$tag.mandates.dlq"; do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
+}
+trap cleanup EXIT
+for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.2; done
+export TOKEN=$("$target/gateway" token --sub bench-user --ttl 3600)
+
+echo "== raw publish + confirm (c=$c, ${secs}s)" | tee -a "$out"
+BENCH_CONCURRENCY=$c BENCH_SECONDS=$secs "$raw_bin" --bench | tee -a "$out"
+raw_line=$(tail -n 1 "$out")
+
+rss_peak() { # samples the gateway's RSS while wrk runs; prints the peak in MB
+  local peak=0 r
+  while kill -0 "$1" 2>/dev/null; do
+    r=$(ps -o rss= -p "$gw" 2>/dev/null | tr -d ' '); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r
+    sleep 0.5
+  done
+  echo $((peak / 1024))
+}
+wrk_run() { # name, script
+  echo "== $1 (c=$c, ${secs}s)" | tee -a "$out"
+  wrk -t2 -c"$c" -d"${secs}s" --latency -s "$2" "http://127.0.0.1:$port" > /tmp/$tag.wrk &
+  local w=$!
+  local rss; rss=$(rss_peak $w)
+  wait $w
+  cat /tmp/$tag.wrk >> "$out"; echo "gateway peak RSS: ${rss} MB" >> "$out"
+  rm -f /tmp/$tag.wrk
+}
+wrk_run "POST /tasks" bench/post.lua
+post_block=$(awk '/== POST/{f=1} f' "$out")
+export TASK_ID=$(curl -fsS -X POST "http://127.0.0.1:$port/tasks" -H "Authorization: Bearer $TOKEN" \
+  -H 'Content-Type: application/json' -d '{"mandate":"read me","max_ticks":1}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["correlation_id"])')
+wrk_run "GET /tasks/{id}" bench/get.lua
+get_block=$(awk '/== GET/{f=1} f' "$out")
+
+python3 - "$raw_line" "$post_block" "$get_block" <<'PY'
+import re, sys
+raw, post, get = sys.argv[1:4]
+def rate(b): return float(re.search(r"Requests/sec:\s+([\d.]+)", b).group(1))
+def p99(b):
+    v, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", b).groups()
+    return float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
+def non2xx(b):
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", b); e = re.search(r"Socket errors: (.*)", b)
+    return int(m.group(1)) if m else 0, (e.group(1) if e else "none")
+def rss(b): return re.search(r"peak RSS: (\d+) MB", b).group(1)
+raw_rate = float(re.search(r"([\d.]+) msg/s", raw).group(1)); raw_p99 = float(re.search(r"p99 ([\d.]+) ms", raw).group(1))
+pr, pp, (pn, pe) = rate(post), p99(post), non2xx(post)
+gr, gp, (gn, ge) = rate(get), p99(get), non2xx(get)
+print()
+print("| | throughput | p99 | non-2xx | gateway RSS |")
+print("|---|---|---|---|---|")
+print(f"| raw publish + confirm | {raw_rate:,.0f} msg/s | {raw_p99:.1f} ms | — | — |")
+print(f"| `POST /tasks` | {pr:,.0f} req/s | {pp:.1f} ms | {pn} | {rss(post)} MB |")
+print(f"| `GET /tasks/{{id}}` | {gr:,.0f} req/s | {gp:.1f} ms | {gn} | {rss(get)} MB |")
+print(f"\nratio POST/raw: {pr / raw_rate:.2f}  (p99 {pp / raw_p99:.1f}x the raw p99; socket errors: POST {pe}, GET {ge})")
+PY
