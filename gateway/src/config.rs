@@ -6,6 +6,8 @@ use std::time::Duration;
 use proto::config::{CommonSettings, ConfigError, Env};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::reconciler::ReconcilerSettings;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub addr: SocketAddr,
@@ -20,6 +22,7 @@ pub struct Settings {
     pub daily_tick_limit: i64,
     pub publish_timeout: Duration,
     pub request_timeout: Duration,
+    pub reconciler: ReconcilerSettings,
 }
 
 /// HS256 secrets shorter than this are guessable; Supabase's are 40+ characters.
@@ -57,6 +60,7 @@ impl Settings {
             daily_tick_limit: env.parse("DAILY_TICK_LIMIT", 256)?,
             publish_timeout,
             request_timeout,
+            reconciler: ReconcilerSettings::from_env(env)?,
         })
     }
 
@@ -78,7 +82,8 @@ Configuration is read from the environment; see the README's configuration table
 Required: SUPABASE_JWT_SECRET. Common: GATEWAY_ADDR (0.0.0.0:8080), REDIS_URL,
 RABBITMQ_URL, REDIS_KEY_PREFIX, AGENT_INPUT_QUEUE, AUTH_AUDIENCE, AUTH_ISSUER,
 MAX_MANDATE_CHARS, MAX_TICKS_LIMIT, DEFAULT_MAX_TICKS, MAX_BODY_BYTES, DAILY_TICK_LIMIT,
-PUBLISH_TIMEOUT_MS, REQUEST_TIMEOUT_SECONDS, AGENT_HEARTBEAT_TTL_SECONDS, LOG_FORMAT, RUST_LOG.";
+PUBLISH_TIMEOUT_MS, REQUEST_TIMEOUT_SECONDS, AGENT_HEARTBEAT_TTL_SECONDS, LOG_FORMAT, RUST_LOG.
+Reconciler: RECONCILE_INTERVAL_MS (10000), RECONCILE_GRACE_MS (20000), RECONCILE_BATCH (100).";
 
 #[cfg(test)]
 mod tests {

@@ -4,12 +4,14 @@
 //! - [`config`]: settings from the environment.
 //! - [`auth`]: bearer JWT verification and the `AuthUser` extractor.
 //! - [`extract`], [`problem`]: request bodies in, RFC 9457 problems out.
-//! - [`publisher`]: envelope publishing with publisher confirms.
+//! - [`publisher`]: envelope publishing with publisher confirms, and broker readiness.
+//! - [`undo`]: publish, mark confirmed, or undo with retries off the request path.
+//! - [`reconciler`]: ends records nobody else will (never enqueued, dead-lettered).
 //! - [`routes`]: the HTTP API (SPEC §2).
 //! - [`http_metrics`]: per-route metrics and the request deadline.
 //!
 //! Submission is all-or-nothing: `202` only after Redis holds the record and RabbitMQ
-//! confirmed the envelope; otherwise the record is removed and the quota refunded.
+//! confirmed the envelope; otherwise the record is failed and the quota refunded.
 
 pub mod auth;
 pub mod config;
@@ -17,8 +19,10 @@ pub mod extract;
 pub mod http_metrics;
 pub mod problem;
 pub mod publisher;
+pub mod reconciler;
 pub mod routes;
 pub mod state;
+pub mod undo;
 
 use std::future::Future;
 use std::time::Duration;
@@ -55,6 +59,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     proto::ops::prometheus();
     let state = build_state(settings)?;
+    if let Err(e) = state.store.load_scripts().await {
+        // Not fatal: a script missing from the cache costs its first call one EVAL.
+        tracing::warn!(error = %e, "could not preload the Lua scripts");
+    }
+    let reconciler_stop = tokio_util::sync::CancellationToken::new();
+    let reconciler = tokio::spawn(reconciler::Reconciler::for_gateway(&state).run(reconciler_stop.clone()));
     // Warm the broker link so the first request does not pay for it; failure is not fatal,
     // /ready reports it and the next publish retries.
     if !state.publisher.ready(Duration::from_secs(2)).await {
@@ -75,6 +85,8 @@ pub async fn run(
             tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "shutdown grace elapsed with requests in flight; closing");
         }
     }
+    reconciler_stop.cancel();
+    let _ = reconciler.await;
     state.publisher.close().await;
     tracing::info!("gateway stopped");
     Ok(())

@@ -9,27 +9,28 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
 
 use crate::domain::TaskId;
 use crate::keys::Keys;
+use crate::lua::{Invocation, Lua};
 use crate::task::{RecordError, TaskRecord, TaskStatus};
 use crate::time::{rfc3339, seconds_to_utc_midnight, utc_day};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
-fn with_prelude(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+pub(crate) fn with_prelude(body: &str) -> Lua {
+    Lua::new(&format!("{PRELUDE}\n{body}"))
 }
 
-static SUBMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/submit.lua")));
-static ADOPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/adopt.lua")));
-static ABORT_SUBMIT: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/abort_submit.lua")));
-static CANCEL: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/cancel.lua")));
-static CLAIM: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/claim.lua")));
-static PROGRESS: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/progress.lua")));
-static FINISH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/finish.lua")));
+static SUBMIT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/submit.lua")));
+static ADOPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/adopt.lua")));
+static ABORT_SUBMIT: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/abort_submit.lua")));
+static CANCEL: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/cancel.lua")));
+static CLAIM: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/claim.lua")));
+static PROGRESS: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/progress.lua")));
+static FINISH: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/finish.lua")));
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -86,6 +87,17 @@ pub enum ProgressOutcome {
     CancelRequested,
     /// A newer delivery owns the task; this run must stop without writing.
     Fenced,
+    /// The record is gone (a Redis that lost its data): not a fence, nobody else owns it.
+    Missing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishOutcome {
+    Written,
+    /// Already terminal, or fenced by a newer delivery.
+    Refused,
+    /// The record is gone.
+    Missing,
 }
 
 /// How a run ended, as written by [`TaskStore::finish`].
@@ -128,6 +140,10 @@ impl TaskStore {
         self.record_ttl.as_secs().max(1)
     }
 
+    pub(crate) fn record_ttl_secs(&self) -> u64 {
+        self.ttl()
+    }
+
     /// The quota counter a submission made at `at` reserves from.
     pub fn quota_key(&self, user_id: &str, at: DateTime<Utc>) -> String {
         self.keys.quota(user_id, &utc_day(at))
@@ -147,6 +163,7 @@ impl TaskStore {
             .key(self.keys.user_tasks(&task.user_id))
             .key(&quota_key)
             .key(self.keys.events(task.id))
+            .key(self.keys.unconfirmed())
             .arg(daily_limit)
             .arg(task.max_ticks)
             .arg(quota_ttl)
@@ -310,7 +327,7 @@ impl TaskStore {
     }
 
     /// An invocation of a script that may end the task, with the KEYS layout the prelude expects.
-    fn finishing<'s>(&self, script: &'s Script, rec: &TaskRecord) -> redis::ScriptInvocation<'s> {
+    pub(crate) fn finishing<'s>(&self, script: &'s Lua, rec: &TaskRecord) -> Invocation<'s> {
         let quota = rec.quota_key.clone().unwrap_or_else(|| self.keys.quota(&rec.user_id, "unknown"));
         let mut inv = script.prepare_invoke();
         inv.key(self.keys.task(rec.id))
@@ -366,6 +383,7 @@ impl TaskStore {
         inv.arg(attempt).arg(tick).arg(tick).arg(rfc3339(Utc::now())).arg(action).arg(checkpoint).arg(self.ttl());
         let reply: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(match reply {
+            -2 => ProgressOutcome::Missing,
             -1 => ProgressOutcome::Fenced,
             1 => ProgressOutcome::CancelRequested,
             _ => ProgressOutcome::Continue,
@@ -373,8 +391,13 @@ impl TaskStore {
     }
 
     /// Writes a terminal status. `attempt: None` skips the fencing check (for envelopes
-    /// that never ran). Returns false when the write was refused.
-    pub async fn finish(&self, rec: &TaskRecord, attempt: Option<u32>, fin: &Finish) -> Result<bool, StoreError> {
+    /// that never ran).
+    pub async fn finish(
+        &self,
+        rec: &TaskRecord,
+        attempt: Option<u32>,
+        fin: &Finish,
+    ) -> Result<FinishOutcome, StoreError> {
         debug_assert!(fin.status.is_terminal());
         let result = fin.result.as_ref().map(|r| r.to_string()).unwrap_or_default();
         let mut inv = self.finishing(&FINISH, rec);
@@ -386,7 +409,20 @@ impl TaskStore {
             .arg(rfc3339(Utc::now()))
             .arg(self.ttl());
         let written: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
-        Ok(written == 1)
+        Ok(match written {
+            1 => FinishOutcome::Written,
+            -1 => FinishOutcome::Missing,
+            _ => FinishOutcome::Refused,
+        })
+    }
+
+    /// Loads every script into Redis's script cache (one round trip). Called when a process
+    /// connects; after a restart the first call of each script falls back to one `EVAL`.
+    pub async fn load_scripts(&self) -> Result<(), StoreError> {
+        let mut all: Vec<&Lua> = vec![&SUBMIT, &ADOPT, &ABORT_SUBMIT, &CANCEL, &CLAIM, &PROGRESS, &FINISH];
+        all.extend(crate::reconcile::scripts());
+        crate::lua::load_all(&all, &mut self.conn.clone()).await?;
+        Ok(())
     }
 
     pub async fn checkpoint(&self, id: TaskId) -> Result<Option<String>, StoreError> {

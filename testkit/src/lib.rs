@@ -307,7 +307,7 @@ pub async fn purge(ns: &Namespace) {
     purge_keys(&ns.prefix).await;
     if let Ok(conn) = proto::connect::amqp(&rabbitmq_url(), "testkit-purge").await {
         if let Ok(ch) = conn.create_channel().await {
-            for q in [ns.queue.clone(), format!("{}.dlq", ns.queue)] {
+            for q in [ns.queue.clone(), format!("{}.dlq", ns.queue), format!("{}.dlq.reconcile", ns.queue)] {
                 let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
             }
             let _ = ch.exchange_delete(format!("{}.dlx", ns.queue).as_str().into(), Default::default()).await;

@@ -1,5 +1,5 @@
 -- Reserve quota and create the record, atomically.
--- KEYS: [1] task, [2] user tasks, [3] quota, [4] events
+-- KEYS: [1] task, [2] user tasks, [3] quota, [4] events, [5] unconfirmed index
 -- ARGV: [1] daily limit (<= 0: unlimited), [2] cost, [3] quota ttl, [4] record ttl,
 --       [5] created ms (score), [6] task id, [7] now, [8] prune cutoff ms, [9..] record fields
 -- Returns {1, remaining} or {0, remaining}; remaining is -1 when unlimited.
@@ -20,6 +20,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+-- Until the broker confirms, the reconciler may close it (see confirm.lua, reconcile_unconfirmed.lua).
+redis.call('ZADD', KEYS[5], ARGV[5], ARGV[6])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000', '*', 'status', 'in_queue', 'at', ARGV[7])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
 return {1, remaining}
