@@ -2,7 +2,10 @@
 //! name, so tests run in parallel against the one local Redis and RabbitMQ, and removes
 //! its keys and queues when dropped (even when the test panicked).
 //!
-//! Talks to the real services at `REDIS_URL` / `RABBITMQ_URL` (defaults: localhost).
+//! Talks to the real services at `REDIS_URL` / `RABBITMQ_URL` (defaults: localhost), or to
+//! private ones a fault test starts ([`private`], [`Namespace::on`]).
+
+pub mod private;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,19 +38,31 @@ pub fn rabbitmq_url() -> String {
 pub struct Namespace {
     pub prefix: String,
     pub queue: String,
+    pub redis_url: String,
+    pub rabbitmq_url: String,
 }
 
 impl Namespace {
     pub fn new() -> Self {
+        Self::on(&redis_url(), &rabbitmq_url())
+    }
+
+    /// A namespace on other servers than the shared ones (a test's private Redis or broker).
+    pub fn on(redis_url: &str, rabbitmq_url: &str) -> Self {
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        Self { prefix: format!("test:{tag}:"), queue: format!("test.{tag}") }
+        Self {
+            prefix: format!("test:{tag}:"),
+            queue: format!("test.{tag}"),
+            redis_url: redis_url.to_owned(),
+            rabbitmq_url: rabbitmq_url.to_owned(),
+        }
     }
 
     /// The environment every process of this test shares.
     pub fn env(&self) -> Vec<(String, String)> {
         [
-            ("REDIS_URL", redis_url()),
-            ("RABBITMQ_URL", rabbitmq_url()),
+            ("REDIS_URL", self.redis_url.clone()),
+            ("RABBITMQ_URL", self.rabbitmq_url.clone()),
             ("REDIS_KEY_PREFIX", self.prefix.clone()),
             ("AGENT_INPUT_QUEUE", self.queue.clone()),
             ("SUPABASE_JWT_SECRET", SECRET.to_owned()),
@@ -82,7 +97,11 @@ pub struct Harness {
 impl Harness {
     /// Starts an in-process gateway on port 0 with the namespace's settings plus `extra`.
     pub async fn start(extra: &[(&str, &str)]) -> Self {
-        let ns = Namespace::new();
+        Self::start_in(Namespace::new(), extra).await
+    }
+
+    /// [`Harness::start`] in a namespace of the caller's (e.g. on private servers).
+    pub async fn start_in(ns: Namespace, extra: &[(&str, &str)]) -> Self {
         let mut env = Env::from_pairs(ns.env());
         for (k, v) in extra {
             env = env.with(k, *v);
@@ -100,9 +119,9 @@ impl Harness {
                 eprintln!("gateway failed: {e:?}");
             }
         });
-        let redis = proto::connect::redis(&redis_url()).expect("redis url");
+        let redis = proto::connect::redis(&ns.redis_url).expect("redis url");
         let store = TaskStore::new(redis.clone(), Keys::new(ns.prefix.clone()), Duration::from_secs(900));
-        let amqp = proto::connect::amqp(&rabbitmq_url(), "testkit").await.expect("rabbitmq");
+        let amqp = proto::connect::amqp(&ns.rabbitmq_url, "testkit").await.expect("rabbitmq");
         let channel = amqp.create_channel().await.expect("channel");
         Topology::new(ns.queue.clone(), max_deliveries(extra)).declare(&channel).await.expect("declare");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
@@ -288,9 +307,10 @@ fn max_deliveries(extra: &[(&str, &str)]) -> u32 {
     extra.iter().find(|(k, _)| *k == "AGENT_MAX_DELIVERIES").and_then(|(_, v)| v.parse().ok()).unwrap_or(5)
 }
 
-async fn purge_keys(prefix: &str) {
-    let Ok(client) = redis::Client::open(redis_url()) else { return };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
+async fn purge_keys(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else { return };
+    let connect = tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection());
+    let Ok(Ok(mut conn)) = connect.await else { return };
     let mut keys = Vec::new();
     if let Ok(mut iter) = conn.scan_match::<_, String>(format!("{prefix}*")).await {
         while let Some(Ok(k)) = futures_util::StreamExt::next(&mut iter).await {
@@ -304,8 +324,8 @@ async fn purge_keys(prefix: &str) {
 
 /// Deletes every key under the prefix and the namespace's queues and exchange.
 pub async fn purge(ns: &Namespace) {
-    purge_keys(&ns.prefix).await;
-    if let Ok(conn) = proto::connect::amqp(&rabbitmq_url(), "testkit-purge").await {
+    purge_keys(&ns.redis_url, &ns.prefix).await;
+    if let Ok(conn) = proto::connect::amqp(&ns.rabbitmq_url, "testkit-purge").await {
         if let Ok(ch) = conn.create_channel().await {
             for q in [ns.queue.clone(), format!("{}.dlq", ns.queue), format!("{}.dlq.reconcile", ns.queue)] {
                 let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;

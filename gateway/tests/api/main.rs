@@ -6,5 +6,8 @@ mod auth;
 mod broker;
 mod common;
 mod quota;
+mod ready;
+mod reconcile;
 mod tasks;
+mod undo;
 mod validation;
