@@ -29,6 +29,10 @@ async fn undo_is_retried_through_a_redis_stall() {
     // A grace far beyond the test, so only the undo (not the reconciler) can close it.
     let extra = [("RABBITMQ_URL", broker.as_str()), ("PUBLISH_TIMEOUT_MS", "1500"), ("RECONCILE_GRACE_MS", "600000")];
     let app = Harness::start_in(ns, &extra).await;
+    crate::common::wait_serving(&app).await;
+    // The warm-up's failed connect starts a one-second cool-down, during which a publish
+    // fails at once; past it, the publish hangs on the frozen link until its timeout.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let submit = {
         let (http, url, token) = (app.http.clone(), app.url("/tasks"), app.token_for(USER));
         tokio::spawn(async move {
@@ -38,6 +42,10 @@ async fn undo_is_retried_through_a_redis_stall() {
     testkit::eventually("the record is written", Duration::from_secs(5), || async { only_task(&app).await.is_some() })
         .await;
     let id = only_task(&app).await.expect("task id");
+    // As after a failover: the script cache is empty. The stalled Redis still runs the
+    // undo's buffered EVALSHA once it resumes, but answers NOSCRIPT to a caller that has
+    // long given up; only a retry gets the undo through.
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut app.redis.clone()).await.expect("flush");
     // Redis stalls while the publish is still waiting, so the first undo attempts fail.
     redis.stall();
     let resp = submit.await.expect("join").expect("response");
