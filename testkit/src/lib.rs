@@ -5,6 +5,7 @@
 //! Talks to the real services at `REDIS_URL` / `RABBITMQ_URL` (defaults: localhost), or to
 //! private ones a fault test starts ([`private`], [`Namespace::on`]).
 
+pub mod chaos;
 pub mod private;
 
 use std::collections::HashMap;
@@ -375,6 +376,11 @@ impl AgentProc {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The process has ended (killed or exited).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn sigterm(&self) {
