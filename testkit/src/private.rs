@@ -161,7 +161,12 @@ impl PrivateRabbit {
         // `await_startup` gives up at once while the node has not registered with epmd yet.
         let deadline = Instant::now() + Duration::from_secs(120);
         while !r.ctl(&["await_startup", "--timeout", "60"]) {
-            assert!(Instant::now() < deadline, "private rabbitmq node {} did not start; logs in {}", r.node, r.dir.display());
+            assert!(
+                Instant::now() < deadline,
+                "private rabbitmq node {} did not start; logs in {}",
+                r.node,
+                r.dir.display()
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
         r
@@ -314,7 +319,11 @@ impl Drop for Proxy {
     }
 }
 
-async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, frozen: Arc<AtomicBool>) {
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         while frozen.load(Ordering::SeqCst) {

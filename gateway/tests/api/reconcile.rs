@@ -57,8 +57,8 @@ async fn gateway_killed_mid_submit_leaves_nothing_stuck() {
     let doomed = [("PUBLISH_TIMEOUT_MS", "8000"), ("RECONCILE_INTERVAL_MS", "300"), ("RECONCILE_GRACE_MS", "1000")];
     let (mut child, base) = gateway_process(&ns, &broker, &doomed);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
-    let token = gateway::auth::mint_dev_token(testkit::SECRET.as_bytes(), USER, "authenticated", None, 600)
-        .expect("token");
+    let token =
+        gateway::auth::mint_dev_token(testkit::SECRET.as_bytes(), USER, "authenticated", None, 600).expect("token");
     testkit::eventually("doomed gateway serving", Duration::from_secs(20), || async {
         matches!(http.get(format!("{base}/health")).send().await, Ok(r) if r.status() == 200)
     })
@@ -96,7 +96,8 @@ async fn gateway_killed_mid_submit_leaves_nothing_stuck() {
     }
     eprintln!("reconciler closed {N} stranded records {:?} after the kill", killed.elapsed());
     assert_eq!(app.quota_used(USER).await, 0, "every reservation refunded");
-    let unconfirmed: i64 = app.redis.clone().zcard(Keys::new(app.ns.prefix.clone()).unconfirmed()).await.expect("zcard");
+    let unconfirmed: i64 =
+        app.redis.clone().zcard(Keys::new(app.ns.prefix.clone()).unconfirmed()).await.expect("zcard");
     assert_eq!(unconfirmed, 0, "the unconfirmed index is drained");
     app.cleanup().await;
 }

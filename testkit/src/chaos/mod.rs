@@ -264,9 +264,10 @@ impl Stack {
             .ids
             .iter()
             .filter(|e| {
-                e.map.get("status").and_then(|v| redis::from_redis_value::<String>(v.clone()).ok()).is_some_and(|s| {
-                    matches!(s.as_str(), "completed" | "failed" | "cancelled")
-                })
+                e.map
+                    .get("status")
+                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                    .is_some_and(|s| matches!(s.as_str(), "completed" | "failed" | "cancelled"))
             })
             .count()
     }

@@ -67,12 +67,13 @@ async fn finish(stack: Stack, name: &str, started: Instant, note: String) -> Tal
 
 async fn agent_kill_loop(servers: &mut Servers, bins: &Bins) -> Tally {
     let started = Instant::now();
-    let mut s = stack(bins, &servers.redis.url(), &servers.rabbit.url(), &agent_env("150", "8", "2")).await;
+    let mut s = stack(bins, &servers.redis.url(), &servers.rabbit.url(), &agent_env("150", "10", "2")).await;
     let g = s.gateway().await;
     for _ in 0..3 {
         s.agent();
     }
-    s.submitter(g).burst(40, 4, Duration::from_millis(50), 10).await;
+    // About 18 s of work for six slots, so the kills land on running tasks.
+    s.submitter(g).burst(60, 4, Duration::from_millis(50), 12).await;
     let kills = 15;
     for k in 0..kills {
         tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -106,7 +107,8 @@ async fn broker_fault(servers: &mut Servers, bins: &Bins, name: &str, freeze: bo
         servers.rabbit.start_app();
     }
     let _ = burst.await;
-    let what = if freeze { "broker frozen (SIGSTOP) 6 s mid-burst;" } else { "broker stopped (stop_app) 5 s mid-burst;" };
+    let what =
+        if freeze { "broker frozen (SIGSTOP) 6 s mid-burst;" } else { "broker stopped (stop_app) 5 s mid-burst;" };
     finish(s, name, started, what.into()).await
 }
 
@@ -236,9 +238,8 @@ async fn poison(servers: &mut Servers, bins: &Bins) -> Tally {
     }
     for body in &bodies {
         let props = BasicProperties::default().with_delivery_mode(2);
-        let _ = ch
-            .basic_publish("".into(), s.ns.queue.as_str().into(), BasicPublishOptions::default(), body, props)
-            .await;
+        let _ =
+            ch.basic_publish("".into(), s.ns.queue.as_str().into(), BasicPublishOptions::default(), body, props).await;
     }
     s.extra_ids = legacy;
     s.submitter(g).burst(20, 4, Duration::from_millis(20), 5).await;
