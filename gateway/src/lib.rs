@@ -86,7 +86,8 @@ pub async fn run(
         }
     }
     reconciler_stop.cancel();
-    let _ = reconciler.await;
+    // A pass in progress is bounded by its own timeouts; do not wait longer than that.
+    let _ = tokio::time::timeout(Duration::from_secs(10), reconciler).await;
     state.publisher.close().await;
     tracing::info!("gateway stopped");
     Ok(())

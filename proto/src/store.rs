@@ -220,7 +220,11 @@ impl TaskStore {
             quota_key: Some(self.quota_key(&task.user_id, task.created_at)),
         };
         let mut inv = self.finishing(&ABORT_SUBMIT, &rec);
-        inv.arg("not enqueued: the task queue was unavailable").arg(rfc3339(Utc::now())).arg(self.ttl());
+        inv.key(self.keys.unconfirmed())
+            .arg(crate::reconcile::NOT_ENQUEUED)
+            .arg(rfc3339(Utc::now()))
+            .arg(self.ttl())
+            .arg(task.id.to_string());
         let aborted: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(aborted == 1)
     }
