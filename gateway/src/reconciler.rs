@@ -242,7 +242,7 @@ impl Reconciler {
             Ok(CloseOutcome::Closed) => {
                 report.dead_lettered += 1;
                 metrics::counter!("gateway_reconciler_closed_total", "reason" => "dead_lettered").increment(1);
-                tracing::warn!(correlation_id = %id, deliveries, "reconciler: message dead-lettered with its task unfinished; task failed, quota refunded, message kept in the DLQ");
+                tracing::warn!(correlation_id = %id, deliveries = ?deliveries, "reconciler: message dead-lettered with its task unfinished; task failed, quota refunded, message kept in the DLQ");
             }
             Ok(_) => report.skipped += 1,
             Err(StoreError::Redis(e)) => return Err(e.into()),
@@ -255,34 +255,18 @@ impl Reconciler {
     }
 }
 
-/// Deliveries the message had before it was dead-lettered. Quorum queues count requeues in
-/// `x-delivery-count` (absent on the first delivery); the broker dead-letters once a
-/// message is returned with the count at the limit, i.e. after `limit + 1` deliveries.
-fn deliveries(d: &Delivery, limit: u32) -> u32 {
-    let headers = d.properties.headers().as_ref();
-    let count = headers.and_then(|h| h.inner().get("x-delivery-count").cloned()).and_then(as_u32);
-    let reason = headers
-        .and_then(|h| h.inner().get("x-first-death-reason").cloned())
-        .and_then(|v| match v {
-            AMQPValue::LongString(s) => Some(s.to_string()),
-            AMQPValue::ShortString(s) => Some(s.to_string()),
-            _ => None,
-        })
-        .unwrap_or_default();
-    match count {
-        Some(n) => n.saturating_add(1),
-        None if reason == "delivery_limit" => limit.saturating_add(1),
-        None => 1,
-    }
-}
-
-fn as_u32(v: AMQPValue) -> Option<u32> {
-    let n = match v {
-        AMQPValue::LongLongInt(n) => n,
-        AMQPValue::LongInt(n) => i64::from(n),
-        AMQPValue::LongUInt(n) => i64::from(n),
-        AMQPValue::ShortInt(n) => i64::from(n),
-        _ => return None,
-    };
-    u32::try_from(n).ok()
+/// Deliveries the message had before it was dead-lettered, when the headers tell: the
+/// broker dead-letters for `delivery_limit` once a message is returned at the limit, i.e.
+/// after `limit + 1` deliveries. A dead-lettered copy's `x-delivery-count` restarts, so for a
+/// rejection (an agent gave up) the record's own claim count is used instead.
+fn deliveries(d: &Delivery, limit: u32) -> Option<u32> {
+    let reason =
+        d.properties.headers().as_ref().and_then(|h| h.inner().get("x-first-death-reason").cloned()).and_then(|v| {
+            match v {
+                AMQPValue::LongString(s) => Some(s.to_string()),
+                AMQPValue::ShortString(s) => Some(s.to_string()),
+                _ => None,
+            }
+        });
+    (reason.as_deref() == Some("delivery_limit")).then(|| limit.saturating_add(1))
 }

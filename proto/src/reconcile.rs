@@ -105,12 +105,13 @@ impl TaskStore {
     }
 
     /// Ends the record of a dead-lettered message unless something already ended it.
-    pub async fn close_dead_lettered(&self, id: TaskId, deliveries: u32) -> Result<CloseOutcome, StoreError> {
+    /// `deliveries`: how many the broker made, when known; else the record's claim count.
+    pub async fn close_dead_lettered(&self, id: TaskId, deliveries: Option<u32>) -> Result<CloseOutcome, StoreError> {
         let Some(rec) = self.get(id).await? else {
             return Ok(CloseOutcome::Missing);
         };
         let mut inv = self.finishing(&CLOSE_DEAD_LETTER, &rec);
-        inv.arg(format!("dead-lettered after {deliveries} deliveries"))
+        inv.arg(deliveries.map(|n| n.to_string()).unwrap_or_default())
             .arg(rfc3339(Utc::now()))
             .arg(self.record_ttl_secs());
         let reply: String = inv.invoke_async(&mut self.connection()).await?;

@@ -95,6 +95,8 @@ async fn gateway_killed_mid_submit_leaves_nothing_stuck() {
         assert_eq!(failed, 1, "closed exactly once");
     }
     eprintln!("reconciler closed {N} stranded records {:?} after the kill", killed.elapsed());
+    let metrics = app.http.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("gateway_reconciler_closed_total{reason=\"not_enqueued\"}"), "{metrics}");
     assert_eq!(app.quota_used(USER).await, 0, "every reservation refunded");
     let unconfirmed: i64 =
         app.redis.clone().zcard(Keys::new(app.ns.prefix.clone()).unconfirmed()).await.expect("zcard");
@@ -131,12 +133,41 @@ async fn dead_lettered_task_is_failed_and_its_message_kept_in_the_dlq() {
 
     let rec = app.wait_for(id, Duration::from_secs(15), |r| r.status.is_terminal()).await;
     assert_eq!(rec.status, TaskStatus::Failed);
-    let error = rec.error.unwrap_or_default();
-    assert!(error.starts_with("dead-lettered after "), "{error}");
-    assert!(error.ends_with(" deliveries"), "{error}");
+    assert_eq!(rec.error.as_deref(), Some("dead-lettered after 1 deliveries"), "delivered once, never claimed");
     assert_eq!(app.quota_used(USER).await, 0, "nothing ran: the whole reservation is refunded");
     assert_eq!(app.ready(".dlq").await, 1, "the message stays in the DLQ for operators");
     assert_eq!(app.ready(".dlq.reconcile").await, 0, "the reconciler consumed its copy");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_dead_lettered_task_counts_every_delivery() {
+    let app = Harness::start(&[("AGENT_MAX_DELIVERIES", "2"), ("RECONCILE_INTERVAL_MS", "300")]).await;
+    let id = app.submit_ok(USER, "handed back until the broker gives up", 10).await;
+    // Consumers that keep handing it back, as agents do while Redis is down: the broker
+    // dead-letters it once returned with the count at its limit, saying nothing.
+    let mut deliveries = 0;
+    let mut empty = 0;
+    while empty < 3 {
+        let got =
+            app.channel.basic_get(app.ns.queue.as_str().into(), BasicGetOptions { no_ack: false }).await.expect("get");
+        let Some(got) = got else {
+            // A returned message takes a moment to be ready again.
+            empty += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        empty = 0;
+        deliveries += 1;
+        let requeue = lapin::options::BasicNackOptions { requeue: true, multiple: false };
+        got.delivery.acker.nack(requeue).await.expect("nack");
+        assert!(deliveries < 10, "the broker never dead-lettered it");
+    }
+    assert_eq!(deliveries, 3, "x-delivery-limit 2 allows three deliveries");
+    let rec = app.wait_for(id, Duration::from_secs(15), |r| r.status.is_terminal()).await;
+    assert_eq!(rec.error.as_deref(), Some("dead-lettered after 3 deliveries"));
+    assert_eq!(app.quota_used(USER).await, 0);
+    assert_eq!(app.ready(".dlq").await, 1);
     app.cleanup().await;
 }
 
