@@ -242,6 +242,12 @@ impl Stack {
                 t.duplicated += 1;
             }
         }
+        // The duplicate check reads the agents' logs; make sure it is reading something.
+        let lines: usize = finished.values().sum();
+        t.evidence_ok = t.completed == 0 || lines >= t.completed;
+        if !t.evidence_ok {
+            t.note.push_str(&format!(" only {lines} \"task finished\" log lines for {} completed tasks;", t.completed));
+        }
         t.quota_ok = true;
         for user in USERS {
             let key = self.store.quota_key(user, chrono::Utc::now());
@@ -383,22 +389,25 @@ pub struct Tally {
     pub lost: usize,
     pub duplicated: usize,
     pub stuck: usize,
-    /// Records of submissions that got no 202 and were closed (undo or reconciler).
+    /// Records without a 202 that ended: 503'd submissions closed by the undo or the
+    /// reconciler (or run, when the publish landed after all), legacy envelopes.
     pub not_accepted_closed: usize,
     pub quota_ok: bool,
+    /// The agents' logs had a "task finished" line for every completed task.
+    pub evidence_ok: bool,
     pub seconds: f64,
     pub note: String,
 }
 
 impl Tally {
     pub fn passed(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.stuck == 0 && self.quota_ok
+        self.lost == 0 && self.duplicated == 0 && self.stuck == 0 && self.quota_ok && self.evidence_ok
     }
 }
 
 pub fn table(rows: &[Tally]) -> String {
     let mut out = String::from(
-        "| scenario | result | accepted | completed | failed | lost | duplicated | stuck | quota | 503s closed | s | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | result | accepted | completed | failed | lost | duplicated | stuck | quota | others closed | s | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for t in rows {
         out.push_str(&format!(
