@@ -12,8 +12,8 @@ that runs the binary:
 
 Checks (any failure exits 1):
   1. no variable is set that nothing reads (except the documented ALLOWLIST below);
-  2. no required variable is missing (SUPABASE_JWT_SECRET for the gateway, ECS_CLUSTER and
-     ECS_SERVICE for the Lambda, and whatever the source marks required);
+  2. no required variable is missing (ECS_CLUSTER and ECS_SERVICE for the Lambda, and
+     whatever the source marks required);
   3. every variable a binary reads is either configurable through compose (and so listed in
      .env.example) or named in NOT_IN_COMPOSE with a reason;
   4. .env.example and the `${VAR}` interpolations of docker-compose.yml name the same set;
@@ -89,7 +89,8 @@ NOT_IN_COMPOSE = {
 }
 
 # Must be set wherever the binary runs; merged with what the source marks required.
-REQUIRED = {"gateway": {"SUPABASE_JWT_SECRET"}, "bootstrap": {"ECS_CLUSTER", "ECS_SERVICE"}}
+# (The gateway needs signing keys from one of several variables; it checks that itself.)
+REQUIRED = {"bootstrap": {"ECS_CLUSTER", "ECS_SERVICE"}}
 
 # Interpolated in docker-compose.yml but meant for compose itself or third-party images.
 COMPOSE_ONLY_VARS = {"EUGLENA_IMAGE", "REDIS_IMAGE", "RABBITMQ_IMAGE", "QDRANT_IMAGE",

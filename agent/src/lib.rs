@@ -116,17 +116,8 @@ impl Worker {
 /// Runs the agent until `shutdown` is cancelled, then drains. `health` serves `/health`
 /// and `/metrics`.
 pub async fn run(settings: Settings, health: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let ops = proto::ops::router();
     let ops_stop = CancellationToken::new();
-    let ops_task = {
-        let stop = ops_stop.clone();
-        tokio::spawn(async move {
-            let r = axum::serve(health, ops).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "health server failed");
-            }
-        })
-    };
+    let ops_task = proto::ops::spawn(health, settings.common.http_header_timeout, ops_stop.clone());
 
     let mut redis = proto::connect::redis(&settings.common.redis_url)?;
     if !proto::connect::wait_for_redis(&mut redis, &shutdown).await {

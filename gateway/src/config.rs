@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use jsonwebtoken::jwk::Jwk;
 use proto::config::{CommonSettings, ConfigError, Env};
+use proto::serve::EdgeSettings;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::reconciler::ReconcilerSettings;
@@ -12,30 +14,60 @@ use crate::reconciler::ReconcilerSettings;
 pub struct Settings {
     pub addr: SocketAddr,
     pub common: CommonSettings,
-    pub jwt_secret: SecretString,
-    pub audience: String,
-    pub issuer: Option<String>,
+    pub auth: AuthSettings,
+    pub admission: AdmissionSettings,
     pub max_mandate_chars: usize,
     pub max_ticks_limit: u32,
     pub default_max_ticks: u32,
     pub max_body_bytes: usize,
-    pub daily_tick_limit: i64,
     pub publish_timeout: Duration,
     pub request_timeout: Duration,
     pub reconciler: ReconcilerSettings,
+    pub edge: EdgeSettings,
+    /// `SSE_KEEPALIVE_SECONDS`: a comment on idle event streams this often (load balancers
+    /// drop streams idle for 60 s).
+    pub sse_keepalive: Duration,
+    /// `SSE_MAX_SECONDS`: an event stream ends after this long; the client resumes with
+    /// `Last-Event-ID`.
+    pub sse_max: Duration,
+}
+
+/// Where signing keys come from and which claims a token must carry.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `SUPABASE_JWKS_URL`, or derived from `SUPABASE_URL`.
+    pub jwks_url: Option<String>,
+    /// `SUPABASE_JWT_PUBLIC_JWK`: one static key instead of a URL.
+    pub public_jwk: Option<Jwk>,
+    /// `SUPABASE_JWT_SECRET` then `SUPABASE_JWT_SECRET_PREVIOUS` (HS256, legacy).
+    pub hs256_secrets: Vec<SecretString>,
+    pub audience: String,
+    pub issuer: Option<String>,
+    pub allow_anonymous: bool,
+    /// How long a fetched key set is used before it is fetched again (≤ 10 min).
+    pub jwks_cache: Duration,
+}
+
+/// Per-user admission limits (all enforced in one Redis script, so they hold across replicas).
+#[derive(Debug, Clone)]
+pub struct AdmissionSettings {
+    /// Ticks a user may reserve per UTC day; ≤ 0 = unlimited.
+    pub daily_tick_limit: i64,
+    /// `SUBMIT_RATE_PER_MINUTE`; 0 = off.
+    pub submit_rate_per_minute: u32,
+    pub submit_burst: u32,
+    /// `MAX_ACTIVE_TASKS_PER_USER`; 0 = off.
+    pub max_active_tasks: u32,
+    pub idempotency_ttl: Duration,
 }
 
 /// HS256 secrets shorter than this are guessable; Supabase's are 40+ characters.
 pub const MIN_SECRET_BYTES: usize = 32;
+/// Supabase caches its JWKS for 10 minutes at the edge; we never use a set for longer.
+pub const MAX_JWKS_CACHE_SECONDS: u64 = 600;
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let jwt_secret = env.opt_string("SUPABASE_JWT_SECRET").ok_or_else(|| {
-            ConfigError::new("SUPABASE_JWT_SECRET", "required: the HS256 secret that signs user tokens")
-        })?;
-        if jwt_secret.len() < MIN_SECRET_BYTES {
-            return Err(ConfigError::new("SUPABASE_JWT_SECRET", format!("must be at least {MIN_SECRET_BYTES} bytes")));
-        }
         let max_ticks_limit = env.ranged("MAX_TICKS_LIMIT", 200, 1..=proto::envelope::MAX_ENVELOPE_TICKS)?;
         let default_max_ticks = env.ranged("DEFAULT_MAX_TICKS", 50u32.min(max_ticks_limit), 1..=max_ticks_limit)?;
         let publish_timeout = env.millis("PUBLISH_TIMEOUT_MS", 5000)?;
@@ -43,12 +75,16 @@ impl Settings {
         if request_timeout <= publish_timeout {
             return Err(ConfigError::new("REQUEST_TIMEOUT_SECONDS", "must be longer than PUBLISH_TIMEOUT_MS"));
         }
+        let common = CommonSettings::from_env(env)?;
+        let edge = EdgeSettings {
+            header_timeout: common.http_header_timeout,
+            max_connections: env.ranged("GATEWAY_MAX_CONNECTIONS", 10_000, 1..=1_000_000)?,
+        };
         Ok(Self {
             addr: env.parse("GATEWAY_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
-            common: CommonSettings::from_env(env)?,
-            jwt_secret: SecretString::from(jwt_secret),
-            audience: env.string("AUTH_AUDIENCE", "authenticated"),
-            issuer: env.opt_string("AUTH_ISSUER"),
+            common,
+            auth: AuthSettings::from_env(env)?,
+            admission: AdmissionSettings::from_env(env)?,
             max_mandate_chars: env.ranged(
                 "MAX_MANDATE_CHARS",
                 8000,
@@ -57,16 +93,104 @@ impl Settings {
             max_ticks_limit,
             default_max_ticks,
             max_body_bytes: env.ranged("MAX_BODY_BYTES", 64 * 1024, 1024..=16 * 1024 * 1024)?,
-            daily_tick_limit: env.parse("DAILY_TICK_LIMIT", 256)?,
             publish_timeout,
             request_timeout,
             reconciler: ReconcilerSettings::from_env(env)?,
+            edge,
+            sse_keepalive: Duration::from_secs(env.ranged("SSE_KEEPALIVE_SECONDS", 15, 1..=15)?),
+            sse_max: Duration::from_secs(env.ranged("SSE_MAX_SECONDS", 600, 1..=86_400)?),
+        })
+    }
+}
+
+impl AuthSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let supabase_url = env.opt_string("SUPABASE_URL").map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(u) = &supabase_url {
+            check_http_url("SUPABASE_URL", u)?;
+        }
+        let jwks_url = match env.opt_string("SUPABASE_JWKS_URL") {
+            Some(u) => Some(check_http_url("SUPABASE_JWKS_URL", &u)?),
+            None => supabase_url.as_ref().map(|u| format!("{u}/auth/v1/.well-known/jwks.json")),
+        };
+        let public_jwk = env
+            .opt_string("SUPABASE_JWT_PUBLIC_JWK")
+            .map(|raw| {
+                let jwk: Jwk = serde_json::from_str(&raw)
+                    .map_err(|e| ConfigError::new("SUPABASE_JWT_PUBLIC_JWK", format!("not a JWK: {e}")))?;
+                if jwk.common.key_id.as_deref().is_none_or(str::is_empty) {
+                    return Err(ConfigError::new(
+                        "SUPABASE_JWT_PUBLIC_JWK",
+                        "the key needs a \"kid\" (tokens name it)",
+                    ));
+                }
+                Ok(jwk)
+            })
+            .transpose()?;
+        if jwks_url.is_some() && public_jwk.is_some() {
+            return Err(ConfigError::new(
+                "SUPABASE_JWT_PUBLIC_JWK",
+                "set either a JWKS URL or one static JWK, not both",
+            ));
+        }
+        let mut hs256_secrets = Vec::new();
+        for var in ["SUPABASE_JWT_SECRET", "SUPABASE_JWT_SECRET_PREVIOUS"] {
+            if let Some(secret) = env.opt_string(var) {
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(ConfigError::new(var, format!("must be at least {MIN_SECRET_BYTES} bytes")));
+                }
+                hs256_secrets.push(SecretString::from(secret));
+            }
+        }
+        if env.opt_string("SUPABASE_JWT_SECRET_PREVIOUS").is_some() && env.opt_string("SUPABASE_JWT_SECRET").is_none() {
+            return Err(ConfigError::new(
+                "SUPABASE_JWT_SECRET_PREVIOUS",
+                "needs SUPABASE_JWT_SECRET (the current secret)",
+            ));
+        }
+        if hs256_secrets.is_empty() && jwks_url.is_none() && public_jwk.is_none() {
+            return Err(ConfigError::new(
+                "SUPABASE_JWT_SECRET",
+                "required when no signing keys are configured (SUPABASE_URL, SUPABASE_JWKS_URL or SUPABASE_JWT_PUBLIC_JWK)",
+            ));
+        }
+        let issuer = env.opt_string("AUTH_ISSUER").or_else(|| supabase_url.as_ref().map(|u| format!("{u}/auth/v1")));
+        Ok(Self {
+            jwks_url,
+            public_jwk,
+            hs256_secrets,
+            audience: env.string("AUTH_AUDIENCE", "authenticated"),
+            issuer,
+            allow_anonymous: env.bool("AUTH_ALLOW_ANONYMOUS", false)?,
+            jwks_cache: Duration::from_secs(env.ranged(
+                "JWKS_CACHE_SECONDS",
+                MAX_JWKS_CACHE_SECONDS,
+                1..=MAX_JWKS_CACHE_SECONDS,
+            )?),
         })
     }
 
-    pub fn jwt_secret_bytes(&self) -> &[u8] {
-        self.jwt_secret.expose_secret().as_bytes()
+    /// The current HS256 secret, for `gateway token`.
+    pub fn hs256_secret(&self) -> Option<&[u8]> {
+        self.hs256_secrets.first().map(|s| s.expose_secret().as_bytes())
     }
+}
+
+impl AdmissionSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            daily_tick_limit: env.parse("DAILY_TICK_LIMIT", 256)?,
+            submit_rate_per_minute: env.ranged("SUBMIT_RATE_PER_MINUTE", 60, 0..=60_000)?,
+            submit_burst: env.ranged("SUBMIT_BURST", 10, 1..=10_000)?,
+            max_active_tasks: env.ranged("MAX_ACTIVE_TASKS_PER_USER", 20, 0..=100_000)?,
+            idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECONDS", 24 * 3600)?,
+        })
+    }
+}
+
+fn check_http_url(var: &str, raw: &str) -> Result<String, ConfigError> {
+    let ok = url::Url::parse(raw).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if ok { Ok(raw.to_owned()) } else { Err(ConfigError::new(var, format!("{raw:?} is not an http(s) URL"))) }
 }
 
 pub const HELP: &str = "\
@@ -75,14 +199,21 @@ task envelopes to RabbitMQ.
 
 USAGE:
     gateway                      serve the HTTP API
-    gateway token --sub <user>   print a development JWT signed with SUPABASE_JWT_SECRET
-                                 [--ttl <seconds>] (default 3600)
+    gateway token --sub <user>   print a development JWT for <user>, valid --ttl <seconds>
+                                 (default 3600): HS256 with SUPABASE_JWT_SECRET, or with
+                                 --key <private key PEM> --kid <kid> ES256/RS256/EdDSA
+                                 (the algorithm follows the key) for a JWKS you serve
 
 Configuration is read from the environment; see the README's configuration table.
-Required: SUPABASE_JWT_SECRET. Common: GATEWAY_ADDR (0.0.0.0:8080), REDIS_URL,
-RABBITMQ_URL, REDIS_KEY_PREFIX, AGENT_INPUT_QUEUE, AUTH_AUDIENCE, AUTH_ISSUER,
-MAX_MANDATE_CHARS, MAX_TICKS_LIMIT, DEFAULT_MAX_TICKS, MAX_BODY_BYTES, DAILY_TICK_LIMIT,
-PUBLISH_TIMEOUT_MS, REQUEST_TIMEOUT_SECONDS, AGENT_HEARTBEAT_TTL_SECONDS, LOG_FORMAT, RUST_LOG.
+Signing keys (one of): SUPABASE_URL, SUPABASE_JWKS_URL, SUPABASE_JWT_PUBLIC_JWK,
+SUPABASE_JWT_SECRET (+ SUPABASE_JWT_SECRET_PREVIOUS). Claims: AUTH_AUDIENCE, AUTH_ISSUER,
+AUTH_ALLOW_ANONYMOUS, JWKS_CACHE_SECONDS. Admission: DAILY_TICK_LIMIT,
+SUBMIT_RATE_PER_MINUTE, SUBMIT_BURST, MAX_ACTIVE_TASKS_PER_USER, IDEMPOTENCY_TTL_SECONDS.
+HTTP: GATEWAY_ADDR (0.0.0.0:8080), GATEWAY_MAX_CONNECTIONS, HTTP_HEADER_TIMEOUT_SECONDS,
+MAX_BODY_BYTES, REQUEST_TIMEOUT_SECONDS, PUBLISH_TIMEOUT_MS, SSE_KEEPALIVE_SECONDS,
+SSE_MAX_SECONDS. Tasks: MAX_MANDATE_CHARS,
+MAX_TICKS_LIMIT, DEFAULT_MAX_TICKS. Common: REDIS_URL, RABBITMQ_URL, REDIS_KEY_PREFIX,
+AGENT_INPUT_QUEUE, AGENT_HEARTBEAT_TTL_SECONDS, LOG_FORMAT, RUST_LOG.
 Reconciler: RECONCILE_INTERVAL_MS (10000), RECONCILE_GRACE_MS (20000), RECONCILE_BATCH (100).";
 
 #[cfg(test)]
@@ -99,9 +230,37 @@ mod tests {
         assert_eq!(s.addr.port(), 8080);
         assert_eq!((s.max_mandate_chars, s.max_ticks_limit, s.default_max_ticks), (8000, 200, 50));
         assert_eq!(s.max_body_bytes, 65536);
-        assert_eq!(s.daily_tick_limit, 256);
+        assert_eq!(s.admission.daily_tick_limit, 256);
+        assert_eq!((s.admission.submit_rate_per_minute, s.admission.submit_burst), (60, 10));
+        assert_eq!(s.admission.max_active_tasks, 20);
+        assert_eq!(s.admission.idempotency_ttl, Duration::from_secs(86_400));
         assert_eq!(s.publish_timeout, Duration::from_secs(5));
         assert_eq!(s.common.input_queue, "agent.mandates");
+        assert_eq!(s.edge, EdgeSettings { header_timeout: Duration::from_secs(10), max_connections: 10_000 });
+        assert_eq!((s.auth.jwks_url.as_deref(), s.auth.issuer.as_deref()), (None, None));
+        assert_eq!(s.auth.jwks_cache, Duration::from_secs(600));
+        assert!(!s.auth.allow_anonymous);
+    }
+
+    #[test]
+    fn supabase_url_derives_the_jwks_url_and_the_issuer() {
+        let env = Env::from_pairs([("SUPABASE_URL", "https://abc.supabase.co/")]);
+        let a = AuthSettings::from_env(&env).expect("no secret needed with signing keys");
+        assert_eq!(a.jwks_url.as_deref(), Some("https://abc.supabase.co/auth/v1/.well-known/jwks.json"));
+        assert_eq!(a.issuer.as_deref(), Some("https://abc.supabase.co/auth/v1"));
+        assert!(a.hs256_secrets.is_empty());
+        let explicit = env.with("SUPABASE_JWKS_URL", "http://127.0.0.1:9/jwks").with("AUTH_ISSUER", "me");
+        let a = AuthSettings::from_env(&explicit).expect("valid");
+        assert_eq!((a.jwks_url.as_deref(), a.issuer.as_deref()), (Some("http://127.0.0.1:9/jwks"), Some("me")));
+    }
+
+    #[test]
+    fn a_static_jwk_needs_a_kid() {
+        let jwk = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        let e = AuthSettings::from_env(&Env::from_pairs([("SUPABASE_JWT_PUBLIC_JWK", jwk)])).unwrap_err();
+        assert_eq!(e.var, "SUPABASE_JWT_PUBLIC_JWK");
+        let with_kid = jwk.replace("{", r#"{"kid":"k1","#);
+        assert!(AuthSettings::from_env(&Env::from_pairs([("SUPABASE_JWT_PUBLIC_JWK", with_kid)])).is_ok());
     }
 
     #[test]
@@ -117,5 +276,19 @@ mod tests {
             Settings::from_env(&base().with("PUBLISH_TIMEOUT_MS", "20000")).unwrap_err().var,
             "REQUEST_TIMEOUT_SECONDS"
         );
+        for (var, value) in [
+            ("SUPABASE_JWKS_URL", "ftp://x"),
+            ("SUPABASE_JWT_SECRET_PREVIOUS", "short"),
+            ("JWKS_CACHE_SECONDS", "601"),
+            ("AUTH_ALLOW_ANONYMOUS", "perhaps"),
+            ("SUBMIT_BURST", "0"),
+            ("GATEWAY_MAX_CONNECTIONS", "0"),
+            ("HTTP_HEADER_TIMEOUT_SECONDS", "0"),
+        ] {
+            assert_eq!(Settings::from_env(&base().with(var, value)).unwrap_err().var, var, "{var}={value}");
+        }
+        let prev_only =
+            Env::from_pairs([("SUPABASE_URL", "https://a.test"), ("SUPABASE_JWT_SECRET_PREVIOUS", &"y".repeat(40))]);
+        assert_eq!(AuthSettings::from_env(&prev_only).unwrap_err().var, "SUPABASE_JWT_SECRET_PREVIOUS");
     }
 }

@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use crate::edge::BodyLimit;
 use crate::problem::ApiError;
 
 pub struct JsonBody<T>(pub T);
@@ -26,9 +27,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "the body must be JSON (Content-Type: application/json)".into(),
             ));
         }
+        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
         let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("the request body is too large".into())
+                match limit {
+                    Some(limit) => crate::edge::too_large(limit),
+                    None => ApiError::PayloadTooLarge("the request body is too large".into()),
+                }
             } else {
                 ApiError::BadRequest("the request body could not be read".into())
             }
@@ -38,6 +43,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 }
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde reads a struct from a JSON array too (`["x", 1]`); our bodies are objects.
+    let object = bytes.iter().find(|b| !b.is_ascii_whitespace()).is_none_or(|b| *b == b'{');
+    if !object && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::Unprocessable("the body must be a JSON object".into()));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
@@ -80,6 +90,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse::<Req>(br#"{"mandate":"x"}"#).is_ok());
+        assert!(parse::<Req>(b"  \n{\"mandate\":\"x\"}").is_ok());
+        for not_an_object in [&br#"["x",1]"#[..], b"\"x\"", b"42", b"null", b"true"] {
+            match parse::<Req>(not_an_object) {
+                Err(ApiError::Unprocessable(m)) => assert_eq!(m, "the body must be a JSON object"),
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(not_an_object)),
+            }
+        }
         assert!(matches!(parse::<Req>(br#"{"mandate":"x"} trailing"#), Err(ApiError::BadRequest(_))));
         assert!(matches!(parse::<Req>(br#"{"mandate":"x"}{"mandate":"y"}"#), Err(ApiError::BadRequest(_))));
     }

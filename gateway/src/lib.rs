@@ -2,19 +2,24 @@
 //!
 //! # Layout
 //! - [`config`]: settings from the environment.
-//! - [`auth`]: bearer JWT verification and the `AuthUser` extractor.
-//! - [`extract`], [`problem`]: request bodies in, RFC 9457 problems out.
+//! - [`auth`]: bearer JWT verification (JWKS and HS256) and the `AuthUser` extractor.
+//! - [`extract`], [`problem`], [`edge`]: request bodies in, RFC 9457 problems out, for
+//!   every error including unknown routes and oversize bodies.
 //! - [`publisher`]: envelope publishing with publisher confirms, and broker readiness.
 //! - [`undo`]: publish, mark confirmed, or undo with retries off the request path.
 //! - [`reconciler`]: ends records nobody else will (never enqueued, dead-lettered).
+//! - [`events`]: following a task's progress as Server-Sent Events, over one Redis reader.
 //! - [`routes`]: the HTTP API (SPEC §2).
 //! - [`http_metrics`]: per-route metrics and the request deadline.
 //!
 //! Submission is all-or-nothing: `202` only after Redis holds the record and RabbitMQ
-//! confirmed the envelope; otherwise the record is failed and the quota refunded.
+//! confirmed the envelope; otherwise the record is failed and the quota refunded. Admission
+//! (idempotency, rate limit, active cap, quota) is one Redis script, exact across replicas.
 
 pub mod auth;
 pub mod config;
+pub mod edge;
+pub mod events;
 pub mod extract;
 pub mod http_metrics;
 pub mod problem;
@@ -25,29 +30,48 @@ pub mod state;
 pub mod undo;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use proto::Keys;
-use proto::store::TaskStore;
+use proto::store::{Limits, TaskStore};
 use proto::topology::Topology;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use crate::auth::JwtVerifier;
+use crate::auth::{Jwks, Verifier};
 use crate::config::Settings;
+use crate::events::hub::{self, EventHub};
 use crate::publisher::Publisher;
 use crate::state::{AppState, Inner};
 
 /// In-flight requests get this long to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
-pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<AppState> {
     let redis = proto::connect::redis(&settings.common.redis_url)?;
+    let hub =
+        EventHub::spawn(proto::connect::redis_blocking(&settings.common.redis_url, hub::BLOCK)?, shutdown.clone());
     let keys = Keys::new(settings.common.key_prefix.clone());
     let store = TaskStore::new(redis.clone(), keys, settings.common.task_record_ttl);
     let topology = Topology::new(settings.common.input_queue.clone(), settings.common.max_deliveries);
     let publisher = Publisher::new(settings.common.rabbitmq_url.clone(), topology, settings.publish_timeout);
-    let verifier = JwtVerifier::hs256(settings.jwt_secret_bytes(), &settings.audience, settings.issuer.as_deref());
-    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier }))
+    let jwks = match (&settings.auth.jwks_url, &settings.auth.public_jwk) {
+        (Some(url), _) => Some(Arc::new(Jwks::remote(url.clone()))),
+        (None, Some(jwk)) => Some(Arc::new(Jwks::fixed(jwk).context("SUPABASE_JWT_PUBLIC_JWK is not a usable key")?)),
+        (None, None) => None,
+    };
+    let verifier = Arc::new(Verifier::new(&settings.auth, jwks));
+    let a = &settings.admission;
+    let limits = Limits {
+        daily_ticks: a.daily_tick_limit,
+        rate_per_minute: a.submit_rate_per_minute,
+        burst: a.submit_burst,
+        max_active: a.max_active_tasks,
+        idempotency_ttl: a.idempotency_ttl,
+    };
+    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier, limits, hub, shutdown }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight
@@ -58,13 +82,29 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     proto::ops::prometheus();
-    let state = build_state(settings)?;
+    let background = CancellationToken::new();
+    let state = build_state(settings, background.clone())?;
+    if let Some(jwks) = state.verifier.jwks() {
+        // Load the keys before serving, so the first tokens do not each miss; a key server
+        // that is down at start is retried in the background.
+        let loaded = match jwks.refresh().await {
+            Ok(n) => {
+                tracing::info!(keys = n, "signing keys loaded");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "signing keys could not be loaded at start; retrying in the background");
+                false
+            }
+        };
+        jwks.clone().spawn_refresher(state.settings.auth.jwks_cache, loaded, background.clone());
+    }
     if let Err(e) = state.store.load_scripts().await {
         // Not fatal: a script missing from the cache costs its first call one EVAL.
         tracing::warn!(error = %e, "could not preload the Lua scripts");
     }
-    let reconciler_stop = tokio_util::sync::CancellationToken::new();
-    let reconciler = tokio::spawn(reconciler::Reconciler::for_gateway(&state).run(reconciler_stop.clone()));
+    // Stops with the event streams at the signal; a pass in progress ends by its timeouts.
+    let reconciler = tokio::spawn(reconciler::Reconciler::for_gateway(&state).run(background.clone()));
     // Warm the broker link so the first request does not pay for it; failure is not fatal,
     // /ready reports it and the next publish retries.
     if !state.publisher.ready(Duration::from_secs(2)).await {
@@ -72,21 +112,14 @@ pub async fn run(
     }
     let app = routes::router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+    // Cancelling `background` at the signal ends event streams, so the drain does not wait
+    // for followers that would otherwise stay for minutes.
+    let stop = background.clone();
+    let signal = async move {
         shutdown.await;
-        let _ = stopped_tx.send(());
-    });
-    let serve = async move { serve.await.map_err(anyhow::Error::from) };
-    tokio::pin!(serve);
-    tokio::select! {
-        r = &mut serve => r?,
-        () = async { let _ = stopped_rx.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-            tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "shutdown grace elapsed with requests in flight; closing");
-        }
-    }
-    reconciler_stop.cancel();
-    // A pass in progress is bounded by its own timeouts; do not wait longer than that.
+        stop.cancel();
+    };
+    proto::serve::serve(listener, app, state.settings.edge, SHUTDOWN_GRACE, signal).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), reconciler).await;
     state.publisher.close().await;
     tracing::info!("gateway stopped");

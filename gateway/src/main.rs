@@ -7,7 +7,12 @@ async fn main() -> anyhow::Result<()> {
     let env = Env::from_process();
     let settings = Settings::from_env(&env).unwrap_or_else(|e| exit_on_config_error("gateway", &e));
     if args.first().map(String::as_str) == Some("token") {
-        return print_token(&settings, &args[1..]);
+        // A usage error is a usage error (exit 2, one line), not a backtrace.
+        if let Err(e) = print_token(&settings, &args[1..]) {
+            eprintln!("gateway token: {e:#}");
+            std::process::exit(2);
+        }
+        return Ok(());
     }
     if let Some(other) = args.first() {
         eprintln!("gateway: unknown argument {other:?}; see --help");
@@ -21,6 +26,8 @@ async fn main() -> anyhow::Result<()> {
 fn print_token(settings: &Settings, args: &[String]) -> anyhow::Result<()> {
     let mut sub = None;
     let mut ttl = 3600u64;
+    let mut key = None;
+    let mut kid = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -28,17 +35,27 @@ fn print_token(settings: &Settings, args: &[String]) -> anyhow::Result<()> {
             "--ttl" => {
                 ttl = it.next().and_then(|v| v.parse().ok()).ok_or_else(|| anyhow::anyhow!("--ttl takes seconds"))?
             }
+            "--key" => key = it.next().cloned(),
+            "--kid" => kid = it.next().cloned(),
             other => anyhow::bail!("unknown argument {other:?}; see --help"),
         }
     }
     let sub = sub.ok_or_else(|| anyhow::anyhow!("token needs --sub <user id>"))?;
-    let token = gateway::auth::mint_dev_token(
-        settings.jwt_secret_bytes(),
-        &sub,
-        &settings.audience,
-        settings.issuer.as_deref(),
-        ttl,
-    )?;
+    let (aud, iss) = (&settings.auth.audience, settings.auth.issuer.as_deref());
+    let token = match (key, kid) {
+        (Some(path), Some(kid)) => {
+            let pem = std::fs::read(&path).map_err(|e| anyhow::anyhow!("--key {path}: {e}"))?;
+            gateway::auth::dev_token::with_pem(&pem, &kid, &sub, aud, iss, ttl)?
+        }
+        (Some(_), None) | (None, Some(_)) => anyhow::bail!("--key and --kid go together"),
+        (None, None) => {
+            let secret = settings
+                .auth
+                .hs256_secret()
+                .ok_or_else(|| anyhow::anyhow!("no SUPABASE_JWT_SECRET to sign with; pass --key <pem> --kid <kid>"))?;
+            gateway::auth::dev_token::hs256(secret, &sub, aud, iss, ttl)?
+        }
+    };
     #[allow(clippy::print_stdout)]
     {
         println!("{token}");

@@ -9,8 +9,12 @@ use serde::Serialize;
 pub enum ApiError {
     #[error("missing bearer token")]
     MissingToken,
+    #[error("not a bearer token")]
+    NotBearer,
     #[error("invalid token")]
     InvalidToken,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("not found")]
     NotFound,
     #[error("{0}")]
@@ -43,7 +47,8 @@ struct Problem<'a> {
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
-            Self::MissingToken | Self::InvalidToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::MissingToken | Self::NotBearer | Self::InvalidToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not-found"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation"),
@@ -57,6 +62,21 @@ impl ApiError {
     }
 }
 
+/// A problem+json response with `status` and a user-safe `detail`.
+pub fn problem_response(status: StatusCode, slug: &str, detail: String) -> Response {
+    let body = Problem {
+        kind: format!("urn:euglena:problem:{slug}"),
+        title: status.canonical_reason().unwrap_or("error"),
+        status: status.as_u16(),
+        detail,
+    };
+    let mut resp = (status, serde_json::to_string(&body).unwrap_or_default()).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    resp
+}
+
+const PROBLEM_JSON: &str = "application/problem+json";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug) = self.parts();
@@ -66,24 +86,17 @@ impl IntoResponse for ApiError {
                 "an internal error occurred; it has been logged".to_owned()
             }
             Self::MissingToken => "an Authorization: Bearer <JWT> header is required".to_owned(),
+            Self::NotBearer => {
+                "the Authorization header must use the Bearer scheme: Authorization: Bearer <JWT>".to_owned()
+            }
             Self::InvalidToken => "the bearer token is invalid or expired".to_owned(),
             Self::NotFound => "no such resource".to_owned(),
             other => other.to_string(),
         };
-        let body = Problem {
-            kind: format!("urn:euglena:problem:{slug}"),
-            title: status.canonical_reason().unwrap_or("error"),
-            status: status.as_u16(),
-            detail,
-        };
-        let mut resp = (status, serde_json::to_string(&body).unwrap_or_default()).into_response();
+        let mut resp = problem_response(status, slug, detail);
         let headers = resp.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match &self {
-            Self::MissingToken => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            Self::InvalidToken => {
+            Self::MissingToken | Self::NotBearer | Self::InvalidToken => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
             Self::TooManyRequests { retry_after, .. } | Self::Unavailable { retry_after, .. } => {

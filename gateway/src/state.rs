@@ -2,11 +2,15 @@
 
 use std::sync::Arc;
 
-use proto::store::TaskStore;
+use axum::extract::FromRef;
+use proto::store::{Limits, TaskStore};
 use redis::aio::ConnectionManager;
 
-use crate::auth::JwtVerifier;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Verifier;
 use crate::config::Settings;
+use crate::events::hub::EventHub;
 use crate::publisher::Publisher;
 
 #[derive(Clone)]
@@ -17,7 +21,19 @@ pub struct Inner {
     pub store: TaskStore,
     pub redis: ConnectionManager,
     pub publisher: Publisher,
-    pub verifier: JwtVerifier,
+    pub verifier: Arc<Verifier>,
+    /// The admission settings as the store's script takes them.
+    pub limits: Limits,
+    /// The one reader that tells task followers their streams grew.
+    pub hub: EventHub,
+    /// Cancelled when the gateway shuts down, so event streams end cleanly.
+    pub shutdown: CancellationToken,
+}
+
+impl FromRef<AppState> for Arc<Verifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
 }
 
 impl AppState {

@@ -53,16 +53,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let ops_stop = CancellationToken::new();
-    let ops = {
-        let stop = ops_stop.clone();
-        let router = proto::ops::router();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, "health server failed");
-            }
-        })
-    };
+    let ops = proto::ops::spawn(listener, settings.common.http_header_timeout, ops_stop.clone());
     let redis = proto::connect::redis(&settings.common.redis_url)?;
     let keys = Keys::new(settings.common.key_prefix.clone());
     let mut probe = Probe::new(

@@ -106,6 +106,9 @@ pub struct CommonSettings {
     pub max_deliveries: u32,
     pub heartbeat_ttl: Duration,
     pub task_record_ttl: Duration,
+    /// `HTTP_HEADER_TIMEOUT_SECONDS`: every listener closes a connection that has not sent
+    /// complete request headers (or sat idle between requests) this long.
+    pub http_header_timeout: Duration,
 }
 
 impl CommonSettings {
@@ -122,6 +125,7 @@ impl CommonSettings {
             max_deliveries: env.ranged("AGENT_MAX_DELIVERIES", 5, 1..=1000)?,
             heartbeat_ttl: env.seconds("AGENT_HEARTBEAT_TTL_SECONDS", 30)?,
             task_record_ttl: env.seconds("TASK_RECORD_TTL_SECONDS", 7 * 24 * 3600)?,
+            http_header_timeout: Duration::from_secs(env.ranged("HTTP_HEADER_TIMEOUT_SECONDS", 10, 1..=3600)?),
         })
     }
 }

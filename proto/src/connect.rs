@@ -24,6 +24,18 @@ pub fn redis(url: &str) -> redis::RedisResult<ConnectionManager> {
     ConnectionManager::new_lazy_with_config(client, config)
 }
 
+/// A connection of its own for blocking reads (`XREAD BLOCK`), which would stall every
+/// other command on a shared multiplexed connection; its response timeout allows for `block`.
+pub fn redis_blocking(url: &str, block: Duration) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(block + REDIS_TIMEOUT))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    ConnectionManager::new_lazy_with_config(client, config)
+}
+
 /// Waits until Redis answers `PING`, or the token is cancelled (then `false`).
 pub async fn wait_for_redis(conn: &mut ConnectionManager, stop: &CancellationToken) -> bool {
     let mut backoff = Backoff::reconnect();

@@ -21,8 +21,25 @@ impl Keys {
         format!("{}user:{sub}:tasks", self.prefix)
     }
 
+    /// The prefix of every `task:{id}` key (scripts that look up records by id).
+    pub fn task_prefix(&self) -> String {
+        format!("{}task:", self.prefix)
+    }
+
+    /// `sub`'s byte length leads, so no two (sub, key) pairs share a key: without it, sub
+    /// `a:b` + key `c` and sub `a` + key `b:c` would collide.
     pub fn idempotency(&self, sub: &str, key: &str) -> String {
-        format!("{}idem:{sub}:{key}", self.prefix)
+        format!("{}idem:{}:{sub}:{key}", self.prefix, sub.len())
+    }
+
+    /// The per-user rate limiter's state (GCRA theoretical arrival time, ms).
+    pub fn rate(&self, sub: &str) -> String {
+        format!("{}rate:{sub}", self.prefix)
+    }
+
+    /// The user's non-terminal task ids (the active-task cap).
+    pub fn active(&self, sub: &str) -> String {
+        format!("{}active:{sub}", self.prefix)
     }
 
     /// `day` is `YYYYMMDD` in UTC.
@@ -74,5 +91,17 @@ mod tests {
         assert_eq!(k.quota("alice", "20261121"), "t1:quota:alice:20261121");
         assert_eq!(k.worker("w1"), "t1:worker:w1");
         assert_eq!(Keys::default().workers(), "workers");
+        assert_eq!(k.rate("alice"), "t1:rate:alice");
+        assert_eq!(k.active("alice"), "t1:active:alice");
+        assert_eq!(k.idempotency("alice", "k1"), "t1:idem:5:alice:k1");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn idempotency_keys_never_collide(a in "[a-z:]{0,6}", b in "[a-z:]{0,6}", c in "[a-z:]{0,6}", d in "[a-z:]{0,6}") {
+            let k = Keys::default();
+            proptest::prop_assume!((a.as_str(), b.as_str()) != (c.as_str(), d.as_str()));
+            proptest::prop_assert_ne!(k.idempotency(&a, &b), k.idempotency(&c, &d));
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`topology`]: queue, dead-letter exchange and dead-letter queue declaration.
 //! - [`connect`]: Redis and RabbitMQ connections with timeouts and backoff.
 //! - [`config`]: typed environment parsing that names the variable on error.
+//! - [`serve`]: the hardened HTTP accept loop of every listener.
 //! - [`telemetry`], [`shutdown`], [`backoff`], [`ops`]: runtime plumbing every service shares.
 
 pub mod backoff;
@@ -24,6 +25,7 @@ pub mod lua;
 pub mod ops;
 pub mod presence;
 pub mod reconcile;
+pub mod serve;
 pub mod shutdown;
 pub mod store;
 pub mod task;

@@ -28,6 +28,12 @@ impl Lua {
     pub fn prepare_invoke(&self) -> Invocation<'_> {
         Invocation { lua: self, keys: Vec::new(), args: Vec::new() }
     }
+
+    pub fn key<T: ToRedisArgs>(&self, key: T) -> Invocation<'_> {
+        let mut inv = self.prepare_invoke();
+        inv.key(key);
+        inv
+    }
 }
 
 /// Keys and arguments of one call; the same builder shape as `redis::ScriptInvocation`.

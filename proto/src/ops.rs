@@ -9,6 +9,11 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::serve::{EdgeSettings, OPS_MAX_CONNECTIONS, serve};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -46,3 +51,13 @@ pub fn router() -> Router {
     prometheus();
     Router::new().route("/health", get(|| async { "ok" })).route("/metrics", get(metrics_text))
 }
+
+/// Serves [`router`] on `listener` through the hardened accept loop until `stop` is
+/// cancelled; the agent and the metrics sidecar each run one.
+pub fn spawn(listener: TcpListener, header_timeout: Duration, stop: CancellationToken) -> JoinHandle<()> {
+    let edge = EdgeSettings { header_timeout, max_connections: OPS_MAX_CONNECTIONS };
+    tokio::spawn(serve(listener, router(), edge, OPS_GRACE, async move { stop.cancelled().await }))
+}
+
+/// A scrape or health check in flight at shutdown is short.
+const OPS_GRACE: Duration = Duration::from_secs(2);

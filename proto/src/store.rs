@@ -27,6 +27,7 @@ pub(crate) fn with_prelude(body: &str) -> Lua {
 static SUBMIT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/submit.lua")));
 static ADOPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/adopt.lua")));
 static ABORT_SUBMIT: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/abort_submit.lua")));
+static IDEMPOTENCY_DONE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/idempotency_done.lua")));
 static CANCEL: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/cancel.lua")));
 static CLAIM: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/claim.lua")));
 static PROGRESS: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/progress.lua")));
@@ -50,9 +51,42 @@ pub struct NewTask {
     pub mandate: String,
     pub max_ticks: u32,
     pub created_at: DateTime<Utc>,
+    /// The client's `Idempotency-Key` and a fingerprint of what it asked for.
+    pub idempotency: Option<Idempotency>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    /// Equal for equal requests (hex SHA-256 of the normalised request).
+    pub fingerprint: String,
+}
+
+/// Per-user admission limits checked by [`TaskStore::submit`] in one script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Ticks per UTC day; ≤ 0 = unlimited.
+    pub daily_ticks: i64,
+    /// Submissions per minute; 0 = off.
+    pub rate_per_minute: u32,
+    pub burst: u32,
+    /// Non-terminal tasks per user; 0 = off.
+    pub max_active: u32,
+    pub idempotency_ttl: Duration,
+}
+
+impl Limits {
+    /// No limit at all (tests, benchmarks).
+    pub const NONE: Self = Self {
+        daily_ticks: 0,
+        rate_per_minute: 0,
+        burst: 1,
+        max_active: 0,
+        idempotency_ttl: Duration::from_secs(86_400),
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitOutcome {
     /// `remaining` is `None` when the user has no daily limit.
     Accepted {
@@ -61,6 +95,40 @@ pub enum SubmitOutcome {
     OverQuota {
         remaining: u64,
     },
+    RateLimited {
+        retry_after: Duration,
+    },
+    TooManyActive {
+        active: u64,
+    },
+    /// The idempotency key was used before; nothing was written.
+    Duplicate(Claim),
+}
+
+/// What an idempotency key already stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub task_id: TaskId,
+    pub fingerprint: String,
+    /// The broker has confirmed the first submission's envelope.
+    pub confirmed: bool,
+}
+
+impl Claim {
+    fn value(confirmed: bool, id: TaskId, fingerprint: &str) -> String {
+        format!("{}:{id}:{fingerprint}", if confirmed { "done" } else { "pending" })
+    }
+
+    fn parse(v: &str) -> Option<Self> {
+        let mut parts = v.splitn(3, ':');
+        let confirmed = match parts.next()? {
+            "done" => true,
+            "pending" => false,
+            _ => return None,
+        };
+        let task_id = parts.next()?.parse().ok()?;
+        Some(Self { task_id, fingerprint: parts.next()?.to_owned(), confirmed })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,8 +217,10 @@ impl TaskStore {
         self.keys.quota(user_id, &utc_day(at))
     }
 
-    /// Reserves `max_ticks` of today's quota and creates the `in_queue` record, atomically.
-    pub async fn submit(&self, task: &NewTask, daily_limit: i64) -> Result<SubmitOutcome, StoreError> {
+    /// Admits the task against `limits` (idempotency, rate, active cap, quota) and creates the
+    /// `in_queue` record, atomically; nothing is written unless it is accepted (a rate-limit
+    /// slot is spent by every attempt that passes the rate check).
+    pub async fn submit(&self, task: &NewTask, limits: &Limits) -> Result<SubmitOutcome, StoreError> {
         let now = rfc3339(task.created_at);
         let created_ms = task.created_at.timestamp_millis();
         let ttl_ms = i64::try_from(self.record_ttl.as_millis()).unwrap_or(i64::MAX);
@@ -158,20 +228,35 @@ impl TaskStore {
         // The counter outlives its day by an hour so late refunds still find it.
         let quota_ttl = seconds_to_utc_midnight(task.created_at) + 3600;
         let id = task.id.to_string();
+        let (claim_key, claim) = match &task.idempotency {
+            Some(i) => (self.keys.idempotency(&task.user_id, &i.key), Claim::value(false, task.id, &i.fingerprint)),
+            None => (self.keys.idempotency(&task.user_id, ""), String::new()),
+        };
+        let emission_ms =
+            if limits.rate_per_minute == 0 { 0 } else { 60_000u64.div_ceil(u64::from(limits.rate_per_minute)) };
         let mut inv = SUBMIT.prepare_invoke();
         inv.key(self.keys.task(task.id))
             .key(self.keys.user_tasks(&task.user_id))
             .key(&quota_key)
             .key(self.keys.events(task.id))
+            .key(claim_key)
+            .key(self.keys.rate(&task.user_id))
+            .key(self.keys.active(&task.user_id))
+            .arg(limits.daily_ticks)
             .key(self.keys.unconfirmed())
-            .arg(daily_limit)
             .arg(task.max_ticks)
             .arg(quota_ttl)
             .arg(self.ttl())
             .arg(created_ms)
             .arg(&id)
             .arg(&now)
-            .arg(created_ms.saturating_sub(ttl_ms));
+            .arg(created_ms.saturating_sub(ttl_ms))
+            .arg(claim)
+            .arg(limits.idempotency_ttl.as_secs().max(1))
+            .arg(emission_ms)
+            .arg(limits.burst.max(1))
+            .arg(limits.max_active)
+            .arg(self.keys.task_prefix());
         for (k, v) in [
             ("user_id", task.user_id.as_str()),
             ("status", TaskStatus::InQueue.as_str()),
@@ -186,13 +271,33 @@ impl TaskStore {
         ] {
             inv.arg(k).arg(v);
         }
-        let (ok, remaining): (i64, i64) = inv.invoke_async(&mut self.conn.clone()).await?;
-        let remaining = u64::try_from(remaining).ok();
-        Ok(if ok == 1 {
-            SubmitOutcome::Accepted { remaining }
-        } else {
-            SubmitOutcome::OverQuota { remaining: remaining.unwrap_or(0) }
+        let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let bad = || StoreError::Reply(format!("{reply:?}"));
+        let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+        Ok(match reply.as_slice() {
+            [k, n] if k == "accepted" => SubmitOutcome::Accepted { remaining: u64::try_from(num(n)?).ok() },
+            [k, n] if k == "over_quota" => SubmitOutcome::OverQuota { remaining: u64::try_from(num(n)?).unwrap_or(0) },
+            [k, n] if k == "rate_limited" => {
+                SubmitOutcome::RateLimited { retry_after: Duration::from_millis(u64::try_from(num(n)?).unwrap_or(0)) }
+            }
+            [k, n] if k == "too_many_active" => {
+                SubmitOutcome::TooManyActive { active: u64::try_from(num(n)?).unwrap_or(0) }
+            }
+            [k, v] if k == "duplicate" => SubmitOutcome::Duplicate(Claim::parse(v).ok_or_else(bad)?),
+            _ => return Err(bad()),
         })
+    }
+
+    /// Marks the idempotency claim of a confirmed submission, so replays return the task.
+    pub async fn confirm_idempotency(&self, task: &NewTask) -> Result<(), StoreError> {
+        let Some(i) = &task.idempotency else { return Ok(()) };
+        let _: i64 = IDEMPOTENCY_DONE
+            .key(self.keys.idempotency(&task.user_id, &i.key))
+            .arg(Claim::value(false, task.id, &i.fingerprint))
+            .arg(Claim::value(true, task.id, &i.fingerprint))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
     }
 
     /// Ends a submission whose envelope the broker never confirmed: the record is marked
@@ -338,7 +443,8 @@ impl TaskStore {
             .key(quota)
             .key(self.keys.events(rec.id))
             .key(self.keys.checkpoint(rec.id))
-            .key(self.keys.user_tasks(&rec.user_id));
+            .key(self.keys.user_tasks(&rec.user_id))
+            .key(self.keys.active(&rec.user_id));
         inv
     }
 
@@ -423,7 +529,8 @@ impl TaskStore {
     /// Loads every script into Redis's script cache (one round trip). Called when a process
     /// connects; after a restart the first call of each script falls back to one `EVAL`.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
-        let mut all: Vec<&Lua> = vec![&SUBMIT, &ADOPT, &ABORT_SUBMIT, &CANCEL, &CLAIM, &PROGRESS, &FINISH];
+        let mut all: Vec<&Lua> =
+            vec![&SUBMIT, &ADOPT, &ABORT_SUBMIT, &IDEMPOTENCY_DONE, &CANCEL, &CLAIM, &PROGRESS, &FINISH];
         all.extend(crate::reconcile::scripts());
         crate::lua::load_all(&all, &mut self.conn.clone()).await?;
         Ok(())
@@ -447,6 +554,17 @@ pub fn parse_cursor(c: &str) -> Option<(i64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotency_claims_round_trip() {
+        let id = TaskId::new();
+        for confirmed in [false, true] {
+            let v = Claim::value(confirmed, id, "ab12");
+            assert_eq!(Claim::parse(&v), Some(Claim { task_id: id, fingerprint: "ab12".into(), confirmed }));
+        }
+        assert_eq!(Claim::parse("maybe:x:y"), None);
+        assert_eq!(Claim::parse("done:not-a-uuid:y"), None);
+    }
 
     #[test]
     fn cursor_parsing_rejects_garbage() {

@@ -69,6 +69,9 @@ impl Namespace {
             ("SUPABASE_JWT_SECRET", SECRET.to_owned()),
             // Leftovers of a crashed test run expire on their own.
             ("TASK_RECORD_TTL_SECONDS", "900".to_owned()),
+            // Tests submit in bursts; the ones about admission limits set these themselves.
+            ("SUBMIT_RATE_PER_MINUTE", "0".to_owned()),
+            ("MAX_ACTIVE_TASKS_PER_USER", "0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -90,9 +93,35 @@ pub struct Harness {
     pub store: TaskStore,
     pub amqp: Connection,
     pub channel: Channel,
-    gateway_stop: Option<tokio::sync::oneshot::Sender<()>>,
-    gateway_task: Option<tokio::task::JoinHandle<()>>,
+    gateways: Vec<Gateway>,
     agents: Vec<AgentProc>,
+}
+
+/// An in-process gateway: its stop trigger and its task.
+struct Gateway {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn spawn_gateway(ns: &Namespace, extra: &[(&str, &str)]) -> (SocketAddr, Gateway) {
+    let mut env = Env::from_pairs(ns.env());
+    for (k, v) in extra {
+        env = env.with(k, *v);
+    }
+    let settings = gateway::config::Settings::from_env(&env).expect("gateway settings");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        if let Err(e) = gateway::run(listener, settings, async move {
+            let _ = rx.await;
+        })
+        .await
+        {
+            eprintln!("gateway failed: {e:?}");
+        }
+    });
+    (addr, Gateway { stop: Some(tx), task: Some(task) })
 }
 
 impl Harness {
@@ -103,41 +132,22 @@ impl Harness {
 
     /// [`Harness::start`] in a namespace of the caller's (e.g. on private servers).
     pub async fn start_in(ns: Namespace, extra: &[(&str, &str)]) -> Self {
-        let mut env = Env::from_pairs(ns.env());
-        for (k, v) in extra {
-            env = env.with(k, *v);
-        }
-        let settings = gateway::config::Settings::from_env(&env).expect("gateway settings");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let gateway_task = tokio::spawn(async move {
-            if let Err(e) = gateway::run(listener, settings, async move {
-                let _ = rx.await;
-            })
-            .await
-            {
-                eprintln!("gateway failed: {e:?}");
-            }
-        });
+        let (addr, gateway) = spawn_gateway(&ns, extra).await;
         let redis = proto::connect::redis(&ns.redis_url).expect("redis url");
         let store = TaskStore::new(redis.clone(), Keys::new(ns.prefix.clone()), Duration::from_secs(900));
         let amqp = proto::connect::amqp(&ns.rabbitmq_url, "testkit").await.expect("rabbitmq");
         let channel = amqp.create_channel().await.expect("channel");
         Topology::new(ns.queue.clone(), max_deliveries(extra)).declare(&channel).await.expect("declare");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Self {
-            ns,
-            addr,
-            http,
-            redis,
-            store,
-            amqp,
-            channel,
-            gateway_stop: Some(tx),
-            gateway_task: Some(gateway_task),
-            agents: Vec::new(),
-        }
+        Self { ns, addr, http, redis, store, amqp, channel, gateways: vec![gateway], agents: Vec::new() }
+    }
+
+    /// Starts another gateway on this namespace (same keys and queue), as a second replica
+    /// behind a load balancer would run; it is stopped at cleanup.
+    pub async fn start_replica(&mut self, extra: &[(&str, &str)]) -> SocketAddr {
+        let (addr, gateway) = spawn_gateway(&self.ns, extra).await;
+        self.gateways.push(gateway);
+        addr
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -145,7 +155,7 @@ impl Harness {
     }
 
     pub fn token_for(&self, user: &str) -> String {
-        gateway::auth::mint_dev_token(SECRET.as_bytes(), user, "authenticated", None, 600).expect("token")
+        gateway::auth::dev_token::hs256(SECRET.as_bytes(), user, "authenticated", None, 600).expect("token")
     }
 
     pub async fn submit(&self, user: &str, body: Value) -> reqwest::Response {
@@ -272,11 +282,15 @@ impl Harness {
         for a in &mut self.agents {
             a.kill();
         }
-        if let Some(tx) = self.gateway_stop.take() {
-            let _ = tx.send(());
+        for g in &mut self.gateways {
+            if let Some(tx) = g.stop.take() {
+                let _ = tx.send(());
+            }
         }
-        if let Some(t) = self.gateway_task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        for g in &mut self.gateways {
+            if let Some(t) = g.task.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+            }
         }
         purge(&self.ns).await;
     }
@@ -287,7 +301,7 @@ impl Drop for Harness {
         for a in &mut self.agents {
             a.kill();
         }
-        if self.gateway_stop.is_some() {
+        if self.gateways.iter().any(|g| g.stop.is_some()) {
             // The test ended without cleanup (it panicked): purge from a fresh runtime.
             let ns = self.ns.clone();
             let _ = std::thread::spawn(move || {

@@ -11,22 +11,24 @@ use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::http_metrics;
 use crate::state::AppState;
+use crate::{edge, http_metrics};
 
 pub fn router(state: AppState) -> Router {
     let limit: Duration = state.settings.request_timeout;
     let body_limit = state.settings.max_body_bytes;
-    Router::new()
+    let api = Router::new()
         .route("/tasks", post(tasks::submit).get(tasks::list))
         .route("/tasks/{id}", get(tasks::get))
         .route("/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/tasks/{id}/events", get(tasks::events))
         .route("/agents/count", get(system::agents_count))
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
         .route("/metrics", get(proto::ops::metrics_text))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(limit, http_metrics::deadline))
+        .layer(axum::middleware::from_fn_with_state(body_limit, edge::declared_length))
         .layer(axum::middleware::from_fn(http_metrics::track))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
@@ -37,5 +39,8 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    // Outside the whole router: `Router::layer` runs inside each route's method router, before
+    // it adds `Allow` to a 405.
+    Router::new().fallback_service(api).layer(axum::middleware::from_fn(edge::problem_errors))
 }

@@ -5,15 +5,18 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use proto::store::{CancelOutcome, NewTask, SubmitOutcome};
+use proto::store::{CancelOutcome, Claim, Idempotency, NewTask, SubmitOutcome};
 use proto::task::{TaskRecord, TaskResponse, TaskStatus};
 use proto::{Mandate, MaxTicks, TaskEnvelope, TaskId};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::auth::AuthUser;
+use crate::config::Settings;
 use crate::extract::JsonBody;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -45,11 +48,13 @@ fn accepted(record: &TaskResponse) -> Response {
 pub async fn submit(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<TaskRequest>,
 ) -> Result<Response, ApiError> {
     let s = &state.settings;
-    let mandate = Mandate::parse(&req.mandate, s.max_mandate_chars)
-        .map_err(|e| ApiError::Unprocessable(format!("mandate: {e}")))?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let mandate =
+        Mandate::parse(&req.mandate, s.max_mandate_chars).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let max_ticks = MaxTicks::parse(req.max_ticks.unwrap_or(i64::from(s.default_max_ticks)), s.max_ticks_limit)
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let task = NewTask {
@@ -58,10 +63,11 @@ pub async fn submit(
         mandate: mandate.as_str().to_owned(),
         max_ticks: max_ticks.get(),
         created_at: chrono::Utc::now(),
+        idempotency: idempotency_key.map(|key| Idempotency { key, fingerprint: fingerprint(&mandate, max_ticks) }),
     };
     tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
 
-    let submitted = match state.store.submit(&task, s.daily_tick_limit).await {
+    let outcome = match state.store.submit(&task, &state.limits).await {
         Ok(outcome) => outcome,
         Err(e) => {
             // The script may have run with only its reply lost: undo it if it did.
@@ -69,15 +75,10 @@ pub async fn submit(
             return Err(e.into());
         }
     };
-    if let SubmitOutcome::OverQuota { remaining } = submitted {
-        metrics::counter!("gateway_quota_rejections_total").increment(1);
-        return Err(ApiError::TooManyRequests {
-            detail: format!(
-                "daily tick quota exceeded: {remaining} of {} ticks left today, this task reserves {}",
-                s.daily_tick_limit, task.max_ticks
-            ),
-            retry_after: proto::time::seconds_to_utc_midnight(chrono::Utc::now()),
-        });
+    match outcome {
+        SubmitOutcome::Accepted { .. } => {}
+        SubmitOutcome::Duplicate(claim) => return replay(&state, &task, &claim).await,
+        refused => return Err(refusal(s, &task, &refused)),
     }
 
     let envelope = TaskEnvelope {
@@ -122,6 +123,94 @@ pub async fn submit(
     Ok(accepted(&response))
 }
 
+/// `Idempotency-Key`: 1..=255 printable ASCII characters, when present.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let b = v.as_bytes();
+    if b.is_empty() || b.len() > 255 || !b.iter().all(|c| (0x20..=0x7e).contains(c)) {
+        return Err(ApiError::BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters".into()));
+    }
+    Ok(Some(String::from_utf8_lossy(b).into_owned()))
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Equal for requests that ask for the same task (after trimming and defaults).
+fn fingerprint(mandate: &Mandate, max_ticks: MaxTicks) -> String {
+    let mut h = Sha256::new();
+    h.update(max_ticks.get().to_be_bytes());
+    h.update(mandate.as_str().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// A replayed `Idempotency-Key`: the task it created, `422` for a different body, `409`
+/// while the first request may still be publishing.
+async fn replay(state: &AppState, task: &NewTask, claim: &Claim) -> Result<Response, ApiError> {
+    let mine = task.idempotency.as_ref().map(|i| i.fingerprint.as_str());
+    if mine != Some(claim.fingerprint.as_str()) {
+        return Err(ApiError::Unprocessable(
+            "this Idempotency-Key was already used with a different request; use a new key for a new task".into(),
+        ));
+    }
+    let in_flight =
+        || ApiError::Conflict("a request with this Idempotency-Key is still being processed; retry shortly".into());
+    let rec = state.store.get(claim.task_id).await?.ok_or_else(in_flight)?;
+    if !claim.confirmed {
+        // Unconfirmed: the first request is publishing, unless its deadline has passed (it
+        // was cut off before marking the key); then the record tells what became of it.
+        let created = chrono::DateTime::parse_from_rfc3339(&rec.created_at).map(|t| t.to_utc()).ok();
+        let deadline_passed = created.is_some_and(|t| {
+            chrono::Utc::now() - t > chrono::Duration::from_std(state.settings.request_timeout).unwrap_or_default()
+        });
+        if rec.status == TaskStatus::InQueue && !deadline_passed {
+            return Err(in_flight());
+        }
+    }
+    tracing::info!(correlation_id = %rec.id, "idempotent replay");
+    Ok(accepted(&rec.to_response()))
+}
+
+/// The 429 for a submission the limits refused.
+fn refusal(s: &Settings, task: &NewTask, outcome: &SubmitOutcome) -> ApiError {
+    let a = &s.admission;
+    let (reason, detail, retry_after) = match outcome {
+        SubmitOutcome::OverQuota { remaining } => (
+            "quota",
+            format!(
+                "daily tick quota exceeded: {remaining} of {} ticks left today, this task reserves {}",
+                a.daily_tick_limit, task.max_ticks
+            ),
+            proto::time::seconds_to_utc_midnight(chrono::Utc::now()),
+        ),
+        SubmitOutcome::RateLimited { retry_after } => {
+            let secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
+            (
+                "rate",
+                format!(
+                    "too many submissions: at most {} a minute (bursts of {}); retry in {secs} s",
+                    a.submit_rate_per_minute, a.submit_burst
+                ),
+                secs,
+            )
+        }
+        SubmitOutcome::TooManyActive { active } => (
+            "active",
+            format!(
+                "{active} of your tasks are still queued or running, the most allowed at once is {}; \
+                 wait for one to finish or cancel one",
+                a.max_active_tasks
+            ),
+            ACTIVE_RETRY_AFTER_SECONDS,
+        ),
+        other => return ApiError::Unexpected(anyhow::anyhow!("not a refusal: {other:?}")),
+    };
+    metrics::counter!("gateway_admission_rejections_total", "reason" => reason).increment(1);
+    ApiError::TooManyRequests { detail, retry_after }
+}
+
+/// Tasks run for seconds to minutes; a slot is unlikely to free up much sooner.
+const ACTIVE_RETRY_AFTER_SECONDS: u64 = 10;
+
 async fn owned(state: &AppState, user: &AuthUser, raw_id: &str) -> Result<TaskRecord, ApiError> {
     let id: TaskId = raw_id.parse().map_err(|_| ApiError::NotFound)?;
     match state.store.get(id).await? {
@@ -136,6 +225,35 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<TaskResponse>, ApiError> {
     Ok(Json(owned(&state, &user, &id).await?.to_response()))
+}
+
+/// `GET /tasks/{id}/events`: the task's progress as Server-Sent Events, replayed from the
+/// start (or after `Last-Event-ID` / `?after=`) and then live, ending after the terminal
+/// status.
+pub async fn events(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(unknown) = q.keys().find(|k| k.as_str() != "after") {
+        return Err(ApiError::BadRequest(format!("unknown query parameter {unknown:?}")));
+    }
+    let rec = owned(&state, &user, &id).await?;
+    // The header wins: it is what a reconnecting EventSource sends.
+    let after = match headers.get("last-event-id") {
+        Some(v) => Some(v.to_str().unwrap_or("").to_owned()),
+        None => q.get("after").cloned(),
+    };
+    if after.as_deref().is_some_and(|a| crate::events::hub::parse_id(a).is_none()) {
+        return Err(ApiError::BadRequest("Last-Event-ID / after: not an event id from this stream".into()));
+    }
+    let keep_alive = KeepAlive::new().interval(state.settings.sse_keepalive);
+    let mut resp = Sse::new(crate::events::follow(state, rec, after)).keep_alive(keep_alive).into_response();
+    // Proxies that buffer (nginx) would hold events back.
+    resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
 }
 
 pub async fn cancel(

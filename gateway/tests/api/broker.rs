@@ -112,8 +112,10 @@ async fn undoing_a_submission_never_overrides_a_claimed_task() {
         mandate: "landed late".into(),
         max_ticks: 10,
         created_at: chrono::Utc::now(),
+        idempotency: None,
     };
-    app.store.submit(&task, 100).await.expect("submit");
+    let limits = proto::store::Limits { daily_ticks: 100, ..proto::store::Limits::NONE };
+    app.store.submit(&task, &limits).await.expect("submit");
     let rec = app.record(task.id).await.expect("record");
     let claimed = app.store.claim(&rec, "agent-1", 5).await.expect("claim");
     assert_eq!(claimed, proto::store::ClaimOutcome::Claimed { attempt: 1 });
@@ -124,8 +126,8 @@ async fn undoing_a_submission_never_overrides_a_claimed_task() {
     assert_eq!(app.quota_used("alice").await, 10, "reservation kept");
 
     // And an unclaimed one is failed and refunded exactly once.
-    let other = proto::store::NewTask { id: proto::TaskId::new(), ..task };
-    app.store.submit(&other, 100).await.expect("submit");
+    let other = proto::store::NewTask { id: proto::TaskId::new(), ..task.clone() };
+    app.store.submit(&other, &limits).await.expect("submit");
     assert!(app.store.abort_submit(&other).await.expect("abort"));
     assert!(!app.store.abort_submit(&other).await.expect("abort again"), "idempotent");
     let rec = app.record(other.id).await.expect("record");

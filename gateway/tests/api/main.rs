@@ -4,7 +4,13 @@
 
 mod auth;
 mod broker;
+mod claims;
 mod common;
+mod edge;
+mod events;
+mod idempotency;
+mod jwks;
+mod limits;
 mod quota;
 mod ready;
 mod reconcile;

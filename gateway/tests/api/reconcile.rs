@@ -58,7 +58,7 @@ async fn gateway_killed_mid_submit_leaves_nothing_stuck() {
     let (mut child, base) = gateway_process(&ns, &broker, &doomed);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
     let token =
-        gateway::auth::mint_dev_token(testkit::SECRET.as_bytes(), USER, "authenticated", None, 600).expect("token");
+        gateway::auth::dev_token::hs256(testkit::SECRET.as_bytes(), USER, "authenticated", None, 600).expect("token");
     testkit::eventually("doomed gateway serving", Duration::from_secs(20), || async {
         matches!(http.get(format!("{base}/health")).send().await, Ok(r) if r.status() == 200)
     })
@@ -193,8 +193,9 @@ async fn stranded(app: &Harness, n: usize) -> Vec<TaskId> {
             mandate: format!("stranded {i}"),
             max_ticks: 2,
             created_at: chrono::Utc::now() - chrono::Duration::seconds(5),
+            idempotency: None,
         };
-        app.store.submit(&task, 0).await.expect("submit");
+        app.store.submit(&task, &proto::store::Limits::NONE).await.expect("submit");
         ids.push(task.id);
     }
     ids

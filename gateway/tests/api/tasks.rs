@@ -205,8 +205,9 @@ async fn listing_pages_through_tasks_created_in_the_same_millisecond() {
             mandate: format!("tie {i}"),
             max_ticks: 1,
             created_at: at,
+            idempotency: None,
         };
-        app.store.submit(&task, 0).await.expect("submit");
+        app.store.submit(&task, &proto::store::Limits::NONE).await.expect("submit");
         created.insert(task.id);
     }
     for limit in [1, 2, 3, 7, 8] {

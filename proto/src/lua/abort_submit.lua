@@ -1,10 +1,18 @@
 -- A submission whose envelope the broker did not confirm: fail it and refund the whole
 -- reservation, but only while no agent has touched it (a publish that timed out may still
 -- have landed and been claimed; then the agent owns the task).
--- KEYS: prelude's five, [6] unconfirmed index. ARGV: [1] error, [2] now, [3] record ttl, [4] task id
-redis.call('ZREM', KEYS[6], ARGV[4])
+-- KEYS: prelude's six, [7] unconfirmed index. ARGV: [1] error, [2] now, [3] record ttl, [4] task id
+redis.call('ZREM', KEYS[7], ARGV[4])
 if redis.call('HGET', KEYS[1], 'status') ~= 'in_queue' or redis.call('HGET', KEYS[1], 'attempt') ~= '0' then
   return 0
 end
 finish('failed', nil, ARGV[1], 0, ARGV[2], ARGV[3])
+-- The client was told nothing was enqueued: its idempotency key is free for the retry.
+local claim_key = redis.call('HGET', KEYS[1], 'idem_key')
+if claim_key then
+  local claim = redis.call('GET', claim_key)
+  if claim and string.match(claim, '^%a+:([^:]+):') == task_id() then
+    redis.call('DEL', claim_key)
+  end
+end
 return 1

@@ -1,5 +1,11 @@
 -- Shared by every task script (prepended by proto::store).
--- Finishing scripts take KEYS: [1] task, [2] quota, [3] events, [4] checkpoint, [5] user tasks.
+-- Finishing scripts take KEYS: [1] task, [2] quota, [3] events, [4] checkpoint, [5] user tasks,
+-- [6] the owner's active-task set.
+
+-- The task id is the last part of the record key (a UUID has no ':').
+local function task_id()
+  return string.match(KEYS[1], '([^:]+)$')
+end
 
 local function is_terminal(st)
   return st == 'completed' or st == 'failed' or st == 'cancelled'
@@ -33,5 +39,7 @@ local function finish(status, result, err, ticks_used, now, ttl)
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[5], ttl)
   redis.call('DEL', KEYS[4])
+  -- Every terminal transition frees the owner's active-task slot.
+  redis.call('SREM', KEYS[6], task_id())
   emit(ttl, 'status', status, 'at', now)
 end

@@ -45,7 +45,10 @@ impl Servers {
 
 /// The gateway settings every scenario uses: short timeouts so faults show quickly, and a
 /// reconciler that closes stranded submissions within a few seconds.
-pub const GATEWAY_ENV: [(&str, &str); 6] = [
+pub const GATEWAY_ENV: [(&str, &str); 8] = [
+    // Admission limits off: the suite measures delivery, not admission.
+    ("SUBMIT_RATE_PER_MINUTE", "0"),
+    ("MAX_ACTIVE_TASKS_PER_USER", "0"),
     ("PUBLISH_TIMEOUT_MS", "2000"),
     ("REQUEST_TIMEOUT_SECONDS", "5"),
     ("RECONCILE_INTERVAL_MS", "1000"),
@@ -331,7 +334,8 @@ impl Submitter {
         });
         let n = n.unwrap_or(0);
         let user = USERS[n % USERS.len()];
-        let token = gateway::auth::mint_dev_token(SECRET.as_bytes(), user, "authenticated", None, 3600).expect("token");
+        let token =
+            gateway::auth::dev_token::hs256(SECRET.as_bytes(), user, "authenticated", None, 3600).expect("token");
         let resp = self
             .http
             .post(format!("{}/tasks", self.base))

@@ -1,0 +1,73 @@
+//! Bearer JWT authentication: the [`AuthUser`] extractor over a [`Verifier`] whose keys
+//! come from a JWKS ([`jwks`]) and/or the legacy HS256 secret.
+
+pub mod dev_token;
+pub mod jwks;
+pub mod verifier;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+pub use self::jwks::Jwks;
+pub use self::verifier::{Rejection, Verifier};
+use crate::problem::ApiError;
+
+/// The authenticated caller (`sub`). Extracted from request parts, so it runs before any
+/// body extractor: an unauthenticated request never has its body read.
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub String);
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    Arc<Verifier>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or(ApiError::MissingToken)?;
+        let token = bearer(header.as_bytes()).ok_or(ApiError::NotBearer)?;
+        let verifier = Arc::<Verifier>::from_ref(state);
+        match verifier.verify(token).await {
+            Ok(sub) => Ok(Self(sub)),
+            Err(rejection) => {
+                metrics::counter!("gateway_auth_failures_total").increment(1);
+                match rejection {
+                    Rejection::Anonymous => Err(ApiError::Forbidden(
+                        "anonymous sign-ins cannot submit or read tasks; sign in with an account".into(),
+                    )),
+                    Rejection::Invalid(reason) => {
+                        tracing::debug!(reason, "token rejected");
+                        Err(ApiError::InvalidToken)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer(value: &[u8]) -> Option<&str> {
+    let value = std::str::from_utf8(value).ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_scheme() {
+        assert_eq!(bearer(b"Bearer abc"), Some("abc"));
+        assert_eq!(bearer(b"bearer  abc "), Some("abc"));
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"abc"), None);
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"Bearer \xff"), None);
+    }
+}

@@ -1,0 +1,61 @@
+//! The HTTP edge in front of every route: a declared oversize body is refused before
+//! anything reads it, and every error response the router or axum's own extractors produce
+//! (unknown route, wrong method, a path that is not UTF-8) becomes problem+json like ours.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::problem::{ApiError, problem_response};
+
+/// The body limit in force, for extractors that report it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// `413` at once when `Content-Length` declares more than the limit, instead of after the
+/// request deadline while a client trickles (or never sends) the body.
+pub async fn declared_length(State(limit): State<usize>, mut req: Request, next: Next) -> Response {
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit).into_response();
+    }
+    req.extensions_mut().insert(BodyLimit(limit));
+    next.run(req).await
+}
+
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes"))
+}
+
+/// Rewrites bare error responses (empty or plain text: the router's own 404/405 and axum's
+/// extractor rejections) into problems, keeping their headers (`Allow` on 405). Their text
+/// is not passed on. Our handlers' JSON answers (problems, `/ready`'s 503) pass untouched.
+pub async fn problem_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) || !is_bare(resp.headers()) {
+        return resp;
+    }
+    let (parts, _body) = resp.into_parts();
+    let (slug, detail) = match status {
+        StatusCode::NOT_FOUND => ("not-found", "no such resource".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
+            ("method-not-allowed", format!("this method is not allowed here; allowed: {allow}"))
+        }
+        StatusCode::BAD_REQUEST => ("bad-request", "the request path or query could not be decoded".to_owned()),
+        other => ("error", other.canonical_reason().unwrap_or("error").to_lowercase()),
+    };
+    let mut problem = problem_response(status, slug, detail);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
+}
+
+fn is_bare(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_none_or(|v| v.as_bytes().starts_with(b"text/plain"))
+}
