@@ -273,12 +273,15 @@ async fn finish_recreated(worker: &Worker, envelope: &TaskEnvelope, fin: &Finish
 
 /// The terminal write. The result is the SPEC's `{success, deliverables, notes, sources}`
 /// plus `usage`, the task's summed token counts.
-fn finish(status: TaskStatus, result: proto::TaskResult, error: Option<String>, ticks: u32, usage: Usage) -> Finish {
-    let mut value = serde_json::to_value(result).ok();
-    if let (Some(serde_json::Value::Object(map)), Ok(u)) = (&mut value, serde_json::to_value(usage)) {
-        map.insert("usage".into(), u);
-    }
-    Finish { status, result: value, error, ticks_used: Some(ticks) }
+fn finish(
+    status: TaskStatus,
+    mut result: proto::TaskResult,
+    error: Option<String>,
+    ticks: u32,
+    usage: Usage,
+) -> Finish {
+    result.usage = Some(usage);
+    Finish { status, result: serde_json::to_value(result).ok(), error, ticks_used: Some(ticks) }
 }
 
 /// Deletes (or schedules the expiry of) a task's memories after its terminal write. A

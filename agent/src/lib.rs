@@ -50,8 +50,8 @@ use crate::model::openai::OpenAiModel;
 use crate::presence::Registry;
 use crate::tools::Tools;
 use crate::tools::search::Searcher;
-use crate::tools::ssrf::SystemLookup;
 use crate::tools::visit::Visitor;
+use proto::address_policy::SystemLookup;
 
 /// After the drain, interrupted runs get this long to checkpoint and nack.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(10);

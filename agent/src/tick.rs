@@ -60,6 +60,7 @@ impl LoopState {
             deliverables: self.deliverables.clone(),
             notes: notes.to_owned(),
             sources: self.sources.clone(),
+            usage: None,
         }
     }
 

@@ -9,6 +9,7 @@ use proto::serve::EdgeSettings;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::reconciler::ReconcilerSettings;
+use crate::webhooks::sign::parse_secret;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -30,6 +31,55 @@ pub struct Settings {
     /// `SSE_MAX_SECONDS`: an event stream ends after this long; the client resumes with
     /// `Last-Event-ID`.
     pub sse_max: Duration,
+    /// Task-end webhooks; `None` without `WEBHOOK_SECRET` (then `webhook_url` is refused).
+    pub webhooks: Option<WebhookSettings>,
+}
+
+#[derive(Clone)]
+pub struct WebhookSettings {
+    /// `WEBHOOK_SECRET` then `WEBHOOK_SECRET_PREVIOUS`, decoded; every key signs.
+    pub keys: Vec<Vec<u8>>,
+    /// `WEBHOOK_ALLOW_PRIVATE`: for tests and local receivers only.
+    pub allow_private: bool,
+    pub timeout: Duration,
+    /// The first retry's delay; it doubles per attempt up to an hour.
+    pub retry_base: Duration,
+    /// Retries stop this long after the task ended (at least a day by default).
+    pub retry_for: Duration,
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("keys", &format_args!("[{} redacted]", self.keys.len()))
+            .field("allow_private", &self.allow_private)
+            .field("timeout", &self.timeout)
+            .field("retry_base", &self.retry_base)
+            .field("retry_for", &self.retry_for)
+            .finish()
+    }
+}
+
+impl WebhookSettings {
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let Some(current) = env.opt_string("WEBHOOK_SECRET") else {
+            if env.opt_string("WEBHOOK_SECRET_PREVIOUS").is_some() {
+                return Err(ConfigError::new("WEBHOOK_SECRET_PREVIOUS", "needs WEBHOOK_SECRET (the current secret)"));
+            }
+            return Ok(None);
+        };
+        let mut keys = vec![parse_secret(&current).map_err(|m| ConfigError::new("WEBHOOK_SECRET", m))?];
+        if let Some(previous) = env.opt_string("WEBHOOK_SECRET_PREVIOUS") {
+            keys.push(parse_secret(&previous).map_err(|m| ConfigError::new("WEBHOOK_SECRET_PREVIOUS", m))?);
+        }
+        Ok(Some(Self {
+            keys,
+            allow_private: env.bool("WEBHOOK_ALLOW_PRIVATE", false)?,
+            timeout: Duration::from_secs(env.ranged("WEBHOOK_TIMEOUT_SECONDS", 10, 1..=60)?),
+            retry_base: Duration::from_millis(env.ranged("WEBHOOK_RETRY_BASE_MS", 5000, 100..=600_000)?),
+            retry_for: Duration::from_secs(env.ranged("WEBHOOK_RETRY_FOR_SECONDS", 90_000, 60..=30 * 86_400)?),
+        }))
+    }
 }
 
 /// Where signing keys come from and which claims a token must carry.
@@ -99,6 +149,7 @@ impl Settings {
             edge,
             sse_keepalive: Duration::from_secs(env.ranged("SSE_KEEPALIVE_SECONDS", 15, 1..=15)?),
             sse_max: Duration::from_secs(env.ranged("SSE_MAX_SECONDS", 600, 1..=86_400)?),
+            webhooks: WebhookSettings::from_env(env)?,
         })
     }
 }
@@ -211,7 +262,9 @@ AUTH_ALLOW_ANONYMOUS, JWKS_CACHE_SECONDS. Admission: DAILY_TICK_LIMIT,
 SUBMIT_RATE_PER_MINUTE, SUBMIT_BURST, MAX_ACTIVE_TASKS_PER_USER, IDEMPOTENCY_TTL_SECONDS.
 HTTP: GATEWAY_ADDR (0.0.0.0:8080), GATEWAY_MAX_CONNECTIONS, HTTP_HEADER_TIMEOUT_SECONDS,
 MAX_BODY_BYTES, REQUEST_TIMEOUT_SECONDS, PUBLISH_TIMEOUT_MS, SSE_KEEPALIVE_SECONDS,
-SSE_MAX_SECONDS. Tasks: MAX_MANDATE_CHARS,
+SSE_MAX_SECONDS. Webhooks: WEBHOOK_SECRET (whsec_...), WEBHOOK_SECRET_PREVIOUS,
+WEBHOOK_ALLOW_PRIVATE, WEBHOOK_TIMEOUT_SECONDS, WEBHOOK_RETRY_BASE_MS,
+WEBHOOK_RETRY_FOR_SECONDS. Tasks: MAX_MANDATE_CHARS,
 MAX_TICKS_LIMIT, DEFAULT_MAX_TICKS. Common: REDIS_URL, RABBITMQ_URL, REDIS_KEY_PREFIX,
 AGENT_INPUT_QUEUE, AGENT_HEARTBEAT_TTL_SECONDS, LOG_FORMAT, RUST_LOG.
 Reconciler: RECONCILE_INTERVAL_MS (10000), RECONCILE_GRACE_MS (20000), RECONCILE_BATCH (100).";

@@ -9,8 +9,10 @@
 //! - [`undo`]: publish, mark confirmed, or undo with retries off the request path.
 //! - [`reconciler`]: ends records nobody else will (never enqueued, dead-lettered).
 //! - [`events`]: following a task's progress as Server-Sent Events, over one Redis reader.
+//! - [`webhooks`]: signed task-end webhooks, delivered from a durable Redis queue.
 //! - [`routes`]: the HTTP API (SPEC §2).
 //! - [`http_metrics`]: per-route metrics and the request deadline.
+//! - [`openapi`]: the OpenAPI 3.1 document, generated from the routes.
 //!
 //! Submission is all-or-nothing: `202` only after Redis holds the record and RabbitMQ
 //! confirmed the envelope; otherwise the record is failed and the quota refunded. Admission
@@ -22,12 +24,14 @@ pub mod edge;
 pub mod events;
 pub mod extract;
 pub mod http_metrics;
+pub mod openapi;
 pub mod problem;
 pub mod publisher;
 pub mod reconciler;
 pub mod routes;
 pub mod state;
 pub mod undo;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,6 +49,9 @@ use crate::config::Settings;
 use crate::events::hub::{self, EventHub};
 use crate::publisher::Publisher;
 use crate::state::{AppState, Inner};
+use crate::webhooks::Dispatcher;
+use proto::address_policy::{Lookup, SystemLookup};
+use proto::webhook_queue::WebhookQueue;
 
 /// In-flight requests get this long to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -71,7 +78,12 @@ pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         max_active: a.max_active_tasks,
         idempotency_ttl: a.idempotency_ttl,
     };
-    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier, limits, hub, shutdown }))
+    let lookup: Arc<dyn Lookup> = Arc::new(SystemLookup);
+    if let Some(w) = &settings.webhooks {
+        let queue = WebhookQueue::new(redis.clone(), store.keys().clone());
+        Dispatcher::new(queue, store.clone(), w.clone(), lookup.clone())?.spawn(shutdown.clone());
+    }
+    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier, limits, hub, shutdown, lookup }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight

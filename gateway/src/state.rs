@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use proto::address_policy::Lookup;
 use proto::store::{Limits, TaskStore};
 use redis::aio::ConnectionManager;
 
@@ -28,6 +29,8 @@ pub struct Inner {
     pub hub: EventHub,
     /// Cancelled when the gateway shuts down, so event streams end cleanly.
     pub shutdown: CancellationToken,
+    /// Name resolution for checking webhook URLs at submit.
+    pub lookup: Arc<dyn Lookup>,
 }
 
 impl FromRef<AppState> for Arc<Verifier> {

@@ -47,6 +47,12 @@ impl Keys {
         format!("{}quota:{sub}:{day}", self.prefix)
     }
 
+    /// Task ids whose end must still be announced, scored by when (unix ms) the next
+    /// delivery attempt is due.
+    pub fn webhooks_due(&self) -> String {
+        format!("{}webhooks:due", self.prefix)
+    }
+
     pub fn workers(&self) -> String {
         format!("{}workers", self.prefix)
     }

@@ -10,11 +10,14 @@
 //! - [`reconcile`]: the reconciler's writes: confirmed marks, closing stuck submissions.
 //! - [`presence`]: agent heartbeats and the live/busy agent count.
 //! - [`topology`]: queue, dead-letter exchange and dead-letter queue declaration.
+//! - [`webhook_queue`]: the durable queue of task-end webhooks.
 //! - [`connect`]: Redis and RabbitMQ connections with timeouts and backoff.
 //! - [`config`]: typed environment parsing that names the variable on error.
 //! - [`serve`]: the hardened HTTP accept loop of every listener.
+//! - [`address_policy`]: public-internet-only outbound requests (visits, webhooks).
 //! - [`telemetry`], [`shutdown`], [`backoff`], [`ops`]: runtime plumbing every service shares.
 
+pub mod address_policy;
 pub mod backoff;
 pub mod config;
 pub mod connect;
@@ -32,8 +35,9 @@ pub mod task;
 pub mod telemetry;
 pub mod time;
 pub mod topology;
+pub mod webhook_queue;
 
 pub use domain::{Mandate, MaxTicks, TaskId};
 pub use envelope::TaskEnvelope;
 pub use keys::Keys;
-pub use task::{TaskRecord, TaskResponse, TaskResult, TaskStatus};
+pub use task::{TaskRecord, TaskResponse, TaskResult, TaskStatus, Usage};

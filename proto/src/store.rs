@@ -53,6 +53,23 @@ pub struct NewTask {
     pub created_at: DateTime<Utc>,
     /// The client's `Idempotency-Key` and a fingerprint of what it asked for.
     pub idempotency: Option<Idempotency>,
+    /// Announce the end of the task here (checked by the address policy before submit).
+    pub webhook_url: Option<String>,
+}
+
+impl NewTask {
+    /// A task created now, with no idempotency key and no webhook.
+    pub fn new(user_id: impl Into<String>, mandate: impl Into<String>, max_ticks: u32) -> Self {
+        Self {
+            id: TaskId::new(),
+            user_id: user_id.into(),
+            mandate: mandate.into(),
+            max_ticks,
+            created_at: Utc::now(),
+            idempotency: None,
+            webhook_url: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +288,9 @@ impl TaskStore {
         ] {
             inv.arg(k).arg(v);
         }
+        if let Some(url) = &task.webhook_url {
+            inv.arg("webhook_url").arg(url);
+        }
         let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
         let bad = || StoreError::Reply(format!("{reply:?}"));
         let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
@@ -323,6 +343,7 @@ impl TaskStore {
             worker_id: None,
             cancel_requested: false,
             quota_key: Some(self.quota_key(&task.user_id, task.created_at)),
+            webhook_url: None,
         };
         let mut inv = self.finishing(&ABORT_SUBMIT, &rec);
         inv.key(self.keys.unconfirmed())
@@ -444,7 +465,8 @@ impl TaskStore {
             .key(self.keys.events(rec.id))
             .key(self.keys.checkpoint(rec.id))
             .key(self.keys.user_tasks(&rec.user_id))
-            .key(self.keys.active(&rec.user_id));
+            .key(self.keys.active(&rec.user_id))
+            .key(self.keys.webhooks_due());
         inv
     }
 
@@ -532,6 +554,7 @@ impl TaskStore {
         let mut all: Vec<&Lua> =
             vec![&SUBMIT, &ADOPT, &ABORT_SUBMIT, &IDEMPOTENCY_DONE, &CANCEL, &CLAIM, &PROGRESS, &FINISH];
         all.extend(crate::reconcile::scripts());
+        all.push(&crate::webhook_queue::CLAIM);
         crate::lua::load_all(&all, &mut self.conn.clone()).await?;
         Ok(())
     }

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::TaskId;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// `in_queue` → `in_progress` → `completed` | `failed` | `cancelled`; terminal states never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     InQueue,
@@ -54,12 +55,38 @@ impl FromStr for TaskStatus {
 }
 
 /// What a finished task produced.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskResult {
+    /// Whether the mandate was met.
     pub success: bool,
+    /// What the task produced, one item each.
     pub deliverables: Vec<String>,
+    /// How it went: caveats, what failed, which model produced it.
     pub notes: String,
+    /// URLs the deliverables rest on.
     pub sources: Vec<String>,
+    /// Token usage of the whole task (absent on results written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// Token usage of a task, summed over every model and embedding call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// Requests that reached the API and returned a reply (retries included).
+    pub model_calls: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+        self.model_calls += other.model_calls;
+    }
 }
 
 /// A task record as read from Redis.
@@ -83,6 +110,8 @@ pub struct TaskRecord {
     pub cancel_requested: bool,
     /// The quota counter this task's reservation was taken from, for the refund.
     pub quota_key: Option<String>,
+    /// Where the end of the task is announced (a signed POST), if anywhere.
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +156,7 @@ impl TaskRecord {
             worker_id: take("worker_id"),
             cancel_requested: take("cancel_requested").as_deref() == Some("1"),
             quota_key: take("quota_key"),
+            webhook_url: take("webhook_url"),
         }))
     }
 
@@ -144,27 +174,36 @@ impl TaskRecord {
             updated_at: self.updated_at.clone(),
             started_at: self.started_at.clone(),
             finished_at: self.finished_at.clone(),
+            webhook_url: self.webhook_url.clone(),
         }
     }
 }
 
 /// The task as clients see it; field names are those of the Python Euglena.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskResponse {
+    #[schema(value_type = uuid::Uuid)]
     pub correlation_id: TaskId,
     pub status: TaskStatus,
     pub mandate: String,
     pub max_ticks: u32,
+    /// Ticks finished so far; null before the first.
     pub tick: Option<u32>,
+    /// Set when the task ends (for `failed` and `cancelled` too, with what was gathered).
+    #[schema(value_type = Option<TaskResult>)]
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
+    /// Deliveries so far (a redelivered task resumes from its checkpoint).
     pub attempt: u32,
+    /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub webhook_url: Option<String>,
 }
 
 #[cfg(test)]

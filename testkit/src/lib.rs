@@ -420,6 +420,63 @@ impl AgentProc {
     }
 }
 
+/// A gateway child process on a free port of this namespace, for tests that `kill -9` it
+/// (an in-process gateway cannot die that way: its spawned tasks would live on).
+pub struct GatewayProc {
+    pub addr: SocketAddr,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl GatewayProc {
+    /// `bin` is `env!("CARGO_BIN_EXE_gateway")`.
+    pub async fn spawn(bin: &str, ns: &Namespace, extra: &[(&str, &str)]) -> Self {
+        let addr = free_port();
+        let log = std::env::temp_dir().join(format!("euglena-{}-gateway-{}.log", ns.queue, addr.port()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .envs(ns.env())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("GATEWAY_ADDR", addr.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn gateway");
+        let gw = Self { addr, child, log };
+        let url = format!("http://{addr}/health");
+        eventually("gateway process serving", Duration::from_secs(20), || async {
+            matches!(reqwest::get(&url).await, Ok(r) if r.status() == 200)
+        })
+        .await;
+        gw
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILL: nothing of its in-flight work survives but what is in Redis.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
 impl Drop for AgentProc {
     fn drop(&mut self) {
         self.kill();

@@ -81,24 +81,8 @@ pub enum ModelError {
     Malformed(String),
 }
 
-/// Token usage of a task, summed over every model and embedding call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    /// Requests that reached the API and returned a reply (retries included).
-    pub model_calls: u64,
-}
-
-impl Usage {
-    pub fn add(&mut self, other: Usage) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.total_tokens += other.total_tokens;
-        self.model_calls += other.model_calls;
-    }
-}
+/// Token usage lives in the result contract (`proto`); re-exported for the agent's parts.
+pub use proto::Usage;
 
 /// A task's running token count. Shared by reference with the model and the embedder,
 /// so usage is counted even when a call's reply turns out to be unusable.

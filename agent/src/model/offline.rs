@@ -130,6 +130,7 @@ impl Model for OfflineModel {
             deliverables,
             notes,
             sources: state.pages.iter().map(|p| p.url.clone()).collect(),
+            usage: None,
         })
     }
 }

@@ -109,6 +109,7 @@ pub fn result(text: &str) -> Result<TaskResult, String> {
         deliverables,
         notes: non_empty(loose.notes).unwrap_or_default(),
         sources: list(loose.sources).into_iter().filter(|s| s.starts_with("http")).collect(),
+        usage: None,
     })
 }
 

@@ -1,12 +1,11 @@
-//! The tools behind the model's actions: [`search`], [`visit`] (with [`ssrf`] and
-//! [`html`]); `think` and `exit` need none. [`Tools::run`] turns an action into what the
+//! The tools behind the model's actions: [`search`], [`visit`] (with
+//! [`proto::address_policy`] and [`html`]); `think` and `exit` need none. [`Tools::run`] turns an action into what the
 //! model reads next tick (the observation, bounded) and what memory keeps (passages).
 //! Tool failures are observations, not errors: the model reads "visit failed: …" and
 //! chooses something else.
 
 pub mod html;
 pub mod search;
-pub mod ssrf;
 pub mod visit;
 
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,7 @@
 //! The `visit` tool: fetch one web page under the SSRF rules of SPEC §5 and return its
 //! readable text.
 //!
-//! - http and https only; every hop's host is checked ([`super::ssrf`]) and the connection
+//! - http and https only; every hop's host is checked ([`proto::address_policy`]) and the connection
 //!   goes to the checked address;
 //! - redirects are followed by hand (the client's own policy is off) so each `Location`
 //!   is checked like the first URL, at most [`MAX_REDIRECTS`] times;
@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use proto::config::{ConfigError, Env};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, USER_AGENT};
-use url::{Host, Url};
+use url::Url;
 
 use super::html;
-use super::ssrf::{Blocked, GuardedResolver, Lookup, Policy, blocked_in};
+use proto::address_policy::{Blocked, GuardedResolver, Lookup, Policy, blocked_in, check_literal_host};
 
 pub const MAX_REDIRECTS: usize = 5;
 const AGENT: &str = concat!("EuglenaAgent/", env!("CARGO_PKG_VERSION"), " (research agent)");
@@ -135,12 +135,10 @@ impl Visitor {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(VisitError::Scheme(url.scheme().to_owned()));
         }
-        match url.host() {
-            None => Err(VisitError::BadUrl("no host".into())),
-            Some(Host::Ipv4(ip)) => Ok(self.policy.check(&ip.to_string(), IpAddr::V4(ip))?),
-            Some(Host::Ipv6(ip)) => Ok(self.policy.check(&ip.to_string(), IpAddr::V6(ip))?),
-            Some(Host::Domain(_)) => Ok(()),
+        if url.host().is_none() {
+            return Err(VisitError::BadUrl("no host".into()));
         }
+        Ok(check_literal_host(&self.policy, url)?)
     }
 
     async fn fetch(&self, url: &str) -> Result<Page, VisitError> {
@@ -213,6 +211,7 @@ impl Visitor {
 
 fn fetch_error(e: &reqwest::Error, timeout: Duration) -> VisitError {
     if let Some(b) = blocked_in(e) {
+        tracing::warn!(host = %b.host, ip = %b.ip, class = b.class, "visit refused by the address policy");
         return VisitError::Blocked(b.clone());
     }
     if e.is_timeout() {

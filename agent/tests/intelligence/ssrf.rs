@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent::tools::ssrf::{Lookup, SystemLookup};
 use agent::tools::visit::{VisitError, VisitSettings, Visitor};
+use proto::address_policy::{Lookup, SystemLookup};
 
 use crate::support::{FakeDns, Reply, Server};
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent::tools::ssrf::SystemLookup;
 use agent::tools::visit::{VisitError, VisitSettings, Visitor};
+use proto::address_policy::SystemLookup;
 
 use crate::support::{Reply, Server};
 

@@ -31,6 +31,43 @@ const SAFETY_POLL: Duration = Duration::from_secs(5);
 /// What a browser's `EventSource` waits before reconnecting.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// The JSON `data` of one event: `event: status` for every status change (the terminal one
+/// with `result` and `error`), `event: tick` for each recorded tick.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TaskEvent {
+    status: proto::TaskStatus,
+    /// When it happened, RFC 3339 UTC.
+    at: String,
+    /// `tick` events: ticks finished so far.
+    tick: Option<u64>,
+    /// `tick` events: the action of that tick (`search`, `visit`, `think`, `exit`).
+    action: Option<String>,
+    /// The delivery (attempt) that wrote the event.
+    attempt: Option<u64>,
+    /// A cancel was requested while the task ran.
+    cancel_requested: Option<bool>,
+    /// Terminal `status` events: the result.
+    #[schema(value_type = Option<proto::TaskResult>)]
+    result: Option<Value>,
+    /// Terminal `status` events: why it failed.
+    error: Option<String>,
+}
+
+/// One Server-Sent Event as it is framed on the wire (the item of the `text/event-stream`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    /// The stream entry id; send it back as `Last-Event-ID` to resume after it.
+    id: Option<String>,
+    /// `status`, `tick`, or `error` (the stream broke; reconnect to resume).
+    event: String,
+    /// JSON: a `TaskEvent` (for `error`: `{"detail": …}`).
+    data: String,
+    /// Reconnect delay hint, ms (on the first event).
+    retry: Option<u64>,
+}
+
 /// The events of task `rec` after stream id `after` (`None` = from the start).
 pub fn follow(
     state: AppState,

@@ -7,25 +7,31 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
-use crate::{edge, http_metrics};
+use crate::{edge, http_metrics, openapi};
 
 pub fn router(state: AppState) -> Router {
     let limit: Duration = state.settings.request_timeout;
     let body_limit = state.settings.max_body_bytes;
-    let api = Router::new()
-        .route("/tasks", post(tasks::submit).get(tasks::list))
-        .route("/tasks/{id}", get(tasks::get))
-        .route("/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/tasks/{id}/events", get(tasks::events))
-        .route("/agents/count", get(system::agents_count))
-        .route("/health", get(system::health))
-        .route("/ready", get(system::ready))
-        .route("/metrics", get(proto::ops::metrics_text))
+    let (routes, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(tasks::submit, tasks::list))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::events))
+        .routes(routes!(system::agents_count))
+        .routes(routes!(system::health))
+        .routes(routes!(system::ready))
+        .routes(routes!(system::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .split_for_parts();
+    openapi::publish(&doc);
+    let api = routes
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(limit, http_metrics::deadline))
         .layer(axum::middleware::from_fn_with_state(body_limit, edge::declared_length))

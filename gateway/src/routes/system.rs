@@ -13,13 +13,17 @@ use crate::state::AppState;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-#[derive(Serialize)]
+/// Live agents (heartbeat newer than AGENT_HEARTBEAT_TTL_SECONDS), busy and idle.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AgentCount {
     pub count: u64,
     pub busy: u64,
     pub idle: u64,
 }
 
+/// How many agents are alive, and how many of them are busy.
+#[utoipa::path(get, path = "/agents/count", tag = "system",
+    responses((status = 200, description = "The fleet", body = AgentCount), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn agents_count(State(state): State<AppState>) -> Result<Json<AgentCount>, ApiError> {
     let mut conn = state.redis.clone();
     let c = proto::presence::count(&mut conn, state.store.keys(), state.settings.common.heartbeat_ttl)
@@ -28,22 +32,29 @@ pub async fn agents_count(State(state): State<AppState>) -> Result<Json<AgentCou
     Ok(Json(AgentCount { count: c.count, busy: c.busy, idle: c.idle }))
 }
 
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
 pub async fn health() -> &'static str {
     "ok"
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Components {
     redis: bool,
     rabbitmq: bool,
 }
 
-#[derive(Serialize)]
+/// Whether this gateway can serve: Redis and RabbitMQ each answered within 1 s.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Readiness {
     status: &'static str,
     components: Components,
 }
 
+/// Readiness, the load balancer's check.
+#[utoipa::path(get, path = "/ready", tag = "system", responses(
+    (status = 200, description = "Ready", body = Readiness),
+    (status = 503, description = "A dependency is down", body = Readiness)))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let mut conn = state.redis.clone();
     let redis_probe = async {
@@ -62,4 +73,10 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             components: Components { redis, rabbitmq },
         }),
     )
+}
+
+/// Prometheus metrics: requests by route template and status, latencies, tasks, webhooks.
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub async fn metrics() -> impl IntoResponse {
+    proto::ops::metrics_text().await
 }

@@ -21,15 +21,26 @@ use crate::extract::JsonBody;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+/// A mandate to run. Limits shown are the defaults (`MAX_MANDATE_CHARS`, `MAX_TICKS_LIMIT`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskRequest {
+    /// What the agent should do; 1 to 8000 characters after trimming.
+    #[schema(min_length = 1, max_length = 8000)]
     pub mandate: String,
+    /// Tick budget; default `DEFAULT_MAX_TICKS` (50).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 200)]
     pub max_ticks: Option<i64>,
+    /// POSTed a signed `task.completed` / `task.failed` / `task.cancelled` (Standard
+    /// Webhooks) when the task ends; public http(s) addresses only; needs `WEBHOOK_SECRET`.
+    #[serde(default)]
+    #[schema(format = "uri", max_length = 2048)]
+    pub webhook_url: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// One page of the caller's tasks, newest first.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskList {
     pub tasks: Vec<TaskResponse>,
     pub next_cursor: Option<String>,
@@ -44,6 +55,22 @@ fn accepted(record: &TaskResponse) -> Response {
     resp
 }
 
+/// Submit a mandate. `202` only once the task is stored and the broker has confirmed it.
+#[utoipa::path(post, path = "/tasks", tag = "tasks", security(("bearer" = [])),
+    request_body(content = TaskRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[ -~]{1,255}$", description = "1..255 printable ASCII; makes the submit idempotent per user for IDEMPOTENCY_TTL_SECONDS")),
+    responses(
+        (status = 202, description = "Accepted (or the replay of an Idempotency-Key)", body = TaskResponse, headers(("location" = String, description = "/tasks/{id}"))),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The same Idempotency-Key is still being processed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (named in detail), the body is not an object, or the Idempotency-Key was used with another request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Daily tick quota, rate limit or active-task cap; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 #[tracing::instrument(skip_all, fields(user = %user.0, correlation_id))]
 pub async fn submit(
     State(state): State<AppState>,
@@ -57,13 +84,26 @@ pub async fn submit(
         Mandate::parse(&req.mandate, s.max_mandate_chars).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let max_ticks = MaxTicks::parse(req.max_ticks.unwrap_or(i64::from(s.default_max_ticks)), s.max_ticks_limit)
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let webhook_url = match req.webhook_url.as_deref() {
+        None => None,
+        Some(raw) => {
+            let w = s.webhooks.as_ref().ok_or_else(|| {
+                ApiError::Unprocessable(
+                    "webhook_url: webhooks are not enabled on this server (no WEBHOOK_SECRET)".into(),
+                )
+            })?;
+            Some(crate::webhooks::check_url(w, state.lookup.as_ref(), raw).await.map_err(ApiError::Unprocessable)?)
+        }
+    };
     let task = NewTask {
         id: TaskId::new(),
         user_id: user.0,
         mandate: mandate.as_str().to_owned(),
         max_ticks: max_ticks.get(),
         created_at: chrono::Utc::now(),
-        idempotency: idempotency_key.map(|key| Idempotency { key, fingerprint: fingerprint(&mandate, max_ticks) }),
+        idempotency: idempotency_key
+            .map(|key| Idempotency { key, fingerprint: fingerprint(&mandate, max_ticks, webhook_url.as_deref()) }),
+        webhook_url,
     };
     tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
 
@@ -119,6 +159,7 @@ pub async fn submit(
         updated_at: now,
         started_at: None,
         finished_at: None,
+        webhook_url: task.webhook_url,
     };
     Ok(accepted(&response))
 }
@@ -136,9 +177,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Equal for requests that ask for the same task (after trimming and defaults).
-fn fingerprint(mandate: &Mandate, max_ticks: MaxTicks) -> String {
+fn fingerprint(mandate: &Mandate, max_ticks: MaxTicks, webhook_url: Option<&str>) -> String {
     let mut h = Sha256::new();
     h.update(max_ticks.get().to_be_bytes());
+    // Length-prefixed, so no mandate/URL split of the same bytes collides.
+    let url = webhook_url.unwrap_or("");
+    h.update((url.len() as u64).to_be_bytes());
+    h.update(url.as_bytes());
     h.update(mandate.as_str().as_bytes());
     hex::encode(h.finalize())
 }
@@ -219,6 +264,9 @@ async fn owned(state: &AppState, user: &AuthUser, raw_id: &str) -> Result<TaskRe
     }
 }
 
+/// One of your tasks. Another user's task is indistinguishable from a missing one.
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = uuid::Uuid, Path, description = "The task id (correlation_id)")),
+    responses((status = 200, description = "The task", body = TaskResponse), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
@@ -227,9 +275,14 @@ pub async fn get(
     Ok(Json(owned(&state, &user, &id).await?.to_response()))
 }
 
-/// `GET /tasks/{id}/events`: the task's progress as Server-Sent Events, replayed from the
-/// start (or after `Last-Event-ID` / `?after=`) and then live, ending after the terminal
-/// status.
+/// Follow a task: its events replayed from the start (or after `Last-Event-ID` / `after`),
+/// then live, as Server-Sent Events (`status` and `tick`, JSON data, the stream entry id as
+/// `id`), ending after the terminal `status` event.
+#[utoipa::path(get, path = "/tasks/{id}/events", tag = "tasks", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The task id"),
+        ("after" = Option<String>, Query, pattern = "^[0-9]+-[0-9]+$", description = "Resume after this event id"),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]+-[0-9]+$", description = "Resume after this event id (wins over after)")),
+    responses((status = 200, description = "text/event-stream; each event's data is a TaskEvent", body = crate::events::StreamEvent, content_type = "text/event-stream"), (status = 400, description = "Not an event id, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn events(
     State(state): State<AppState>,
     user: AuthUser,
@@ -256,6 +309,9 @@ pub async fn events(
     Ok(resp)
 }
 
+/// Cancel: a queued task at once; a running one stops at its next tick boundary.
+#[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", security(("bearer" = [])), params(("id" = uuid::Uuid, Path, description = "The task id (correlation_id)")),
+    responses((status = 202, description = "Cancelled, or cancel requested", body = TaskResponse), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "The task already ended", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
@@ -273,6 +329,11 @@ pub async fn cancel(
     }
 }
 
+/// Your tasks, newest first.
+#[utoipa::path(get, path = "/tasks", tag = "tasks", security(("bearer" = [])),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
+        ("cursor" = Option<String>, Query, pattern = "^-?[0-9]+:[0-9a-f-]{36}$", description = "next_cursor of the previous page")),
+    responses((status = 200, description = "A page of tasks", body = TaskList), (status = 400, description = "Not a cursor from this API, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 422, description = "limit out of range", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,

@@ -113,6 +113,7 @@ async fn undoing_a_submission_never_overrides_a_claimed_task() {
         max_ticks: 10,
         created_at: chrono::Utc::now(),
         idempotency: None,
+        webhook_url: None,
     };
     let limits = proto::store::Limits { daily_ticks: 100, ..proto::store::Limits::NONE };
     app.store.submit(&task, &limits).await.expect("submit");

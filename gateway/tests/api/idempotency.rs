@@ -118,6 +118,7 @@ async fn a_duplicate_of_a_request_still_publishing_is_409_until_its_deadline() {
         max_ticks: 2,
         created_at: chrono::Utc::now(),
         idempotency: Some(Idempotency { key: "pending".into(), fingerprint }),
+        webhook_url: None,
     };
     app.store.submit(&task, &Limits::NONE).await.expect("submit");
     let (_, conflict) = problem(submit_with_key(&app, USER, "pending", &body).await, 409).await;

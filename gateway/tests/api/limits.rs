@@ -149,6 +149,7 @@ async fn every_terminal_transition_frees_a_slot() {
         max_ticks: rec.max_ticks,
         created_at: chrono::Utc::now(),
         idempotency: None,
+        webhook_url: None,
     };
     assert!(app.store.abort_submit(&undo).await.expect("abort"));
     submit_id(&app).await;

@@ -194,6 +194,7 @@ async fn stranded(app: &Harness, n: usize) -> Vec<TaskId> {
             max_ticks: 2,
             created_at: chrono::Utc::now() - chrono::Duration::seconds(5),
             idempotency: None,
+            webhook_url: None,
         };
         app.store.submit(&task, &proto::store::Limits::NONE).await.expect("submit");
         ids.push(task.id);

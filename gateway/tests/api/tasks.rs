@@ -206,6 +206,7 @@ async fn listing_pages_through_tasks_created_in_the_same_millisecond() {
             max_ticks: 1,
             created_at: at,
             idempotency: None,
+            webhook_url: None,
         };
         app.store.submit(&task, &proto::store::Limits::NONE).await.expect("submit");
         created.insert(task.id);

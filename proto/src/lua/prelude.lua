@@ -1,6 +1,6 @@
 -- Shared by every task script (prepended by proto::store).
 -- Finishing scripts take KEYS: [1] task, [2] quota, [3] events, [4] checkpoint, [5] user tasks,
--- [6] the owner's active-task set.
+-- [6] the owner's active-task set, [7] the webhooks due.
 
 -- The task id is the last part of the record key (a UUID has no ':').
 local function task_id()
@@ -41,5 +41,11 @@ local function finish(status, result, err, ticks_used, now, ttl)
   redis.call('DEL', KEYS[4])
   -- Every terminal transition frees the owner's active-task slot.
   redis.call('SREM', KEYS[6], task_id())
+  -- and, with the same write, schedules the end's webhook: no way to end a task loses it.
+  if redis.call('HEXISTS', KEYS[1], 'webhook_url') == 1 then
+    local t = redis.call('TIME')
+    redis.call('ZADD', KEYS[7], 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), task_id())
+    redis.call('HSET', KEYS[1], 'webhook_state', 'pending')
+  end
   emit(ttl, 'status', status, 'at', now)
 end

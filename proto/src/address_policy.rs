@@ -1,6 +1,7 @@
-//! The address policy of the `visit` tool (SPEC §5): pages come from the public internet
-//! only. A model steered by a hostile page must not reach the agent's own network: cloud
-//! metadata (`169.254.169.254`, ECS's `169.254.170.2`), Redis, RabbitMQ, other services.
+//! The one address policy for every outbound request a user can aim (the agent's `visit`
+//! tool, the gateway's webhook sender): the public internet only. A model steered by a
+//! hostile page, or a user's webhook URL, must not reach our own network: cloud metadata
+//! (`169.254.169.254`, ECS's `169.254.170.2`), Redis, RabbitMQ, other services.
 //!
 //! Enforcement has two halves:
 //! - [`GuardedResolver`] is the HTTP client's DNS resolver. It resolves a name, refuses it
@@ -8,8 +9,11 @@
 //!   the connector, so the address checked is the address connected to (no second lookup
 //!   a rebinding DNS server could answer differently).
 //! - IP-literal hosts never reach a resolver, so [`Policy::check`] is applied to them
-//!   before each request (`visit.rs`), after the URL parser has normalised decimal, octal
-//!   and hex forms (`http://2130706433/`, `http://0177.0.0.1/`) to dotted quads.
+//!   before each request, after the URL parser has normalised decimal, octal and hex forms
+//!   (`http://2130706433/`, `http://0177.0.0.1/`) to dotted quads.
+//!
+//! A refusal's message names the host and the class of address, never the address a name
+//! resolved to: it reaches task results and API clients. Callers log the address.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -54,8 +58,11 @@ pub fn classify(ip: IpAddr) -> Option<&'static str> {
     Some(match seg {
         _ if v6.is_unspecified() => "unspecified",
         _ if v6.is_loopback() => "loopback",
-        // ::a.b.c.d (deprecated IPv4-compatible) and 64:ff9b::a.b.c.d (NAT64).
-        [0, 0, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => return classify_v4(embedded_low()),
+        // ::a.b.c.d (deprecated IPv4-compatible), ::ffff:0:a.b.c.d (IPv4-translated, RFC 2765)
+        // and 64:ff9b::a.b.c.d (NAT64).
+        [0, 0, 0, 0, 0, 0, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => {
+            return classify_v4(embedded_low());
+        }
         [0x2002, hi, lo, ..] => {
             return classify_v4(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8));
         }
@@ -72,7 +79,7 @@ pub fn classify(ip: IpAddr) -> Option<&'static str> {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("refused to visit {host}: {ip} is a {class} address")]
+#[error("refused {host}: it is or resolves to a {class} address, and only public addresses are allowed")]
 pub struct Blocked {
     pub host: String,
     pub ip: IpAddr,
@@ -81,7 +88,7 @@ pub struct Blocked {
 
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    /// `VISIT_ALLOW_PRIVATE`: for tests and local pages only.
+    /// `VISIT_ALLOW_PRIVATE` / `WEBHOOK_ALLOW_PRIVATE`: for tests and local use only.
     pub allow_private: bool,
     /// Addresses treated as public. Not configurable from the environment: tests use it to
     /// stand a loopback server in for "the internet" while everything else stays refused.
@@ -142,6 +149,40 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// Checks a URL's host when it is an IP literal, which never reaches the resolver; names are
+/// checked by [`GuardedResolver`] when the request connects.
+pub fn check_literal_host(policy: &Policy, url: &url::Url) -> Result<(), Blocked> {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => policy.check(&ip.to_string(), IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => policy.check(&ip.to_string(), IpAddr::V6(ip)),
+        _ => Ok(()),
+    }
+}
+
+/// Why a URL may not be used as a target, checked up front (literal or resolved now). The
+/// request itself is still made through [`GuardedResolver`]: DNS may answer differently later.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Blocked(#[from] Blocked),
+    #[error("{0} does not resolve")]
+    Unresolved(String),
+}
+
+pub async fn check_target(policy: &Policy, lookup: &dyn Lookup, url: &url::Url) -> Result<(), TargetError> {
+    check_literal_host(policy, url)?;
+    if let Some(url::Host::Domain(name)) = url.host() {
+        let ips = lookup.lookup(name).await.map_err(|_| TargetError::Unresolved(name.to_owned()))?;
+        if ips.is_empty() {
+            return Err(TargetError::Unresolved(name.to_owned()));
+        }
+        for ip in ips {
+            policy.check(name, ip)?;
+        }
+    }
+    Ok(())
+}
+
 /// The [`Blocked`] refusal somewhere in an error's source chain, if that is what it was.
 pub fn blocked_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Blocked> {
     let mut cur = Some(e);
@@ -182,6 +223,9 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "::ffff:169.254.169.254",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:10.0.0.1",
+            "::ffff:0:169.254.169.254",
             "::127.0.0.1",
             "64:ff9b::a00:1",
             "2002:7f00:1::",
@@ -206,6 +250,7 @@ mod tests {
             "100.128.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "::ffff:0:8.8.8.8",
             "64:ff9b::808:808",
             "2002:808:808::1",
         ];
@@ -222,6 +267,10 @@ mod tests {
         assert!(Policy { allow_private: true, exempt: vec![] }.check("h", lo).is_ok());
         assert!(Policy { allow_private: false, exempt: vec![lo] }.check("h", lo).is_ok());
         let e = Policy::default().check("meta", "169.254.169.254".parse().expect("ip")).expect_err("blocked");
-        assert_eq!(e.to_string(), "refused to visit meta: 169.254.169.254 is a link-local address");
+        assert_eq!(
+            e.to_string(),
+            "refused meta: it is or resolves to a link-local address, and only public addresses are allowed"
+        );
+        assert!(!e.to_string().contains("169.254"), "the address stays in the logs");
     }
 }

@@ -1,0 +1,63 @@
+//! The OpenAPI 3.1 document, generated from the handlers' own annotations: every route is
+//! registered through [`utoipa_axum`], so a route cannot be served without being documented.
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// RFC 9457 problem details; `detail` is written for the user.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Problem {
+    /// `urn:euglena:problem:{slug}`.
+    #[schema(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    detail: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Euglena",
+        description = "Submit LLM agent tasks (mandates), follow them live, be called back when they end.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(Problem, crate::events::TaskEvent)),
+    tags(
+        (name = "tasks", description = "Submit, read, list, follow and cancel your tasks"),
+        (name = "system", description = "Public: the agent fleet, health, readiness, metrics, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT".into());
+        scheme.description =
+            Some("A Supabase access token (ES256/RS256/EdDSA from the project's JWKS, or HS256).".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+static DOCUMENT: OnceLock<String> = OnceLock::new();
+
+/// Keeps the rendered document for [`openapi_json`]; the router calls it once.
+pub fn publish(doc: &utoipa::openapi::OpenApi) {
+    let _ = DOCUMENT.set(doc.to_pretty_json().unwrap_or_default());
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
+pub async fn openapi_json() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.get().cloned().unwrap_or_default())
+}
