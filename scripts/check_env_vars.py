@@ -80,6 +80,8 @@ NOT_IN_COMPOSE = {
     "REDIS_URL": "fixed to the compose `redis` service",
     "RABBITMQ_URL": "built from RABBITMQ_USER/RABBITMQ_PASSWORD and the compose `rabbitmq` service",
     "QDRANT_URL": "fixed to the compose `qdrant` service",
+    "REDIS_CA_FILE": "the compose stack's redis speaks plain redis:// on its own network; a private CA is for a self-hosted TLS server (docs/DEPLOY.md)",
+    "RABBITMQ_CA_FILE": "the compose stack's rabbitmq speaks plain amqp:// on its own network; a private CA is for a self-hosted TLS broker (docs/DEPLOY.md)",
     "ECS_CLUSTER": "Lambda only (CloudFormation sets it)",
     "ECS_SERVICE": "Lambda only (CloudFormation sets it)",
     "DRY_RUN": "Lambda only (CloudFormation sets it)",

@@ -10,6 +10,8 @@ cargo build --bins --quiet
 bin=${CARGO_TARGET_DIR:-target}/debug
 
 export SUPABASE_JWT_SECRET=${SUPABASE_JWT_SECRET:-local-dev-secret-change-me-0123456789}
+# The console's "Development token" button (POST /dev/token): local use only.
+export CONSOLE_DEV_TOKENS=${CONSOLE_DEV_TOKENS:-true}
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 export NO_COLOR=1
 export AGENT_DRAIN_SECONDS=${AGENT_DRAIN_SECONDS:-10}
@@ -40,7 +42,7 @@ start gateway "$bin/gateway"
 start metrics "$bin/metrics-sidecar"
 # The autoscaler's children log through it; it replaces agents that die (even kill -9).
 start autoscaler "$bin/autoscaler" local
-echo "[run-local] gateway on http://127.0.0.1:8080 — mint a token with: $bin/gateway token --sub alice"
+echo "[run-local] console on http://127.0.0.1:8080/ — or mint a token with: $bin/gateway token --sub alice"
 # The run ends when any of the three exits, or on Ctrl-C.
 done_pid=""
 set +e

@@ -100,7 +100,8 @@ planner that visits the http(s) URLs in the mandate, thinks for OFFLINE_THINK_TI
 and exits with the pages' titles and first paragraphs. It never searches or reasons.
 
 Configuration is read from the environment; see the README's configuration table.
-REDIS_URL, RABBITMQ_URL, REDIS_KEY_PREFIX, AGENT_INPUT_QUEUE, AGENT_HEALTH_ADDR (0.0.0.0:8081),
+REDIS_URL, RABBITMQ_URL (rediss:// / amqps:// for TLS), REDIS_CA_FILE, RABBITMQ_CA_FILE,
+REDIS_KEY_PREFIX, AGENT_INPUT_QUEUE, AGENT_HEALTH_ADDR (0.0.0.0:8081),
 AGENT_ID, AGENT_CONCURRENCY (1), AGENT_MAX_DELIVERIES (5), AGENT_HEARTBEAT_SECONDS (10),
 AGENT_HEARTBEAT_TTL_SECONDS (30), TASK_TIMEOUT_SECONDS (900), AGENT_DRAIN_SECONDS (90),
 TASK_RECORD_TTL_SECONDS, OFFLINE_THINK_TICKS (3), OFFLINE_TICK_DELAY_MS (1000),

@@ -28,7 +28,7 @@ pub async fn consume(worker: Arc<Worker>, tracker: TaskTracker, stop: Cancellati
     let topology = Topology::new(s.common.input_queue.clone(), s.common.max_deliveries);
     let mut backoff = Backoff::reconnect();
     while !stop.is_cancelled() {
-        let Some(conn) = proto::connect::amqp_with_backoff(&s.common.rabbitmq_url, &s.worker_id, &stop).await else {
+        let Some(conn) = proto::connect::amqp_with_backoff(&s.common.rabbitmq, &s.worker_id, &stop).await else {
             break;
         };
         let link_lost = interrupt.child_token();

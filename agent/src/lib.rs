@@ -119,8 +119,8 @@ pub async fn run(settings: Settings, health: TcpListener, shutdown: Cancellation
     let ops_stop = CancellationToken::new();
     let ops_task = proto::ops::spawn(health, settings.common.http_header_timeout, ops_stop.clone());
 
-    let mut redis = proto::connect::redis(&settings.common.redis_url)?;
-    if !proto::connect::wait_for_redis(&mut redis, &shutdown).await {
+    let mut redis = proto::connect::redis(&settings.common.redis)?;
+    if !proto::connect::wait_for_redis(&mut redis, &settings.common.redis, &shutdown).await {
         ops_stop.cancel();
         return Ok(());
     }

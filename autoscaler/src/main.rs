@@ -18,7 +18,8 @@ USAGE:
 The AWS Lambda runs the same policy from the `bootstrap` binary.
 Policy: TASKS_PER_WORKER (1), MIN_WORKERS (1), MAX_WORKERS (11), SCALE_IN_WINDOW_SECONDS (300).
 Local: AUTOSCALER_INTERVAL_SECONDS (10), AGENT_BIN (agent beside this binary, then PATH),
-AGENT_DRAIN_SECONDS (90), and the agents' own variables (REDIS_URL, RABBITMQ_URL, ...),
+AGENT_DRAIN_SECONDS (90), and the agents' own variables (REDIS_URL, RABBITMQ_URL,
+REDIS_CA_FILE, RABBITMQ_CA_FILE, ...),
 which the children inherit. See the README's configuration table.";
 
 fn fail(msg: &str) -> ! {

@@ -33,6 +33,8 @@ pub struct Settings {
     pub sse_max: Duration,
     /// Task-end webhooks; `None` without `WEBHOOK_SECRET` (then `webhook_url` is refused).
     pub webhooks: Option<WebhookSettings>,
+    /// `CONSOLE_DEV_TOKENS`: `POST /dev/token` mints HS256 tokens for anyone. Local use only.
+    pub console_dev_tokens: bool,
 }
 
 #[derive(Clone)]
@@ -150,6 +152,7 @@ impl Settings {
             sse_keepalive: Duration::from_secs(env.ranged("SSE_KEEPALIVE_SECONDS", 15, 1..=15)?),
             sse_max: Duration::from_secs(env.ranged("SSE_MAX_SECONDS", 600, 1..=86_400)?),
             webhooks: WebhookSettings::from_env(env)?,
+            console_dev_tokens: env.bool("CONSOLE_DEV_TOKENS", false)?,
         })
     }
 }
@@ -264,8 +267,9 @@ HTTP: GATEWAY_ADDR (0.0.0.0:8080), GATEWAY_MAX_CONNECTIONS, HTTP_HEADER_TIMEOUT_
 MAX_BODY_BYTES, REQUEST_TIMEOUT_SECONDS, PUBLISH_TIMEOUT_MS, SSE_KEEPALIVE_SECONDS,
 SSE_MAX_SECONDS. Webhooks: WEBHOOK_SECRET (whsec_...), WEBHOOK_SECRET_PREVIOUS,
 WEBHOOK_ALLOW_PRIVATE, WEBHOOK_TIMEOUT_SECONDS, WEBHOOK_RETRY_BASE_MS,
-WEBHOOK_RETRY_FOR_SECONDS. Tasks: MAX_MANDATE_CHARS,
-MAX_TICKS_LIMIT, DEFAULT_MAX_TICKS. Common: REDIS_URL, RABBITMQ_URL, REDIS_KEY_PREFIX,
+WEBHOOK_RETRY_FOR_SECONDS. Console: CONSOLE_DEV_TOKENS (local only). Tasks: MAX_MANDATE_CHARS,
+MAX_TICKS_LIMIT, DEFAULT_MAX_TICKS. Common: REDIS_URL, RABBITMQ_URL (rediss:// / amqps://
+for TLS), REDIS_CA_FILE, RABBITMQ_CA_FILE, REDIS_KEY_PREFIX,
 AGENT_INPUT_QUEUE, AGENT_HEARTBEAT_TTL_SECONDS, LOG_FORMAT, RUST_LOG.
 Reconciler: RECONCILE_INTERVAL_MS (10000), RECONCILE_GRACE_MS (20000), RECONCILE_BATCH (100).";
 

@@ -55,15 +55,15 @@ use proto::webhook_queue::WebhookQueue;
 
 /// In-flight requests get this long to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+const WARM_UP: Duration = Duration::from_secs(2);
 
 pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<AppState> {
-    let redis = proto::connect::redis(&settings.common.redis_url)?;
-    let hub =
-        EventHub::spawn(proto::connect::redis_blocking(&settings.common.redis_url, hub::BLOCK)?, shutdown.clone());
+    let redis = proto::connect::redis(&settings.common.redis)?;
+    let hub = EventHub::spawn(proto::connect::redis_blocking(&settings.common.redis, hub::BLOCK)?, shutdown.clone());
     let keys = Keys::new(settings.common.key_prefix.clone());
     let store = TaskStore::new(redis.clone(), keys, settings.common.task_record_ttl);
     let topology = Topology::new(settings.common.input_queue.clone(), settings.common.max_deliveries);
-    let publisher = Publisher::new(settings.common.rabbitmq_url.clone(), topology, settings.publish_timeout);
+    let publisher = Publisher::new(settings.common.rabbitmq.clone(), topology, settings.publish_timeout);
     let jwks = match (&settings.auth.jwks_url, &settings.auth.public_jwk) {
         (Some(url), _) => Some(Arc::new(Jwks::remote(url.clone()))),
         (None, Some(jwk)) => Some(Arc::new(Jwks::fixed(jwk).context("SUPABASE_JWT_PUBLIC_JWK is not a usable key")?)),
@@ -117,10 +117,24 @@ pub async fn run(
     }
     // Stops with the event streams at the signal; a pass in progress ends by its timeouts.
     let reconciler = tokio::spawn(reconciler::Reconciler::for_gateway(&state).run(background.clone()));
-    // Warm the broker link so the first request does not pay for it; failure is not fatal,
-    // /ready reports it and the next publish retries.
-    if !state.publisher.ready(Duration::from_secs(2)).await {
-        tracing::warn!("rabbitmq not reachable at start; submissions will get 503 until it is");
+    // Warm both links so the first request does not pay for them, and so a refused TLS
+    // certificate is in the log at start. Failure is not fatal: /ready reports it and the
+    // next request retries.
+    let mut redis = state.redis.clone();
+    let (redis_up, broker_up) = tokio::join!(
+        tokio::time::timeout(WARM_UP, proto::connect::ping_redis(&mut redis, &state.settings.common.redis)),
+        state.publisher.connect_now(WARM_UP),
+    );
+    match redis_up {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "redis not reachable at start; requests will get 503 until it is"),
+        Err(_) => tracing::warn!("redis did not answer at start; requests will get 503 until it does"),
+    }
+    if let Err(e) = broker_up {
+        tracing::warn!(error = %e, "rabbitmq not reachable at start; submissions will get 503 until it is");
+    }
+    if state.settings.console_dev_tokens {
+        tracing::warn!("CONSOLE_DEV_TOKENS=true: POST /dev/token mints tokens for anyone; local use only");
     }
     let app = routes::router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");

@@ -32,6 +32,7 @@ pub struct Problem {
     tags(
         (name = "tasks", description = "Submit, read, list, follow and cancel your tasks"),
         (name = "system", description = "Public: the agent fleet, health, readiness, metrics, this document"),
+        (name = "console", description = "The web console and what only it uses"),
     )
 )]
 pub struct ApiDoc;

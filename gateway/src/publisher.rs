@@ -15,6 +15,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOpti
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionStatus};
 use proto::TaskEnvelope;
+use proto::connect::Endpoint;
 use proto::topology::Topology;
 use tokio::sync::Mutex;
 
@@ -44,7 +45,7 @@ struct Link {
 }
 
 pub struct Publisher {
-    url: String,
+    endpoint: Endpoint,
     topology: Topology,
     timeout: Duration,
     link: Mutex<Option<Link>>,
@@ -53,9 +54,9 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(url: String, topology: Topology, timeout: Duration) -> Self {
+    pub fn new(endpoint: Endpoint, topology: Topology, timeout: Duration) -> Self {
         Self {
-            url,
+            endpoint,
             topology,
             timeout,
             link: Mutex::new(None),
@@ -109,7 +110,7 @@ impl Publisher {
     }
 
     async fn connect(&self) -> Result<Link, PublishError> {
-        let connection = proto::connect::amqp(&self.url, "euglena-gateway")
+        let connection = proto::connect::amqp(&self.endpoint, "euglena-gateway")
             .await
             .map_err(|e| PublishError::Connect(e.to_string()))?;
         let channel = connection.create_channel().await?;
@@ -185,6 +186,15 @@ impl Publisher {
             *cache = Some((Instant::now(), ok));
         }
         ok
+    }
+
+    /// Connects now unless connected; the error says why (a TLS failure names the host).
+    pub async fn connect_now(&self, limit: Duration) -> Result<(), String> {
+        match tokio::time::timeout(limit, self.channel()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no connection within {limit:?}")),
+        }
     }
 
     pub async fn close(&self) {

@@ -22,6 +22,7 @@ use lapin::types::AMQPValue;
 use lapin::{Channel, Connection};
 use proto::TaskEnvelope;
 use proto::config::{ConfigError, Env};
+use proto::connect::Endpoint;
 use proto::reconcile::CloseOutcome;
 use proto::store::{StoreError, TaskStore};
 use proto::topology::Topology;
@@ -65,7 +66,7 @@ pub enum Role {
 pub struct Reconciler {
     store: TaskStore,
     topology: Topology,
-    amqp_url: String,
+    amqp: Endpoint,
     publish_timeout: Duration,
     settings: ReconcilerSettings,
     holder: String,
@@ -76,12 +77,12 @@ impl Reconciler {
     pub fn new(
         store: TaskStore,
         topology: Topology,
-        amqp_url: String,
+        amqp: Endpoint,
         publish_timeout: Duration,
         settings: ReconcilerSettings,
     ) -> Self {
         let holder = format!("gateway-{}", uuid::Uuid::new_v4().simple());
-        Self { store, topology, amqp_url, publish_timeout, settings, holder, link: Mutex::new(None) }
+        Self { store, topology, amqp, publish_timeout, settings, holder, link: Mutex::new(None) }
     }
 
     /// The reconciler of a running gateway.
@@ -90,7 +91,7 @@ impl Reconciler {
         Self::new(
             state.store.clone(),
             Topology::new(s.common.input_queue.clone(), s.common.max_deliveries),
-            s.common.rabbitmq_url.clone(),
+            s.common.rabbitmq.clone(),
             s.publish_timeout,
             s.reconciler.clone(),
         )
@@ -195,7 +196,7 @@ impl Reconciler {
         {
             return Ok(ch.clone());
         }
-        let conn = proto::connect::amqp(&self.amqp_url, "euglena-gateway-reconciler").await?;
+        let conn = proto::connect::amqp(&self.amqp, "euglena-gateway-reconciler").await?;
         let ch = conn.create_channel().await?;
         self.topology.declare(&ch).await?;
         *link = Some((conn, ch.clone()));

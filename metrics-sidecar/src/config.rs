@@ -48,7 +48,8 @@ Without AWS credentials, or with CLOUDWATCH_ENABLED=false, it runs in log-only m
 Configuration (environment; defaults in parentheses):
   METRICS_INTERVAL_SECONDS (10), CLOUDWATCH_NAMESPACE (Euglena/RabbitMQ),
   CLOUDWATCH_ENABLED (true), METRICS_SIDECAR_ADDR (0.0.0.0:8082), AWS_REGION,
-  AWS_ENDPOINT_URL (e.g. a local moto_server), REDIS_URL, RABBITMQ_URL, REDIS_KEY_PREFIX,
+  AWS_ENDPOINT_URL (e.g. a local moto_server), REDIS_URL, RABBITMQ_URL (rediss:// / amqps://
+  for TLS), REDIS_CA_FILE, RABBITMQ_CA_FILE, REDIS_KEY_PREFIX,
   AGENT_INPUT_QUEUE (agent.mandates), AGENT_HEARTBEAT_TTL_SECONDS (30), LOG_FORMAT, RUST_LOG.";
 
 #[cfg(test)]

@@ -54,13 +54,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let ops_stop = CancellationToken::new();
     let ops = proto::ops::spawn(listener, settings.common.http_header_timeout, ops_stop.clone());
-    let redis = proto::connect::redis(&settings.common.redis_url)?;
+    let redis = proto::connect::redis(&settings.common.redis)?;
     let keys = Keys::new(settings.common.key_prefix.clone());
+    let mut history = redis.clone();
+    // About a day of samples for the console's chart.
+    let keep = (86_400 / settings.interval.as_secs().max(1)).max(60) as usize;
     let mut probe = Probe::new(
-        &settings.common.rabbitmq_url,
+        &settings.common.rabbitmq,
+        &settings.common.redis,
         &settings.common.input_queue,
         redis,
-        keys,
+        keys.clone(),
         settings.common.heartbeat_ttl,
     );
     tracing::info!(
@@ -80,7 +84,7 @@ pub async fn run(
         let deadline = Instant::now() + settings.interval.saturating_sub(Duration::from_millis(200));
         tokio::select! {
             () = shutdown.cancelled() => break,
-            _ = sample_once(&mut probe, &publisher, deadline) => {}
+            reading = sample_once(&mut probe, &publisher, deadline) => record(&mut history, &keys, &reading, keep).await,
         }
     }
     probe.close().await;
@@ -88,6 +92,22 @@ pub async fn run(
     let _ = ops.await;
     tracing::info!("metrics sidecar stopped");
     Ok(())
+}
+
+/// Appends the reading to `metrics:samples` for the console; a failure costs one point of
+/// the chart, nothing else.
+async fn record(conn: &mut redis::aio::ConnectionManager, keys: &Keys, r: &Reading, keep: usize) {
+    let sample = proto::samples::Sample {
+        at: chrono::Utc::now().timestamp_millis(),
+        ready: r.ready.map(u64::from),
+        in_flight: r.agents.map(|a| a.running_tasks),
+        workers: r.agents.map(|a| a.count),
+        busy: r.agents.map(|a| a.busy),
+        dead_letter: r.dlq_ready.map(u64::from),
+    };
+    if let Err(e) = proto::samples::append(conn, keys, &sample, keep).await {
+        tracing::warn!(error = %e, "could not record the sample for the console");
+    }
 }
 
 /// One interval: read, log, expose as gauges, publish.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use lapin::{Channel, Connection};
 use proto::Keys;
 use proto::backoff::Backoff;
+use proto::connect::Endpoint;
 use proto::presence::AgentCount;
 use proto::topology::Topology;
 use redis::aio::ConnectionManager;
@@ -27,7 +28,8 @@ pub struct Reading {
 }
 
 pub struct Probe {
-    rabbitmq_url: String,
+    rabbitmq: Endpoint,
+    redis_endpoint: Endpoint,
     queue: String,
     redis: ConnectionManager,
     keys: Keys,
@@ -39,9 +41,17 @@ pub struct Probe {
 }
 
 impl Probe {
-    pub fn new(rabbitmq_url: &str, queue: &str, redis: ConnectionManager, keys: Keys, heartbeat_ttl: Duration) -> Self {
+    pub fn new(
+        rabbitmq: &Endpoint,
+        redis_endpoint: &Endpoint,
+        queue: &str,
+        redis: ConnectionManager,
+        keys: Keys,
+        heartbeat_ttl: Duration,
+    ) -> Self {
         Self {
-            rabbitmq_url: rabbitmq_url.to_owned(),
+            rabbitmq: rabbitmq.clone(),
+            redis_endpoint: redis_endpoint.clone(),
             queue: queue.to_owned(),
             redis,
             keys,
@@ -75,7 +85,7 @@ impl Probe {
         match tokio::time::timeout(READ_TIMEOUT, read).await {
             Ok(Ok(count)) => Some(count),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "redis presence read failed");
+                tracing::warn!(error = %self.redis_endpoint.describe("redis", &e), "redis presence read failed");
                 None
             }
             Err(_) => {
@@ -115,7 +125,7 @@ impl Probe {
             if Instant::now() < self.next_connect {
                 return None;
             }
-            match proto::connect::amqp(&self.rabbitmq_url, "metrics-probe").await {
+            match proto::connect::amqp(&self.rabbitmq, "metrics-probe").await {
                 Ok(c) => {
                     self.backoff.reset();
                     self.conn = Some(c);

@@ -8,6 +8,8 @@ use std::fmt::Display;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::connect::Endpoint;
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {var}: {message}")]
 pub struct ConfigError {
@@ -99,8 +101,10 @@ impl Env {
 /// Settings every process shares: where Redis and RabbitMQ are, key prefix, queue name.
 #[derive(Debug, Clone)]
 pub struct CommonSettings {
-    pub redis_url: String,
-    pub rabbitmq_url: String,
+    /// `REDIS_URL` and `REDIS_CA_FILE`.
+    pub redis: Endpoint,
+    /// `RABBITMQ_URL` and `RABBITMQ_CA_FILE`.
+    pub rabbitmq: Endpoint,
     pub key_prefix: String,
     pub input_queue: String,
     pub max_deliveries: u32,
@@ -118,8 +122,18 @@ impl CommonSettings {
             return Err(ConfigError::new("AGENT_INPUT_QUEUE", "longer than 200 bytes"));
         }
         Ok(Self {
-            redis_url: env.string("REDIS_URL", "redis://127.0.0.1:6379"),
-            rabbitmq_url: env.string("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            redis: Endpoint::configured(
+                env.string("REDIS_URL", "redis://127.0.0.1:6379"),
+                "REDIS_URL",
+                env.opt_string("REDIS_CA_FILE"),
+                "REDIS_CA_FILE",
+            )?,
+            rabbitmq: Endpoint::configured(
+                env.string("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+                "RABBITMQ_URL",
+                env.opt_string("RABBITMQ_CA_FILE"),
+                "RABBITMQ_CA_FILE",
+            )?,
             key_prefix: env.string("REDIS_KEY_PREFIX", ""),
             input_queue,
             max_deliveries: env.ranged("AGENT_MAX_DELIVERIES", 5, 1..=1000)?,

@@ -1,21 +1,112 @@
 //! Connections to Redis and RabbitMQ: every call has a timeout, and waiting for a
 //! dependency retries with capped, jittered backoff until the process is told to stop.
+//!
+//! `rediss://` and `amqps://` URLs connect over TLS, verified against the system roots
+//! plus the endpoint's private CA (see [`crate::tls`]). A TLS failure is reported as
+//! such, naming the host; there is no plaintext fallback and no way to skip verification.
 
+use std::path::Path;
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::tcp::OwnedTLSConfig;
+use lapin::{Connection, ConnectionProperties, DefaultConnectionBuilder};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::config::ConfigError;
+use crate::tls::{self, PrivateCa};
+
+/// Where a service is, and the private CA (if any) its TLS certificate chains to.
+#[derive(Clone)]
+pub struct Endpoint {
+    url: String,
+    ca: Option<PrivateCa>,
+}
+
+/// Without the URL's credentials: settings are logged with `{:?}`.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.url.split_once("://").map_or("", |(s, _)| s);
+        f.debug_struct("Endpoint")
+            .field("url", &format!("{scheme}://{}", self.host_port()))
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// A URL without a private CA (system roots only for `rediss://` / `amqps://`).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), ca: None }
+    }
+
+    /// `url` (read from `url_var`) with the PEM file `ca_file` (read from `ca_var`). A CA
+    /// file with a plaintext URL is refused: it means the operator expects TLS that is not on.
+    pub fn configured(url: String, url_var: &str, ca_file: Option<String>, ca_var: &str) -> Result<Self, ConfigError> {
+        let endpoint = Self::new(url);
+        match ca_file {
+            None => Ok(endpoint),
+            Some(_) if !endpoint.is_tls() => Err(ConfigError::new(
+                ca_var,
+                format!("is set but {url_var} is not a rediss:// or amqps:// URL, so the CA would never be used"),
+            )),
+            Some(path) => endpoint.with_ca_file(ca_var, Path::new(&path)),
+        }
+    }
+
+    /// With the CA in this PEM file (`var` names it in errors). Only for a TLS URL.
+    pub fn with_ca_file(mut self, var: &str, path: &Path) -> Result<Self, ConfigError> {
+        if !self.is_tls() {
+            return Err(ConfigError::new(var, "a CA file needs a rediss:// or amqps:// URL"));
+        }
+        self.ca = Some(PrivateCa::load(var, path)?);
+        Ok(self)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn ca(&self) -> Option<&PrivateCa> {
+        self.ca.as_ref()
+    }
+
+    /// `host:port` for messages; never the credentials.
+    pub fn host_port(&self) -> String {
+        let rest = self.url.split_once("://").map_or(self.url.as_str(), |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        authority.rsplit_once('@').map_or(authority, |(_, h)| h).to_owned()
+    }
+
+    /// The variable that adds a private CA for this kind of URL.
+    fn ca_var(&self) -> &'static str {
+        if self.url.to_ascii_lowercase().starts_with("amqp") { "RABBITMQ_CA_FILE" } else { "REDIS_CA_FILE" }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        let scheme = self.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+        scheme == "rediss" || scheme == "amqps"
+    }
+
+    /// An error from this endpoint in words: a TLS failure says so and names the host.
+    pub fn describe(&self, service: &str, err: &(dyn std::error::Error + 'static)) -> String {
+        match tls::rustls_error(err) {
+            Some(t) => {
+                format!("{service}: TLS handshake with {} failed: {}", self.host_port(), tls::explain(t, self.ca_var()))
+            }
+            None => format!("{service} at {}: {err}", self.host_port()),
+        }
+    }
+}
 
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 pub const AMQP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Redis connection manager that connects lazily and reconnects by itself; commands
 /// fail fast (after [`REDIS_TIMEOUT`]) while Redis is down instead of hanging.
-pub fn redis(url: &str) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
+pub fn redis(endpoint: &Endpoint) -> redis::RedisResult<ConnectionManager> {
+    let client = redis_client(endpoint)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(REDIS_TIMEOUT))
         .set_response_timeout(Some(REDIS_TIMEOUT))
@@ -24,10 +115,43 @@ pub fn redis(url: &str) -> redis::RedisResult<ConnectionManager> {
     ConnectionManager::new_lazy_with_config(client, config)
 }
 
+/// The client for an endpoint; a `rediss://` URL gets rustls with the system roots plus
+/// the endpoint's CA.
+pub fn redis_client(endpoint: &Endpoint) -> redis::RedisResult<redis::Client> {
+    let info = redis::IntoConnectionInfo::into_connection_info(endpoint.url())?;
+    if let redis::ConnectionAddr::TcpTls { insecure: true, .. } = info.addr() {
+        // `#insecure` would turn certificate verification off.
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "REDIS_URL: #insecure is not supported; use REDIS_CA_FILE for a private CA",
+        )));
+    }
+    match (endpoint.is_tls(), endpoint.ca()) {
+        (true, Some(ca)) => {
+            tls::install_crypto_provider();
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(ca.with_system_roots()) };
+            redis::Client::build_with_tls(info, certs)
+        }
+        (true, None) => {
+            tls::install_crypto_provider();
+            redis::Client::open(info)
+        }
+        (false, _) => redis::Client::open(info),
+    }
+}
+
+/// One `PING`; its error names TLS and the host when the handshake failed.
+pub async fn ping_redis(conn: &mut ConnectionManager, endpoint: &Endpoint) -> Result<(), String> {
+    match redis::cmd("PING").query_async::<String>(conn).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(endpoint.describe("redis", &e)),
+    }
+}
+
 /// A connection of its own for blocking reads (`XREAD BLOCK`), which would stall every
 /// other command on a shared multiplexed connection; its response timeout allows for `block`.
-pub fn redis_blocking(url: &str, block: Duration) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
+pub fn redis_blocking(endpoint: &Endpoint, block: Duration) -> redis::RedisResult<ConnectionManager> {
+    let client = redis_client(endpoint)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(REDIS_TIMEOUT))
         .set_response_timeout(Some(block + REDIS_TIMEOUT))
@@ -37,11 +161,11 @@ pub fn redis_blocking(url: &str, block: Duration) -> redis::RedisResult<Connecti
 }
 
 /// Waits until Redis answers `PING`, or the token is cancelled (then `false`).
-pub async fn wait_for_redis(conn: &mut ConnectionManager, stop: &CancellationToken) -> bool {
+pub async fn wait_for_redis(conn: &mut ConnectionManager, endpoint: &Endpoint, stop: &CancellationToken) -> bool {
     let mut backoff = Backoff::reconnect();
     loop {
-        match redis::cmd("PING").query_async::<String>(conn).await {
-            Ok(_) => return true,
+        match ping_redis(conn, endpoint).await {
+            Ok(()) => return true,
             Err(e) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis not reachable");
@@ -58,23 +182,45 @@ pub async fn wait_for_redis(conn: &mut ConnectionManager, stop: &CancellationTok
 pub enum AmqpConnectError {
     #[error("rabbitmq: {0}")]
     Amqp(#[from] lapin::Error),
+    #[error("rabbitmq: TLS handshake with {host} failed: {reason}")]
+    Tls { host: String, reason: String },
     #[error("rabbitmq: connection timed out after {0:?}")]
     Timeout(Duration),
 }
 
-pub async fn amqp(url: &str, name: &str) -> Result<Connection, AmqpConnectError> {
+/// Opens a connection; an `amqps://` URL is verified against the system roots plus the
+/// endpoint's CA.
+pub async fn amqp(endpoint: &Endpoint, name: &str) -> Result<Connection, AmqpConnectError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    match tokio::time::timeout(AMQP_CONNECT_TIMEOUT, Connection::connect(url, props)).await {
-        Ok(r) => Ok(r?),
+    if endpoint.is_tls() {
+        tls::install_crypto_provider();
+    }
+    let tls_config = OwnedTLSConfig { identity: None, cert_chain: endpoint.ca().map(|ca| ca.pem().to_owned()) };
+    let connect = async {
+        DefaultConnectionBuilder::new()?
+            .with_uri_str(endpoint.url().to_owned())
+            .with_properties(props)
+            .with_tls_config(tls_config)
+            .connect()
+            .await
+    };
+    match tokio::time::timeout(AMQP_CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => match tls::rustls_error(&e) {
+            Some(t) => {
+                Err(AmqpConnectError::Tls { host: endpoint.host_port(), reason: tls::explain(t, endpoint.ca_var()) })
+            }
+            None => Err(e.into()),
+        },
         Err(_) => Err(AmqpConnectError::Timeout(AMQP_CONNECT_TIMEOUT)),
     }
 }
 
 /// Connects with backoff until it succeeds or the token is cancelled (then `None`).
-pub async fn amqp_with_backoff(url: &str, name: &str, stop: &CancellationToken) -> Option<Connection> {
+pub async fn amqp_with_backoff(endpoint: &Endpoint, name: &str, stop: &CancellationToken) -> Option<Connection> {
     let mut backoff = Backoff::reconnect();
     loop {
-        match amqp(url, name).await {
+        match amqp(endpoint, name).await {
             Ok(c) => return Some(c),
             Err(e) => {
                 let delay = backoff.next_delay();
@@ -85,5 +231,37 @@ pub async fn amqp_with_backoff(url: &str, name: &str, stop: &CancellationToken) 
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_never_shows_credentials() {
+        let e = Endpoint::new("amqps://user:secret@mq.example.com:5671/%2f?heartbeat=10");
+        assert_eq!(e.host_port(), "mq.example.com:5671");
+        assert_eq!(Endpoint::new("rediss://:pw@cache.example:6379/0").host_port(), "cache.example:6379");
+        let debug = format!("{e:?}");
+        assert!(!debug.contains("secret") && debug.contains("amqps://mq.example.com:5671"), "{debug}");
+    }
+
+    #[test]
+    fn a_ca_file_with_a_plaintext_url_is_refused() {
+        let e = Endpoint::configured(
+            "redis://127.0.0.1:6379".into(),
+            "REDIS_URL",
+            Some("/tmp/ca.pem".into()),
+            "REDIS_CA_FILE",
+        )
+        .unwrap_err();
+        assert_eq!(e.var, "REDIS_CA_FILE");
+    }
+
+    #[test]
+    fn redis_insecure_fragment_is_refused() {
+        let e = redis_client(&Endpoint::new("rediss://127.0.0.1:6380/#insecure")).expect_err("insecure");
+        assert!(e.to_string().contains("#insecure is not supported"), "{e}");
     }
 }

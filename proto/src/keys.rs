@@ -53,6 +53,11 @@ impl Keys {
         format!("{}webhooks:due", self.prefix)
     }
 
+    /// The metrics sidecar's samples, for the console's ops chart.
+    pub fn metrics_samples(&self) -> String {
+        format!("{}metrics:samples", self.prefix)
+    }
+
     pub fn workers(&self) -> String {
         format!("{}workers", self.prefix)
     }

@@ -9,9 +9,11 @@
 //!   [`lua`] runs them by hash with a one-round-trip NOSCRIPT fallback.
 //! - [`reconcile`]: the reconciler's writes: confirmed marks, closing stuck submissions.
 //! - [`presence`]: agent heartbeats and the live/busy agent count.
+//! - [`samples`]: the fleet's sampled history (`metrics:samples`) for the console.
 //! - [`topology`]: queue, dead-letter exchange and dead-letter queue declaration.
 //! - [`webhook_queue`]: the durable queue of task-end webhooks.
 //! - [`connect`]: Redis and RabbitMQ connections with timeouts and backoff.
+//! - [`tls`]: rustls for `rediss://` / `amqps://`: system roots plus a private CA file.
 //! - [`config`]: typed environment parsing that names the variable on error.
 //! - [`serve`]: the hardened HTTP accept loop of every listener.
 //! - [`address_policy`]: public-internet-only outbound requests (visits, webhooks).
@@ -28,12 +30,14 @@ pub mod lua;
 pub mod ops;
 pub mod presence;
 pub mod reconcile;
+pub mod samples;
 pub mod serve;
 pub mod shutdown;
 pub mod store;
 pub mod task;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod topology;
 pub mod webhook_queue;
 

@@ -3,10 +3,13 @@
 //! its keys and queues when dropped (even when the test panicked).
 //!
 //! Talks to the real services at `REDIS_URL` / `RABBITMQ_URL` (defaults: localhost), or to
-//! private ones a fault test starts ([`private`], [`Namespace::on`]).
+//! the [`Services`] a test passes (e.g. private TLS servers from [`tls`], or a private Redis,
+//! RabbitMQ node or freezable proxy from [`private`]).
 
+pub mod binaries;
 pub mod chaos;
 pub mod private;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +20,7 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, QueueDeleteOptions};
 use lapin::{BasicProperties, Channel, Connection};
 use proto::config::Env;
+use proto::connect::Endpoint;
 use proto::store::TaskStore;
 use proto::topology::Topology;
 use proto::{Keys, TaskId, TaskRecord};
@@ -34,48 +38,71 @@ pub fn rabbitmq_url() -> String {
     std::env::var("RABBITMQ_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// The Redis and RabbitMQ a test talks to.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub redis: Endpoint,
+    pub rabbitmq: Endpoint,
+}
+
+impl Services {
+    /// The machine's shared Redis and RabbitMQ.
+    pub fn shared() -> Self {
+        Self { redis: Endpoint::new(redis_url()), rabbitmq: Endpoint::new(rabbitmq_url()) }
+    }
+
+    /// `REDIS_URL`, `RABBITMQ_URL` and, where set, their `*_CA_FILE`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("REDIS_URL".to_owned(), self.redis.url().to_owned()),
+            ("RABBITMQ_URL".to_owned(), self.rabbitmq.url().to_owned()),
+        ];
+        for (var, endpoint) in [("REDIS_CA_FILE", &self.redis), ("RABBITMQ_CA_FILE", &self.rabbitmq)] {
+            if let Some(ca) = endpoint.ca() {
+                env.push((var.to_owned(), ca.path().display().to_string()));
+            }
+        }
+        env
+    }
+}
+
 /// Per-test names: a key prefix and an input queue (which brings its own DLX and DLQ).
 #[derive(Debug, Clone)]
 pub struct Namespace {
     pub prefix: String,
     pub queue: String,
-    pub redis_url: String,
-    pub rabbitmq_url: String,
+    pub services: Services,
 }
 
 impl Namespace {
     pub fn new() -> Self {
-        Self::on(&redis_url(), &rabbitmq_url())
+        Self::on(Services::shared())
     }
 
-    /// A namespace on other servers than the shared ones (a test's private Redis or broker).
-    pub fn on(redis_url: &str, rabbitmq_url: &str) -> Self {
+    /// A namespace on other servers than the shared ones.
+    pub fn on(services: Services) -> Self {
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        Self {
-            prefix: format!("test:{tag}:"),
-            queue: format!("test.{tag}"),
-            redis_url: redis_url.to_owned(),
-            rabbitmq_url: rabbitmq_url.to_owned(),
-        }
+        Self { prefix: format!("test:{tag}:"), queue: format!("test.{tag}"), services }
     }
 
     /// The environment every process of this test shares.
     pub fn env(&self) -> Vec<(String, String)> {
-        [
-            ("REDIS_URL", self.redis_url.clone()),
-            ("RABBITMQ_URL", self.rabbitmq_url.clone()),
-            ("REDIS_KEY_PREFIX", self.prefix.clone()),
-            ("AGENT_INPUT_QUEUE", self.queue.clone()),
-            ("SUPABASE_JWT_SECRET", SECRET.to_owned()),
-            // Leftovers of a crashed test run expire on their own.
-            ("TASK_RECORD_TTL_SECONDS", "900".to_owned()),
-            // Tests submit in bursts; the ones about admission limits set these themselves.
-            ("SUBMIT_RATE_PER_MINUTE", "0".to_owned()),
-            ("MAX_ACTIVE_TASKS_PER_USER", "0".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        let mut env = self.services.env();
+        env.extend(
+            [
+                ("REDIS_KEY_PREFIX", self.prefix.clone()),
+                ("AGENT_INPUT_QUEUE", self.queue.clone()),
+                ("SUPABASE_JWT_SECRET", SECRET.to_owned()),
+                // Leftovers of a crashed test run expire on their own.
+                ("TASK_RECORD_TTL_SECONDS", "900".to_owned()),
+                // Tests submit in bursts; the ones about admission limits set these themselves.
+                ("SUBMIT_RATE_PER_MINUTE", "0".to_owned()),
+                ("MAX_ACTIVE_TASKS_PER_USER", "0".to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        env
     }
 }
 
@@ -127,15 +154,20 @@ async fn spawn_gateway(ns: &Namespace, extra: &[(&str, &str)]) -> (SocketAddr, G
 impl Harness {
     /// Starts an in-process gateway on port 0 with the namespace's settings plus `extra`.
     pub async fn start(extra: &[(&str, &str)]) -> Self {
-        Self::start_in(Namespace::new(), extra).await
+        Self::start_on(Services::shared(), extra).await
     }
 
-    /// [`Harness::start`] in a namespace of the caller's (e.g. on private servers).
+    /// [`Harness::start`] against the given servers instead of the shared ones.
+    pub async fn start_on(services: Services, extra: &[(&str, &str)]) -> Self {
+        Self::start_in(Namespace::on(services), extra).await
+    }
+
+    /// [`Harness::start`] in a namespace of the caller's (shared with processes it starts).
     pub async fn start_in(ns: Namespace, extra: &[(&str, &str)]) -> Self {
         let (addr, gateway) = spawn_gateway(&ns, extra).await;
-        let redis = proto::connect::redis(&ns.redis_url).expect("redis url");
+        let redis = proto::connect::redis(&ns.services.redis).expect("redis url");
         let store = TaskStore::new(redis.clone(), Keys::new(ns.prefix.clone()), Duration::from_secs(900));
-        let amqp = proto::connect::amqp(&ns.rabbitmq_url, "testkit").await.expect("rabbitmq");
+        let amqp = proto::connect::amqp(&ns.services.rabbitmq, "testkit").await.expect("rabbitmq");
         let channel = amqp.create_channel().await.expect("channel");
         Topology::new(ns.queue.clone(), max_deliveries(extra)).declare(&channel).await.expect("declare");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
@@ -322,10 +354,9 @@ fn max_deliveries(extra: &[(&str, &str)]) -> u32 {
     extra.iter().find(|(k, _)| *k == "AGENT_MAX_DELIVERIES").and_then(|(_, v)| v.parse().ok()).unwrap_or(5)
 }
 
-async fn purge_keys(url: &str, prefix: &str) {
-    let Ok(client) = redis::Client::open(url) else { return };
-    let connect = tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection());
-    let Ok(Ok(mut conn)) = connect.await else { return };
+async fn purge_keys(redis: &Endpoint, prefix: &str) {
+    let Ok(client) = proto::connect::redis_client(redis) else { return };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
     let mut keys = Vec::new();
     if let Ok(mut iter) = conn.scan_match::<_, String>(format!("{prefix}*")).await {
         while let Some(Ok(k)) = futures_util::StreamExt::next(&mut iter).await {
@@ -339,8 +370,8 @@ async fn purge_keys(url: &str, prefix: &str) {
 
 /// Deletes every key under the prefix and the namespace's queues and exchange.
 pub async fn purge(ns: &Namespace) {
-    purge_keys(&ns.redis_url, &ns.prefix).await;
-    if let Ok(conn) = proto::connect::amqp(&ns.rabbitmq_url, "testkit-purge").await {
+    purge_keys(&ns.services.redis, &ns.prefix).await;
+    if let Ok(conn) = proto::connect::amqp(&ns.services.rabbitmq, "testkit-purge").await {
         if let Ok(ch) = conn.create_channel().await {
             for q in [ns.queue.clone(), format!("{}.dlq", ns.queue), format!("{}.dlq.reconcile", ns.queue)] {
                 let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;

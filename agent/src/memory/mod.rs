@@ -106,8 +106,10 @@ impl MemorySettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let retention = env.ranged("MEMORY_RETENTION_SECONDS", 0u64, 0..=u64::from(u32::MAX))?;
         let qdrant_url = env.opt_string("QDRANT_URL");
+        let qdrant_api_key: Option<secrecy::SecretString> = env.opt_string("QDRANT_API_KEY").map(Into::into);
         if let Some(u) = &qdrant_url {
-            url::Url::parse(u).map_err(|e| ConfigError::new("QDRANT_URL", format!("{u:?}: {e}")))?;
+            let parsed = url::Url::parse(u).map_err(|e| ConfigError::new("QDRANT_URL", format!("{u:?}: {e}")))?;
+            check_qdrant_transport(&parsed, qdrant_api_key.is_some())?;
         }
         let collection = env.string("QDRANT_COLLECTION", "euglena_memories");
         if collection.is_empty() || collection.len() > 255 || collection.contains('/') {
@@ -115,11 +117,35 @@ impl MemorySettings {
         }
         Ok(Self {
             qdrant_url,
-            qdrant_api_key: env.opt_string("QDRANT_API_KEY").map(Into::into),
+            qdrant_api_key,
             qdrant_collection: collection,
             retention: (retention > 0).then(|| Duration::from_secs(retention)),
             top_k: env.ranged("MEMORY_TOP_K", 6, 0..=50)?,
         })
+    }
+}
+
+/// `https://` (TLS, verified against the system roots, as Qdrant Cloud needs) or
+/// `http://`; an API key only travels in plaintext to this machine.
+fn check_qdrant_transport(url: &url::Url, has_key: bool) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if has_key && !loopback {
+                return Err(ConfigError::new(
+                    "QDRANT_API_KEY",
+                    "would be sent in plaintext: QDRANT_URL is http:// to another host; use https://",
+                ));
+            }
+            Ok(())
+        }
+        other => Err(ConfigError::new("QDRANT_URL", format!("scheme {other:?}: must be https:// or http://"))),
     }
 }
 

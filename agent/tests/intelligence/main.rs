@@ -9,6 +9,7 @@ mod memory;
 mod model_client;
 mod offline;
 mod qdrant;
+mod qdrant_tls;
 mod scripted;
 mod ssrf;
 mod support;

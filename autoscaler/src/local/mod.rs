@@ -43,10 +43,11 @@ pub async fn run(
     shutdown: CancellationToken,
     view: watch::Sender<FleetView>,
 ) -> anyhow::Result<()> {
-    let mut redis = proto::connect::redis(&settings.common.redis_url)?;
+    let mut redis = proto::connect::redis(&settings.common.redis)?;
     let keys = Keys::new(settings.common.key_prefix.clone());
     let mut probe = Probe::new(
-        &settings.common.rabbitmq_url,
+        &settings.common.rabbitmq,
+        &settings.common.redis,
         &settings.common.input_queue,
         redis.clone(),
         keys.clone(),

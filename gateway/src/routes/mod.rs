@@ -1,5 +1,6 @@
 //! The HTTP surface; one module per resource.
 
+pub mod console;
 pub mod system;
 pub mod tasks;
 
@@ -29,6 +30,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(system::ready))
         .routes(routes!(system::metrics))
         .routes(routes!(openapi::openapi_json))
+        .routes(routes!(console::index))
+        .routes(routes!(console::app_js))
+        .routes(routes!(console::app_css))
+        .routes(routes!(console::config))
+        .routes(routes!(console::samples))
+        .routes(routes!(console::dev_token))
         .split_for_parts();
     openapi::publish(&doc);
     let api = routes

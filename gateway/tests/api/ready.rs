@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use proto::connect::Endpoint;
 use serde_json::{Value, json};
 use testkit::private::{PrivateRabbit, Proxy};
-use testkit::{Harness, Namespace};
+use testkit::{Harness, Services};
 
 use crate::common::{problem, wait_serving};
 
@@ -53,8 +54,8 @@ async fn ready_is_503_while_the_broker_link_is_frozen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_503_and_submissions_fail_fast_while_publishers_are_blocked() {
     let rabbit = PrivateRabbit::start();
-    let ns = Namespace::on(&testkit::redis_url(), &rabbit.url());
-    let app = Harness::start_in(ns, &[("PUBLISH_TIMEOUT_MS", "1500")]).await;
+    let services = Services { rabbitmq: Endpoint::new(rabbit.url()), ..Services::shared() };
+    let app = Harness::start_on(services, &[("PUBLISH_TIMEOUT_MS", "1500")]).await;
     wait_serving(&app).await;
     wait_ready(&app, 200).await;
     rabbit.block_publishers();

@@ -177,7 +177,7 @@ fn reconciler(app: &Harness) -> gateway::reconciler::Reconciler {
     gateway::reconciler::Reconciler::new(
         app.store.clone(),
         Topology::new(app.ns.queue.clone(), 5),
-        app.ns.rabbitmq_url.clone(),
+        app.ns.services.rabbitmq.clone(),
         Duration::from_millis(0),
         settings,
     )

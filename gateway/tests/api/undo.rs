@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use proto::connect::Endpoint;
 use proto::{Keys, TaskId, TaskStatus};
 use redis::AsyncCommands;
 use serde_json::json;
 use testkit::private::{PrivateRedis, Proxy};
-use testkit::{Harness, Namespace};
+use testkit::{Harness, Namespace, Services};
 
 const USER: &str = "undo-user";
 
@@ -25,7 +26,7 @@ async fn undo_is_retried_through_a_redis_stall() {
     let proxy = Proxy::start(testkit::private::amqp_addr(&testkit::rabbitmq_url())).await;
     proxy.freeze();
     let broker = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
-    let ns = Namespace::on(&redis.url(), &testkit::rabbitmq_url());
+    let ns = Namespace::on(Services { redis: Endpoint::new(redis.url()), ..Services::shared() });
     // A grace far beyond the test, so only the undo (not the reconciler) can close it.
     let extra = [("RABBITMQ_URL", broker.as_str()), ("PUBLISH_TIMEOUT_MS", "1500"), ("RECONCILE_GRACE_MS", "600000")];
     let app = Harness::start_in(ns, &extra).await;
@@ -72,7 +73,7 @@ async fn command_calls(conn: &mut redis::aio::ConnectionManager, cmd: &str) -> u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_script_cache_costs_one_eval_per_script() {
     let redis = PrivateRedis::start(false);
-    let ns = Namespace::on(&redis.url(), &testkit::rabbitmq_url());
+    let ns = Namespace::on(Services { redis: Endpoint::new(redis.url()), ..Services::shared() });
     let app = Harness::start_in(ns, &[]).await;
     let mut conn = app.redis.clone();
     // What a restart or failover does to the cache.

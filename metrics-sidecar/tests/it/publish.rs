@@ -40,14 +40,14 @@ fn heartbeat(id: &str, state: WorkerState, tasks: usize) -> Heartbeat {
 /// Queue state the test knows exactly: 3 ready, 2 dead-lettered, 2 agents of which one is
 /// busy with 2 tasks.
 async fn known_state(ns: &Namespace) -> lapin::Connection {
-    let conn = proto::connect::amqp(&testkit::rabbitmq_url(), "sidecar-test").await.expect("rabbitmq");
+    let conn = proto::connect::amqp(&testkit::Services::shared().rabbitmq, "sidecar-test").await.expect("rabbitmq");
     let ch = conn.create_channel().await.expect("channel");
     ch.confirm_select(Default::default()).await.expect("confirms");
     let topology = Topology::new(ns.queue.clone(), 5);
     topology.declare(&ch).await.expect("declare");
     publish(&ch, &ns.queue, 3).await;
     publish(&ch, &topology.dlq(), 2).await;
-    let mut redis = proto::connect::redis(&testkit::redis_url()).expect("redis");
+    let mut redis = proto::connect::redis(&testkit::Services::shared().redis).expect("redis");
     let keys = Keys::new(ns.prefix.clone());
     let ttl = Duration::from_secs(60);
     proto::presence::beat(&mut redis, &keys, &heartbeat("w-busy", WorkerState::Busy, 2), ttl).await.expect("beat");

@@ -20,7 +20,9 @@ use redis::AsyncCommands;
 use serde_json::json;
 
 use crate::private::{PrivateRabbit, PrivateRedis};
-use crate::{AgentProc, Namespace, SECRET, free_port};
+use proto::connect::Endpoint;
+
+use crate::{AgentProc, Namespace, SECRET, Services, free_port};
 
 pub const USERS: [&str; 4] = ["chaos-a", "chaos-b", "chaos-c", "chaos-d"];
 
@@ -117,8 +119,9 @@ pub struct Stack {
 
 impl Stack {
     pub async fn new(bins: &Bins, redis_url: &str, rabbitmq_url: &str, agent_env: &[(&str, &str)]) -> Self {
-        let ns = Namespace::on(redis_url, rabbitmq_url);
-        let redis = proto::connect::redis(redis_url).expect("redis url");
+        let services = Services { redis: Endpoint::new(redis_url), rabbitmq: Endpoint::new(rabbitmq_url) };
+        let ns = Namespace::on(services);
+        let redis = proto::connect::redis(&ns.services.redis).expect("redis url");
         let store = TaskStore::new(redis.clone(), Keys::new(ns.prefix.clone()), Duration::from_secs(900));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("http client");
         Self {

@@ -217,7 +217,9 @@ async fn poison(servers: &mut Servers, bins: &Bins) -> Tally {
     for _ in 0..2 {
         s.agent();
     }
-    let conn = proto::connect::amqp(&servers.rabbit.url(), "chaos-poison").await.expect("rabbitmq");
+    let conn = proto::connect::amqp(&proto::connect::Endpoint::new(servers.rabbit.url()), "chaos-poison")
+        .await
+        .expect("rabbitmq");
     let ch = conn.create_channel().await.expect("channel");
     let topology = Topology::new(s.ns.queue.clone(), 5);
     topology.declare(&ch).await.expect("declare");

@@ -1,0 +1,171 @@
+//! The web console (`GET /`): static assets compiled into the binary, served with a strict
+//! Content-Security-Policy (same origin only, no inline code), plus the two small endpoints
+//! it needs beyond the API: the fleet's sampled history and, in local mode only,
+//! development tokens.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// Nothing but this origin: no CDN, no inline script or style, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+struct Asset {
+    body: &'static str,
+    content_type: &'static str,
+    etag: String,
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Asset {
+    let etag = format!("\"{}\"", &hex::encode(Sha256::digest(body.as_bytes()))[..16]);
+    Asset { body, content_type, etag }
+}
+
+static INDEX: LazyLock<Asset> =
+    LazyLock::new(|| asset(include_str!("../../console/index.html"), "text/html; charset=utf-8"));
+static APP_JS: LazyLock<Asset> =
+    LazyLock::new(|| asset(include_str!("../../console/app.js"), "text/javascript; charset=utf-8"));
+static APP_CSS: LazyLock<Asset> =
+    LazyLock::new(|| asset(include_str!("../../console/app.css"), "text/css; charset=utf-8"));
+
+/// The page revalidates every load (a new gateway version shows at once); its assets are
+/// cached for five minutes and revalidated by ETag after that.
+fn serve(a: &Asset, headers: &HeaderMap, cache: &'static str) -> Response {
+    let fresh = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(a.etag.as_str());
+    let mut resp = if fresh { StatusCode::NOT_MODIFIED.into_response() } else { a.body.into_response() };
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(a.content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Ok(v) = HeaderValue::from_str(&a.etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+/// The console (HTML).
+#[utoipa::path(get, path = "/", tag = "console", responses((status = 200, description = "The web console", body = String, content_type = "text/html")))]
+pub async fn index(headers: HeaderMap) -> Response {
+    serve(&INDEX, &headers, "no-cache")
+}
+
+/// The console's script.
+#[utoipa::path(get, path = "/console/app.js", tag = "console", responses((status = 200, description = "JavaScript", body = String, content_type = "text/javascript")))]
+pub async fn app_js(headers: HeaderMap) -> Response {
+    serve(&APP_JS, &headers, "public, max-age=300")
+}
+
+/// The console's stylesheet.
+#[utoipa::path(get, path = "/console/app.css", tag = "console", responses((status = 200, description = "CSS", body = String, content_type = "text/css")))]
+pub async fn app_css(headers: HeaderMap) -> Response {
+    serve(&APP_CSS, &headers, "public, max-age=300")
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConsoleConfig {
+    /// Whether `POST /dev/token` mints development tokens (local mode).
+    dev_tokens: bool,
+}
+
+/// What the console may offer on this gateway.
+#[utoipa::path(get, path = "/console/config", tag = "console", responses((status = 200, description = "Console settings", body = ConsoleConfig)))]
+pub async fn config(State(state): State<AppState>) -> Json<ConsoleConfig> {
+    Json(ConsoleConfig { dev_tokens: dev_secret(&state).is_some() })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Samples {
+    /// Oldest first; a value the sidecar could not read is absent, never zero.
+    samples: Vec<proto::samples::Sample>,
+}
+
+/// The metrics sidecar's samples of the last `minutes` (default 60, at most 1440): queue
+/// depth, in-flight tasks, live and busy agents, dead letters. Public, like the agent count:
+/// no task or user data.
+#[utoipa::path(get, path = "/ops/samples", tag = "console",
+    params(("minutes" = Option<u32>, Query, minimum = 1, maximum = 1440, description = "How far back (default 60)")),
+    responses((status = 200, description = "Samples", body = Samples),
+        (status = 400, description = "Unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "minutes out of range", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub async fn samples(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Samples>, ApiError> {
+    if let Some(unknown) = q.keys().find(|k| k.as_str() != "minutes") {
+        return Err(ApiError::BadRequest(format!("unknown query parameter {unknown:?}")));
+    }
+    let minutes = match q.get("minutes") {
+        None => 60,
+        Some(m) => m
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1440).contains(n))
+            .ok_or_else(|| ApiError::Unprocessable("minutes: must be an integer between 1 and 1440".into()))?,
+    };
+    let since = chrono::Utc::now().timestamp_millis() - minutes * 60_000;
+    // A day at the sidecar's fastest useful rate; the chart needs far fewer.
+    let samples = proto::samples::since(&mut state.redis.clone(), state.store.keys(), since, 20_000)
+        .await
+        .map_err(proto::store::StoreError::Redis)?;
+    Ok(Json(Samples { samples }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DevTokenRequest {
+    /// The user id (`sub`) of the token.
+    #[schema(min_length = 1, max_length = 64)]
+    sub: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DevToken {
+    token: String,
+    /// Seconds until it expires.
+    expires_in: u64,
+    /// Always true: this is a development token, not a user's sign-in.
+    development: bool,
+}
+
+const DEV_TOKEN_TTL: u64 = 3600;
+
+/// Local mode only (`CONSOLE_DEV_TOKENS=true`): an HS256 token for any `sub`, so the console
+/// can be tried without a Supabase project. `404` everywhere else.
+#[utoipa::path(post, path = "/dev/token", tag = "console",
+    request_body(content = DevTokenRequest, content_type = "application/json"),
+    responses((status = 200, description = "A development token", body = DevToken),
+        (status = 400, description = "Malformed JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Development tokens are off", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "sub is empty, too long or has control characters", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub async fn dev_token(
+    State(state): State<AppState>,
+    crate::extract::JsonBody(req): crate::extract::JsonBody<DevTokenRequest>,
+) -> Result<Json<DevToken>, ApiError> {
+    let secret = dev_secret(&state).ok_or(ApiError::NotFound)?;
+    let sub = req.sub.trim();
+    if sub.is_empty() || sub.len() > 64 || sub.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable("sub: 1 to 64 characters, no control characters".into()));
+    }
+    let auth = &state.settings.auth;
+    let token = crate::auth::dev_token::hs256(secret, sub, &auth.audience, auth.issuer.as_deref(), DEV_TOKEN_TTL)?;
+    Ok(Json(DevToken { token, expires_in: DEV_TOKEN_TTL, development: true }))
+}
+
+fn dev_secret(state: &AppState) -> Option<&[u8]> {
+    if state.settings.console_dev_tokens { state.settings.auth.hs256_secret() } else { None }
+}
