@@ -9,7 +9,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::AMQPValue;
 use proto::TaskEnvelope;
-use proto::store::{ClaimOutcome, Finish, StoreError};
+use proto::store::{ClaimOutcome, Finish, FinishOutcome, StoreError};
 use proto::task::{TaskRecord, TaskStatus};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -131,7 +131,7 @@ async fn handle(worker: &Worker, delivery: &Delivery, stop: &CancellationToken, 
     // telling us: on the last delivery it allows, a task that would be handed back is failed
     // here instead, so its record does not stay `in_progress` with its quota reserved.
     let last = delivery_count(delivery) >= i64::from(worker.settings.common.max_deliveries);
-    let outcome = run_claimed(worker, &record, attempt, stop, last).await;
+    let outcome = run_claimed(worker, &envelope, &record, attempt, stop, last).await;
     worker.registry.finish(id);
     outcome
 }
@@ -149,6 +149,7 @@ async fn load_or_adopt(worker: &Worker, envelope: &TaskEnvelope) -> Result<TaskR
 
 async fn run_claimed(
     worker: &Worker,
+    envelope: &TaskEnvelope,
     record: &TaskRecord,
     attempt: u32,
     stop: &CancellationToken,
@@ -193,6 +194,7 @@ async fn run_claimed(
             tracing::warn!("a newer delivery owns this task; stopping without writing");
             return Outcome::Acked;
         }
+        RunEnd::Missing => return recreate(worker, envelope, last).await,
         RunEnd::Interrupted if last => return give_up(worker, record, attempt).await,
         RunEnd::Interrupted => {
             tracing::info!("interrupted; checkpoint saved, requeueing");
@@ -205,14 +207,64 @@ async fn run_claimed(
         RunEnd::Store(e) => return store_failure(&e),
     };
     match crate::retry::redis(&never, || store.finish(record, Some(attempt), &fin)).await {
-        Ok(true) => {
+        Ok(FinishOutcome::Written) => {
             tracing::info!(status = %fin.status, ticks = fin.ticks_used.unwrap_or(0), total_tokens = usage.total_tokens, "task finished");
             metrics::counter!("agent_tasks_total", "status" => fin.status.as_str()).increment(1);
             forget(worker, record.id).await;
             Outcome::Acked
         }
-        Ok(false) => {
+        Ok(FinishOutcome::Refused) => {
             tracing::warn!("terminal write refused (fenced or already terminal); acking");
+            Outcome::Acked
+        }
+        Ok(FinishOutcome::Missing) => finish_recreated(worker, envelope, &fin).await,
+        Err(e) => store_failure(&e),
+    }
+}
+
+/// The record vanished mid-run: a Redis restart without persistence, or a failover that
+/// lost writes. That is not a fence (no newer delivery owns the task), so the task must not
+/// be dropped: the record is re-created from the envelope and the message handed back to
+/// run again. On the broker's last allowed delivery it is dead-lettered instead, and the
+/// gateway's reconciler fails the re-created record from the dead-letter feed.
+async fn recreate(worker: &Worker, envelope: &TaskEnvelope, last: bool) -> Outcome {
+    let never = CancellationToken::new();
+    if let Err(e) = crate::retry::redis(&never, || worker.store.adopt(envelope)).await {
+        return store_failure(&e);
+    }
+    metrics::counter!("agent_records_recreated_total").increment(1);
+    if last {
+        tracing::error!(
+            "task record vanished mid-run on the last allowed delivery; re-created it, dead-lettering (the reconciler fails it)"
+        );
+        return Outcome::DeadLettered;
+    }
+    tracing::warn!("task record vanished mid-run (Redis lost its data?); re-created it from the envelope, requeueing");
+    Outcome::Requeued
+}
+
+/// The record vanished between the last tick and the terminal write: re-create it, take it
+/// over and write the result, so finished work is not thrown away.
+async fn finish_recreated(worker: &Worker, envelope: &TaskEnvelope, fin: &Finish) -> Outcome {
+    let store = &worker.store;
+    let never = CancellationToken::new();
+    let written = crate::retry::redis(&never, || async {
+        let rec = load_or_adopt(worker, envelope).await?;
+        match store.claim(&rec, &worker.settings.worker_id, u32::MAX).await? {
+            ClaimOutcome::Claimed { attempt } => store.finish(&rec, Some(attempt), fin).await,
+            _ => Ok(FinishOutcome::Refused),
+        }
+    })
+    .await;
+    metrics::counter!("agent_records_recreated_total").increment(1);
+    match written {
+        Ok(FinishOutcome::Written) => {
+            tracing::warn!(status = %fin.status, "task record vanished before the terminal write; re-created it with the result");
+            forget(worker, envelope.correlation_id).await;
+            Outcome::Acked
+        }
+        Ok(other) => {
+            tracing::warn!(?other, "task record vanished before the terminal write and was taken over; acking");
             Outcome::Acked
         }
         Err(e) => store_failure(&e),

@@ -125,6 +125,10 @@ pub async fn run(settings: Settings, health: TcpListener, shutdown: Cancellation
         return Ok(());
     }
     let store = TaskStore::new(redis, Keys::new(settings.common.key_prefix.clone()), settings.common.task_record_ttl);
+    if let Err(e) = store.load_scripts().await {
+        // Not fatal: a script missing from the cache costs its first call one EVAL.
+        tracing::warn!(error = %e, "could not preload the Lua scripts");
+    }
     let parts = match Intelligence::build(&settings, &store) {
         Ok(p) => p,
         Err(e) => {

@@ -92,6 +92,8 @@ pub enum RunEnd {
     Failed(String, TaskResult, u32),
     /// A newer delivery owns the task: stop without writing anything.
     Fenced,
+    /// The record vanished under the run (Redis lost its data): nobody owns the task.
+    Missing,
     /// Told to stop (drain ended or the broker link dropped): the checkpoint is saved.
     Interrupted,
     /// Redis stayed unreachable; the delivery should be requeued.
@@ -258,6 +260,7 @@ impl Run<'_> {
                     return RunEnd::Cancelled(state.partial_result("cancelled by the user"), state.tick);
                 }
                 Ok(ProgressOutcome::Fenced) => return RunEnd::Fenced,
+                Ok(ProgressOutcome::Missing) => return RunEnd::Missing,
                 Err(e) => return RunEnd::Store(e),
             }
             if action_name == "exit" {

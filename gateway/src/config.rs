@@ -8,6 +8,7 @@ use proto::config::{CommonSettings, ConfigError, Env};
 use proto::serve::EdgeSettings;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::reconciler::ReconcilerSettings;
 use crate::webhooks::sign::parse_secret;
 
 #[derive(Debug, Clone)]
@@ -22,6 +23,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub publish_timeout: Duration,
     pub request_timeout: Duration,
+    pub reconciler: ReconcilerSettings,
     pub edge: EdgeSettings,
     /// `SSE_KEEPALIVE_SECONDS`: a comment on idle event streams this often (load balancers
     /// drop streams idle for 60 s).
@@ -145,6 +147,7 @@ impl Settings {
             max_body_bytes: env.ranged("MAX_BODY_BYTES", 64 * 1024, 1024..=16 * 1024 * 1024)?,
             publish_timeout,
             request_timeout,
+            reconciler: ReconcilerSettings::from_env(env)?,
             edge,
             sse_keepalive: Duration::from_secs(env.ranged("SSE_KEEPALIVE_SECONDS", 15, 1..=15)?),
             sse_max: Duration::from_secs(env.ranged("SSE_MAX_SECONDS", 600, 1..=86_400)?),
@@ -267,7 +270,8 @@ WEBHOOK_ALLOW_PRIVATE, WEBHOOK_TIMEOUT_SECONDS, WEBHOOK_RETRY_BASE_MS,
 WEBHOOK_RETRY_FOR_SECONDS. Console: CONSOLE_DEV_TOKENS (local only). Tasks: MAX_MANDATE_CHARS,
 MAX_TICKS_LIMIT, DEFAULT_MAX_TICKS. Common: REDIS_URL, RABBITMQ_URL (rediss:// / amqps://
 for TLS), REDIS_CA_FILE, RABBITMQ_CA_FILE, REDIS_KEY_PREFIX,
-AGENT_INPUT_QUEUE, AGENT_HEARTBEAT_TTL_SECONDS, LOG_FORMAT, RUST_LOG.";
+AGENT_INPUT_QUEUE, AGENT_HEARTBEAT_TTL_SECONDS, LOG_FORMAT, RUST_LOG.
+Reconciler: RECONCILE_INTERVAL_MS (10000), RECONCILE_GRACE_MS (20000), RECONCILE_BATCH (100).";
 
 #[cfg(test)]
 mod tests {

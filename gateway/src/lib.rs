@@ -5,7 +5,9 @@
 //! - [`auth`]: bearer JWT verification (JWKS and HS256) and the `AuthUser` extractor.
 //! - [`extract`], [`problem`], [`edge`]: request bodies in, RFC 9457 problems out, for
 //!   every error including unknown routes and oversize bodies.
-//! - [`publisher`]: envelope publishing with publisher confirms.
+//! - [`publisher`]: envelope publishing with publisher confirms, and broker readiness.
+//! - [`undo`]: publish, mark confirmed, or undo with retries off the request path.
+//! - [`reconciler`]: ends records nobody else will (never enqueued, dead-lettered).
 //! - [`events`]: following a task's progress as Server-Sent Events, over one Redis reader.
 //! - [`webhooks`]: signed task-end webhooks, delivered from a durable Redis queue.
 //! - [`routes`]: the HTTP API (SPEC §2).
@@ -25,8 +27,10 @@ pub mod http_metrics;
 pub mod openapi;
 pub mod problem;
 pub mod publisher;
+pub mod reconciler;
 pub mod routes;
 pub mod state;
+pub mod undo;
 pub mod webhooks;
 
 use std::future::Future;
@@ -107,6 +111,12 @@ pub async fn run(
         };
         jwks.clone().spawn_refresher(state.settings.auth.jwks_cache, loaded, background.clone());
     }
+    if let Err(e) = state.store.load_scripts().await {
+        // Not fatal: a script missing from the cache costs its first call one EVAL.
+        tracing::warn!(error = %e, "could not preload the Lua scripts");
+    }
+    // Stops with the event streams at the signal; a pass in progress ends by its timeouts.
+    let reconciler = tokio::spawn(reconciler::Reconciler::for_gateway(&state).run(background.clone()));
     // Warm both links so the first request does not pay for them, and so a refused TLS
     // certificate is in the log at start. Failure is not fatal: /ready reports it and the
     // next request retries.
@@ -136,6 +146,7 @@ pub async fn run(
         stop.cancel();
     };
     proto::serve::serve(listener, app, state.settings.edge, SHUTDOWN_GRACE, signal).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), reconciler).await;
     state.publisher.close().await;
     tracing::info!("gateway stopped");
     Ok(())

@@ -2,18 +2,26 @@
 //! channel are shared by all requests and rebuilt lazily when the broker drops them.
 //! Every publish is bounded by `PUBLISH_TIMEOUT_MS`; a reconnect that just failed is not
 //! retried for a second, so an outage costs each request one fast failure, not a stampede.
+//!
+//! Readiness is a real round trip (a passive declare of the input queue on the publishing
+//! channel, bounded by the caller), and false while the broker has blocked the connection
+//! (`connection.blocked`: a memory or disk alarm), during which publishes fail at once
+//! instead of waiting out their timeout. The answer is cached briefly so a load balancer
+//! probing every few seconds costs the broker next to nothing.
 
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionStatus};
 use proto::TaskEnvelope;
 use proto::connect::Endpoint;
 use proto::topology::Topology;
 use tokio::sync::Mutex;
 
 const RECONNECT_COOLDOWN: Duration = Duration::from_secs(1);
+/// How long a readiness answer is reused (under the usual probe interval of a few seconds).
+const READY_CACHE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -27,6 +35,8 @@ pub enum PublishError {
     Refused,
     #[error("broker unreachable (reconnect cooling down)")]
     CoolingDown,
+    #[error("broker is blocking publishers (resource alarm)")]
+    Blocked,
 }
 
 struct Link {
@@ -40,18 +50,26 @@ pub struct Publisher {
     timeout: Duration,
     link: Mutex<Option<Link>>,
     last_failure: std::sync::Mutex<Option<Instant>>,
+    ready_cache: std::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl Publisher {
     pub fn new(endpoint: Endpoint, topology: Topology, timeout: Duration) -> Self {
-        Self { endpoint, topology, timeout, link: Mutex::new(None), last_failure: std::sync::Mutex::new(None) }
+        Self {
+            endpoint,
+            topology,
+            timeout,
+            link: Mutex::new(None),
+            last_failure: std::sync::Mutex::new(None),
+            ready_cache: std::sync::Mutex::new(None),
+        }
     }
 
-    async fn channel(&self) -> Result<Channel, PublishError> {
+    async fn channel(&self) -> Result<(Channel, ConnectionStatus), PublishError> {
         let mut link = self.link.lock().await;
         if let Some(l) = link.as_ref() {
             if l.connection.status().connected() && l.channel.status().connected() {
-                return Ok(l.channel.clone());
+                return Ok((l.channel.clone(), l.connection.status().clone()));
             }
             tracing::warn!("rabbitmq link lost; reconnecting");
             *link = None;
@@ -70,7 +88,7 @@ impl Publisher {
         let attempt = tokio::time::timeout(budget, self.connect()).await;
         match attempt.unwrap_or_else(|_| Err(PublishError::Connect("connection attempt timed out".into()))) {
             Ok(l) => {
-                let ch = l.channel.clone();
+                let ch = (l.channel.clone(), l.connection.status().clone());
                 *link = Some(l);
                 if let Ok(mut t) = self.last_failure.lock() {
                     *t = None;
@@ -104,7 +122,11 @@ impl Publisher {
     /// Returns only once the broker has confirmed the persistent message.
     pub async fn publish(&self, envelope: &TaskEnvelope) -> Result<(), PublishError> {
         let work = async {
-            let channel = self.channel().await?;
+            let (channel, status) = self.channel().await?;
+            if status.blocked() {
+                metrics::counter!("gateway_publish_blocked_total").increment(1);
+                return Err(PublishError::Blocked);
+            }
             let id: ShortString = envelope.correlation_id.to_string().into();
             let props = BasicProperties::default()
                 .with_content_type("application/json".into())
@@ -131,9 +153,39 @@ impl Publisher {
         tokio::time::timeout(self.timeout, work).await.unwrap_or(Err(PublishError::Timeout(self.timeout)))
     }
 
-    /// Readiness: a live confirm channel can be had within `limit`.
+    /// Readiness: the broker answers a round trip on the publishing channel within `limit`
+    /// and is not blocking publishers. Reused for [`READY_CACHE`].
     pub async fn ready(&self, limit: Duration) -> bool {
-        self.connect_now(limit).await.is_ok()
+        if let Ok(cache) = self.ready_cache.lock()
+            && let Some((at, ok)) = *cache
+            && at.elapsed() < READY_CACHE
+        {
+            return ok;
+        }
+        let probe = async {
+            let (channel, status) = self.channel().await?;
+            if status.blocked() {
+                return Err(PublishError::Blocked);
+            }
+            let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+            channel.queue_declare(self.topology.queue.as_str().into(), passive, FieldTable::default()).await?;
+            Ok::<_, PublishError>(())
+        };
+        let ok = match tokio::time::timeout(limit, probe).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "rabbitmq readiness probe failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(limit_ms = limit.as_millis() as u64, "rabbitmq readiness probe timed out");
+                false
+            }
+        };
+        if let Ok(mut cache) = self.ready_cache.lock() {
+            *cache = Some((Instant::now(), ok));
+        }
+        ok
     }
 
     /// Connects now unless connected; the error says why (a TLS failure names the host).

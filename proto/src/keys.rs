@@ -77,6 +77,16 @@ impl Keys {
     pub fn events(&self, id: TaskId) -> String {
         format!("{}events:{id}", self.prefix)
     }
+
+    /// Sorted set: ids of submissions whose publish is not confirmed yet, by creation ms.
+    pub fn unconfirmed(&self) -> String {
+        format!("{}unconfirmed", self.prefix)
+    }
+
+    /// The reconciler's lease: the id of the gateway running it.
+    pub fn reconciler_lease(&self) -> String {
+        format!("{}reconciler:lease", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! - [`task`]: the task record, its status machine and the client-facing `TaskResponse`.
 //! - [`envelope`]: the `TaskEnvelope` published to RabbitMQ.
 //! - [`keys`]: the one definition of every Redis key.
-//! - [`store`]: every atomic Redis write (Lua scripts) on task records, quota and events.
+//! - [`store`]: every atomic Redis write (Lua scripts) on task records, quota and events;
+//!   [`lua`] runs them by hash with a one-round-trip NOSCRIPT fallback.
+//! - [`reconcile`]: the reconciler's writes: confirmed marks, closing stuck submissions.
 //! - [`presence`]: agent heartbeats and the live/busy agent count.
 //! - [`samples`]: the fleet's sampled history (`metrics:samples`) for the console.
 //! - [`topology`]: queue, dead-letter exchange and dead-letter queue declaration.
@@ -24,8 +26,10 @@ pub mod connect;
 pub mod domain;
 pub mod envelope;
 pub mod keys;
+pub mod lua;
 pub mod ops;
 pub mod presence;
+pub mod reconcile;
 pub mod samples;
 pub mod serve;
 pub mod shutdown;

@@ -9,28 +9,29 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
 
 use crate::domain::TaskId;
 use crate::keys::Keys;
+use crate::lua::{Invocation, Lua};
 use crate::task::{RecordError, TaskRecord, TaskStatus};
 use crate::time::{rfc3339, seconds_to_utc_midnight, utc_day};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
-fn with_prelude(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+pub(crate) fn with_prelude(body: &str) -> Lua {
+    Lua::new(&format!("{PRELUDE}\n{body}"))
 }
 
-static SUBMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/submit.lua")));
-static ADOPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/adopt.lua")));
-static ABORT_SUBMIT: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/abort_submit.lua")));
-static IDEMPOTENCY_DONE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/idempotency_done.lua")));
-static CANCEL: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/cancel.lua")));
-static CLAIM: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/claim.lua")));
-static PROGRESS: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/progress.lua")));
-static FINISH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("lua/finish.lua")));
+static SUBMIT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/submit.lua")));
+static ADOPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/adopt.lua")));
+static ABORT_SUBMIT: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/abort_submit.lua")));
+static IDEMPOTENCY_DONE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/idempotency_done.lua")));
+static CANCEL: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/cancel.lua")));
+static CLAIM: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/claim.lua")));
+static PROGRESS: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/progress.lua")));
+static FINISH: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/finish.lua")));
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -171,6 +172,17 @@ pub enum ProgressOutcome {
     CancelRequested,
     /// A newer delivery owns the task; this run must stop without writing.
     Fenced,
+    /// The record is gone (a Redis that lost its data): not a fence, nobody else owns it.
+    Missing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishOutcome {
+    Written,
+    /// Already terminal, or fenced by a newer delivery.
+    Refused,
+    /// The record is gone.
+    Missing,
 }
 
 /// How a run ended, as written by [`TaskStore::finish`].
@@ -213,6 +225,10 @@ impl TaskStore {
         self.record_ttl.as_secs().max(1)
     }
 
+    pub(crate) fn record_ttl_secs(&self) -> u64 {
+        self.ttl()
+    }
+
     /// The quota counter a submission made at `at` reserves from.
     pub fn quota_key(&self, user_id: &str, at: DateTime<Utc>) -> String {
         self.keys.quota(user_id, &utc_day(at))
@@ -244,6 +260,7 @@ impl TaskStore {
             .key(self.keys.rate(&task.user_id))
             .key(self.keys.active(&task.user_id))
             .arg(limits.daily_ticks)
+            .key(self.keys.unconfirmed())
             .arg(task.max_ticks)
             .arg(quota_ttl)
             .arg(self.ttl())
@@ -329,7 +346,11 @@ impl TaskStore {
             webhook_url: None,
         };
         let mut inv = self.finishing(&ABORT_SUBMIT, &rec);
-        inv.arg("not enqueued: the task queue was unavailable").arg(rfc3339(Utc::now())).arg(self.ttl());
+        inv.key(self.keys.unconfirmed())
+            .arg(crate::reconcile::NOT_ENQUEUED)
+            .arg(rfc3339(Utc::now()))
+            .arg(self.ttl())
+            .arg(task.id.to_string());
         let aborted: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(aborted == 1)
     }
@@ -436,7 +457,7 @@ impl TaskStore {
     }
 
     /// An invocation of a script that may end the task, with the KEYS layout the prelude expects.
-    fn finishing<'s>(&self, script: &'s Script, rec: &TaskRecord) -> redis::ScriptInvocation<'s> {
+    pub(crate) fn finishing<'s>(&self, script: &'s Lua, rec: &TaskRecord) -> Invocation<'s> {
         let quota = rec.quota_key.clone().unwrap_or_else(|| self.keys.quota(&rec.user_id, "unknown"));
         let mut inv = script.prepare_invoke();
         inv.key(self.keys.task(rec.id))
@@ -494,6 +515,7 @@ impl TaskStore {
         inv.arg(attempt).arg(tick).arg(tick).arg(rfc3339(Utc::now())).arg(action).arg(checkpoint).arg(self.ttl());
         let reply: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(match reply {
+            -2 => ProgressOutcome::Missing,
             -1 => ProgressOutcome::Fenced,
             1 => ProgressOutcome::CancelRequested,
             _ => ProgressOutcome::Continue,
@@ -501,8 +523,13 @@ impl TaskStore {
     }
 
     /// Writes a terminal status. `attempt: None` skips the fencing check (for envelopes
-    /// that never ran). Returns false when the write was refused.
-    pub async fn finish(&self, rec: &TaskRecord, attempt: Option<u32>, fin: &Finish) -> Result<bool, StoreError> {
+    /// that never ran).
+    pub async fn finish(
+        &self,
+        rec: &TaskRecord,
+        attempt: Option<u32>,
+        fin: &Finish,
+    ) -> Result<FinishOutcome, StoreError> {
         debug_assert!(fin.status.is_terminal());
         let result = fin.result.as_ref().map(|r| r.to_string()).unwrap_or_default();
         let mut inv = self.finishing(&FINISH, rec);
@@ -514,7 +541,22 @@ impl TaskStore {
             .arg(rfc3339(Utc::now()))
             .arg(self.ttl());
         let written: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
-        Ok(written == 1)
+        Ok(match written {
+            1 => FinishOutcome::Written,
+            -1 => FinishOutcome::Missing,
+            _ => FinishOutcome::Refused,
+        })
+    }
+
+    /// Loads every script into Redis's script cache (one round trip). Called when a process
+    /// connects; after a restart the first call of each script falls back to one `EVAL`.
+    pub async fn load_scripts(&self) -> Result<(), StoreError> {
+        let mut all: Vec<&Lua> =
+            vec![&SUBMIT, &ADOPT, &ABORT_SUBMIT, &IDEMPOTENCY_DONE, &CANCEL, &CLAIM, &PROGRESS, &FINISH];
+        all.extend(crate::reconcile::scripts());
+        all.push(&crate::webhook_queue::CLAIM);
+        crate::lua::load_all(&all, &mut self.conn.clone()).await?;
+        Ok(())
     }
 
     pub async fn checkpoint(&self, id: TaskId) -> Result<Option<String>, StoreError> {

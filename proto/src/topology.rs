@@ -1,5 +1,6 @@
 //! Queue topology (SPEC §3): a durable quorum input queue with a delivery limit,
-//! dead-lettering through `{queue}.dlx` (fanout) into `{queue}.dlq`. Every process declares
+//! dead-lettering through `{queue}.dlx` (fanout) into `{queue}.dlq` (for operators) and
+//! `{queue}.dlq.reconcile` (for the gateway's reconciler). Every process declares
 //! it with identical arguments, so whichever starts first creates it.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -25,6 +26,12 @@ impl Topology {
         format!("{}.dlq", self.queue)
     }
 
+    /// A second queue on the dead-letter exchange: the gateway's reconciler consumes its
+    /// copy of every dead-lettered message, so the DLQ itself is left for operators.
+    pub fn dlq_feed(&self) -> String {
+        format!("{}.dlq.reconcile", self.queue)
+    }
+
     fn queue_arguments(&self) -> FieldTable {
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
@@ -44,15 +51,17 @@ impl Topology {
         .await?;
         let mut dlq_args = FieldTable::default();
         dlq_args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
-        ch.queue_declare(self.dlq().as_str().into(), durable, dlq_args).await?;
-        ch.queue_bind(
-            self.dlq().as_str().into(),
-            self.dlx().as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+        for q in [self.dlq(), self.dlq_feed()] {
+            ch.queue_declare(q.as_str().into(), durable, dlq_args.clone()).await?;
+            ch.queue_bind(
+                q.as_str().into(),
+                self.dlx().as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
         ch.queue_declare(self.queue.as_str().into(), durable, self.queue_arguments()).await?;
         Ok(())
     }

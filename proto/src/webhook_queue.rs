@@ -6,14 +6,14 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::Script;
+use crate::lua::Lua;
 use redis::aio::ConnectionManager;
 
 use crate::domain::TaskId;
 use crate::keys::Keys;
 use crate::store::StoreError;
 
-static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/webhook_claim.lua")));
+pub(crate) static CLAIM: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/webhook_claim.lua")));
 
 /// How a delivery attempt ended, as recorded on the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,9 +3,12 @@
 //! its keys and queues when dropped (even when the test panicked).
 //!
 //! Talks to the real services at `REDIS_URL` / `RABBITMQ_URL` (defaults: localhost), or to
-//! the [`Services`] a test passes (e.g. private TLS servers from [`tls`]).
+//! the [`Services`] a test passes (e.g. private TLS servers from [`tls`], or a private Redis,
+//! RabbitMQ node or freezable proxy from [`private`]).
 
 pub mod binaries;
+pub mod chaos;
+pub mod private;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -156,7 +159,11 @@ impl Harness {
 
     /// [`Harness::start`] against the given servers instead of the shared ones.
     pub async fn start_on(services: Services, extra: &[(&str, &str)]) -> Self {
-        let ns = Namespace::on(services);
+        Self::start_in(Namespace::on(services), extra).await
+    }
+
+    /// [`Harness::start`] in a namespace of the caller's (shared with processes it starts).
+    pub async fn start_in(ns: Namespace, extra: &[(&str, &str)]) -> Self {
         let (addr, gateway) = spawn_gateway(&ns, extra).await;
         let redis = proto::connect::redis(&ns.services.redis).expect("redis url");
         let store = TaskStore::new(redis.clone(), Keys::new(ns.prefix.clone()), Duration::from_secs(900));
@@ -366,7 +373,7 @@ pub async fn purge(ns: &Namespace) {
     purge_keys(&ns.services.redis, &ns.prefix).await;
     if let Ok(conn) = proto::connect::amqp(&ns.services.rabbitmq, "testkit-purge").await {
         if let Ok(ch) = conn.create_channel().await {
-            for q in [ns.queue.clone(), format!("{}.dlq", ns.queue)] {
+            for q in [ns.queue.clone(), format!("{}.dlq", ns.queue), format!("{}.dlq.reconcile", ns.queue)] {
                 let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
             }
             let _ = ch.exchange_delete(format!("{}.dlx", ns.queue).as_str().into(), Default::default()).await;
@@ -414,6 +421,11 @@ impl AgentProc {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The process has ended (killed or exited).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn sigterm(&self) {

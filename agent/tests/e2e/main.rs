@@ -3,6 +3,7 @@
 
 mod cancel;
 mod crash;
+mod missing;
 mod pipeline;
 mod poison;
 mod presence;

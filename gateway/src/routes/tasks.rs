@@ -111,7 +111,7 @@ pub async fn submit(
         Ok(outcome) => outcome,
         Err(e) => {
             // The script may have run with only its reply lost: undo it if it did.
-            undo(&state, &task).await;
+            crate::undo::spawn(state.clone(), task.clone());
             return Err(e.into());
         }
     };
@@ -134,29 +134,9 @@ pub async fn submit(
     // with no message behind it and its quota reserved.
     let publish = {
         let (state, task) = (state.clone(), task.clone());
-        tokio::spawn(
-            async move {
-                let r = state.publisher.publish(&envelope).await;
-                match &r {
-                    Ok(()) => {
-                        if let Err(e) = state.store.confirm_idempotency(&task).await {
-                            // Replays then answer 409 until the request deadline has passed,
-                            // and the record after that (see `replay`).
-                            tracing::warn!(error = %e, "could not mark the idempotency key confirmed");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "publish failed; undoing the submission");
-                        metrics::counter!("gateway_publish_failures_total").increment(1);
-                        undo(&state, &task).await;
-                    }
-                }
-                r
-            }
-            .in_current_span(),
-        )
+        tokio::spawn(async move { crate::undo::publish_or_undo(&state, &envelope, &task).await }.in_current_span())
     };
-    if !matches!(publish.await, Ok(Ok(()))) {
+    if !matches!(publish.await, Ok(true)) {
         return Err(ApiError::Unavailable {
             detail: "the task queue is unavailable; nothing was enqueued and no quota was used, try again".into(),
             retry_after: 5,
@@ -275,15 +255,6 @@ fn refusal(s: &Settings, task: &NewTask, outcome: &SubmitOutcome) -> ApiError {
 
 /// Tasks run for seconds to minutes; a slot is unlikely to free up much sooner.
 const ACTIVE_RETRY_AFTER_SECONDS: u64 = 10;
-
-/// Best effort: marks the record failed and refunds it, unless an agent already owns it.
-async fn undo(state: &AppState, task: &NewTask) {
-    match state.store.abort_submit(task).await {
-        Ok(true) => tracing::info!("submission undone: record failed, quota refunded"),
-        Ok(false) => {}
-        Err(e) => tracing::error!(error = %e, "could not undo the submission record"),
-    }
-}
 
 async fn owned(state: &AppState, user: &AuthUser, raw_id: &str) -> Result<TaskRecord, ApiError> {
     let id: TaskId = raw_id.parse().map_err(|_| ApiError::NotFound)?;

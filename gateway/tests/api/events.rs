@@ -108,7 +108,10 @@ async fn run_task(app: &Harness, id: TaskId, ticks: u32) {
     let result = json!({"success": true, "deliverables": ["d"], "notes": "n", "sources": []});
     let fin =
         Finish { status: proto::TaskStatus::Completed, result: Some(result), error: None, ticks_used: Some(ticks) };
-    assert!(app.store.finish(&rec, Some(attempt), &fin).await.expect("finish"));
+    assert_eq!(
+        app.store.finish(&rec, Some(attempt), &fin).await.expect("finish"),
+        proto::store::FinishOutcome::Written
+    );
 }
 
 fn shape(events: &[SseEvent]) -> Vec<String> {

@@ -120,7 +120,10 @@ async fn every_terminal_transition_frees_a_slot() {
     assert_eq!(app.cancel(USER, c).await.status(), 202);
     assert_full(&app).await;
     let cancelled = Finish { status: TaskStatus::Cancelled, result: None, error: None, ticks_used: Some(1) };
-    assert!(app.store.finish(&rec, Some(attempt), &cancelled).await.expect("finish"));
+    assert_eq!(
+        app.store.finish(&rec, Some(attempt), &cancelled).await.expect("finish"),
+        proto::store::FinishOutcome::Written
+    );
     let e = submit_id(&app).await;
     assert_full(&app).await;
 
@@ -130,7 +133,10 @@ async fn every_terminal_transition_frees_a_slot() {
         panic!("claim")
     };
     let done = Finish { status: TaskStatus::Completed, result: None, error: None, ticks_used: Some(1) };
-    assert!(app.store.finish(&rec, Some(attempt), &done).await.expect("finish"));
+    assert_eq!(
+        app.store.finish(&rec, Some(attempt), &done).await.expect("finish"),
+        proto::store::FinishOutcome::Written
+    );
     let f = submit_id(&app).await;
     assert_full(&app).await;
 

@@ -84,7 +84,10 @@ async fn end(app: &Harness, id: TaskId, status: TaskStatus) {
         panic!("claim")
     };
     let fin = Finish { status, result: None, error: None, ticks_used: Some(1) };
-    assert!(app.store.finish(&rec, Some(attempt), &fin).await.expect("finish"));
+    assert_eq!(
+        app.store.finish(&rec, Some(attempt), &fin).await.expect("finish"),
+        proto::store::FinishOutcome::Written
+    );
 }
 
 async fn webhook_state(app: &Harness, id: TaskId) -> Option<String> {

@@ -1,7 +1,12 @@
 -- Record a finished tick and its checkpoint, fenced by the attempt.
 -- ARGV: [1] attempt, [2] tick, [3] ticks used, [4] now, [5] action, [6] checkpoint, [7] record ttl
--- Returns -1 when fenced (another delivery owns the task), 1 when cancel was requested, else 0.
-if redis.call('HGET', KEYS[1], 'status') ~= 'in_progress' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then
+-- Returns -2 when the record is gone, -1 when fenced (another delivery owns the task),
+-- 1 when cancel was requested, else 0.
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then
+  return -2
+end
+if st ~= 'in_progress' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then
   return -1
 end
 redis.call('HSET', KEYS[1], 'tick', ARGV[2], 'ticks_used', ARGV[3], 'updated_at', ARGV[4])

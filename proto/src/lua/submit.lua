@@ -1,7 +1,7 @@
 -- Admit a submission and create its record, atomically: idempotency claim, per-user rate
 -- limit (GCRA), active-task cap, daily tick quota, then the writes.
 -- KEYS: [1] task, [2] user tasks, [3] quota, [4] events, [5] idempotency claim, [6] rate,
---       [7] active tasks
+--       [7] active tasks, [8] unconfirmed index
 -- ARGV: [1] daily limit (<= 0: unlimited), [2] cost, [3] quota ttl, [4] record ttl,
 --       [5] created ms (score), [6] task id, [7] now, [8] prune cutoff ms,
 --       [9] idempotency claim value ('' = no key), [10] idempotency ttl s,
@@ -82,6 +82,8 @@ redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[7], ARGV[6])
 redis.call('EXPIRE', KEYS[7], ARGV[4])
+-- Until the broker confirms, the reconciler may close it (see confirm.lua, reconcile_unconfirmed.lua).
+redis.call('ZADD', KEYS[8], ARGV[5], ARGV[6])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000', '*', 'status', 'in_queue', 'at', ARGV[7])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
 return {'accepted', tostring(remaining)}

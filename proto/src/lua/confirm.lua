@@ -1,0 +1,14 @@
+-- The broker confirmed the envelope: take the task out of the unconfirmed index so the
+-- reconciler leaves it alone.
+-- KEYS: [1] task, [2] unconfirmed index. ARGV: [1] task id
+-- Returns 0 when the record was already closed without running (the undo or the reconciler
+-- got there first: the client must not be told it was accepted), else 1.
+redis.call('ZREM', KEYS[2], ARGV[1])
+local st = redis.call('HGET', KEYS[1], 'status')
+if st == 'failed' and redis.call('HGET', KEYS[1], 'attempt') == '0' then
+  return 0
+end
+if st then
+  redis.call('HSET', KEYS[1], 'confirmed', '1')
+end
+return 1
