@@ -26,14 +26,8 @@ pub async fn publish_or_undo(state: &AppState, envelope: &TaskEnvelope, task: &N
         return false;
     }
     match state.store.confirm(task.id).await {
-        Ok(true) => {
-            if let Err(e) = state.store.confirm_idempotency(task).await {
-                // Replays then answer 409 until the request deadline has passed, and the
-                // record after that (see `routes::tasks::replay`).
-                tracing::warn!(error = %e, "could not mark the idempotency key confirmed");
-            }
-            true
-        }
+        // The same script turned the idempotency claim to done: replays get the task.
+        Ok(true) => true,
         Ok(false) => {
             // The undo or the reconciler closed it first: the agent acks the message
             // without running it, so the truthful answer is still "not enqueued".

@@ -27,7 +27,6 @@ pub(crate) fn with_prelude(body: &str) -> Lua {
 static SUBMIT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/submit.lua")));
 static ADOPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/adopt.lua")));
 static ABORT_SUBMIT: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/abort_submit.lua")));
-static IDEMPOTENCY_DONE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/idempotency_done.lua")));
 static CANCEL: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/cancel.lua")));
 static CLAIM: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/claim.lua")));
 static PROGRESS: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/progress.lua")));
@@ -308,18 +307,6 @@ impl TaskStore {
         })
     }
 
-    /// Marks the idempotency claim of a confirmed submission, so replays return the task.
-    pub async fn confirm_idempotency(&self, task: &NewTask) -> Result<(), StoreError> {
-        let Some(i) = &task.idempotency else { return Ok(()) };
-        let _: i64 = IDEMPOTENCY_DONE
-            .key(self.keys.idempotency(&task.user_id, &i.key))
-            .arg(Claim::value(false, task.id, &i.fingerprint))
-            .arg(Claim::value(true, task.id, &i.fingerprint))
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
-    }
-
     /// Ends a submission whose envelope the broker never confirmed: the record is marked
     /// `failed` (so a message that did land late is acked without running) and the whole
     /// reservation is refunded — unless an agent already claimed it, which then owns it.
@@ -551,8 +538,7 @@ impl TaskStore {
     /// Loads every script into Redis's script cache (one round trip). Called when a process
     /// connects; after a restart the first call of each script falls back to one `EVAL`.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
-        let mut all: Vec<&Lua> =
-            vec![&SUBMIT, &ADOPT, &ABORT_SUBMIT, &IDEMPOTENCY_DONE, &CANCEL, &CLAIM, &PROGRESS, &FINISH];
+        let mut all: Vec<&Lua> = vec![&SUBMIT, &ADOPT, &ABORT_SUBMIT, &CANCEL, &CLAIM, &PROGRESS, &FINISH];
         all.extend(crate::reconcile::scripts());
         all.push(&crate::webhook_queue::CLAIM);
         crate::lua::load_all(&all, &mut self.conn.clone()).await?;

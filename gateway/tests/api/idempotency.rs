@@ -162,3 +162,27 @@ async fn malformed_keys_are_400() {
     assert_eq!(id_of(submit_with_key(&app, USER, &"k".repeat(255), &body).await).await.to_string().len(), 36);
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_closing_a_stranded_submission_frees_its_key() {
+    let app = Harness::start(&[]).await;
+    // A first request whose gateway died after writing the record and claim: never confirmed.
+    let body = json!({"mandate": "stranded", "max_ticks": 2});
+    let fingerprint = {
+        let probe = id_of(submit_with_key(&app, USER, "probe", &body).await).await;
+        let claim: String =
+            app.redis.clone().get(Keys::new(app.ns.prefix.clone()).idempotency(USER, "probe")).await.expect("claim");
+        assert!(claim.starts_with(&format!("done:{probe}:")), "the confirm marked the claim done: {claim}");
+        claim.rsplit(':').next().expect("fingerprint").to_owned()
+    };
+    let mut task = NewTask::new(USER, "stranded", 2);
+    task.idempotency = Some(Idempotency { key: "stranded".into(), fingerprint });
+    app.store.submit(&task, &Limits::NONE).await.expect("submit");
+    assert_eq!(app.store.close_unconfirmed(task.id).await.expect("close"), proto::reconcile::CloseOutcome::Closed);
+    let key = Keys::new(app.ns.prefix.clone()).idempotency(USER, "stranded");
+    let claim: Option<String> = app.redis.clone().get(key).await.expect("redis");
+    assert_eq!(claim, None, "the reconciler's close freed the key");
+    // The retry with the same key is a fresh task.
+    assert_ne!(id_of(submit_with_key(&app, USER, "stranded", &body).await).await, task.id);
+    app.cleanup().await;
+}

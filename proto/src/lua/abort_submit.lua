@@ -8,12 +8,5 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'in_queue' or redis.call('HGET', KEY
   return 0
 end
 finish('failed', nil, ARGV[1], 0, ARGV[2], ARGV[3])
--- The client was told nothing was enqueued: its idempotency key is free for the retry.
-local claim_key = redis.call('HGET', KEYS[1], 'idem_key')
-if claim_key then
-  local claim = redis.call('GET', claim_key)
-  if claim and string.match(claim, '^%a+:([^:]+):') == task_id() then
-    redis.call('DEL', claim_key)
-  end
-end
+release_claim()
 return 1

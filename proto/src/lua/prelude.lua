@@ -16,6 +16,19 @@ local function emit(ttl, ...)
   redis.call('EXPIRE', KEYS[3], ttl)
 end
 
+-- A submission that was never enqueued frees its idempotency claim: the client was told
+-- (or, its gateway gone, never told) that nothing was accepted, so a retry with the same key
+-- must be a fresh attempt.
+local function release_claim()
+  local claim_key = redis.call('HGET', KEYS[1], 'idem_key')
+  if claim_key then
+    local claim = redis.call('GET', claim_key)
+    if claim and string.match(claim, '^%a+:([^:]+):') == task_id() then
+      redis.call('DEL', claim_key)
+    end
+  end
+end
+
 -- Ends the task: terminal status, refund of the unused reservation, TTLs refreshed,
 -- checkpoint dropped. The caller has already checked that the transition is allowed.
 local function finish(status, result, err, ticks_used, now, ttl)

@@ -12,4 +12,5 @@ if st ~= 'in_queue' or redis.call('HGET', KEYS[1], 'attempt') ~= '0' or redis.ca
   return 'skipped'
 end
 finish('failed', nil, ARGV[1], 0, ARGV[2], ARGV[3])
+release_claim()
 return 'closed'
