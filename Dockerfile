@@ -65,10 +65,10 @@ RUN apt-get update \
 COPY --from=builder /out/ /usr/local/bin/
 USER 10001:10001
 WORKDIR /
-# Documentation only; each binary's listen address is its *_ADDR variable (SPEC §1).
+# Documentation only; each binary's listen address is its *_ADDR variable (ARCHITECTURE §1).
 EXPOSE 8080 8081 8082
 ENV LOG_FORMAT=json RUST_LOG=info
-# The process in a container answers /health on its SPEC port (gateway 8080, agent 8081,
+# The process in a container answers /health on its contract port (gateway 8080, agent 8081,
 # metrics-sidecar 8082). compose and ECS define their own per-service checks; this default
 # covers `docker run`. `autoscaler local` has no listener and is checked by compose instead.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=4 \

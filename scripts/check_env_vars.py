@@ -17,7 +17,7 @@ Checks (any failure exits 1):
   3. every variable a binary reads is either configurable through compose (and so listed in
      .env.example) or named in NOT_IN_COMPOSE with a reason;
   4. .env.example and the `${VAR}` interpolations of docker-compose.yml name the same set;
-  5. every compose service runs a binary that exists in the workspace, on the port SPEC §1
+  5. every compose service runs a binary that exists in the workspace, on the port ARCHITECTURE §1
      gives it, has a healthcheck, and depends on others only with condition service_healthy;
   6. self-test of the extractor: facts known to be in the source must be found (so a change
      in coding style that the regexes miss fails loudly instead of passing vacuously).
@@ -47,8 +47,8 @@ except ImportError:  # pragma: no cover - the deploy checks install PyYAML with 
 
 CRATES = ["proto", "gateway", "agent", "metrics-sidecar", "autoscaler"]
 
-# SPEC §1: the port each long-running binary listens on, and the variable that moves it.
-SPEC_PORTS = {"gateway": (8080, "GATEWAY_ADDR"), "agent": (8081, "AGENT_HEALTH_ADDR"),
+# ARCHITECTURE §1: the port each long-running binary listens on, and the variable that moves it.
+CONTRACT_PORTS = {"gateway": (8080, "GATEWAY_ADDR"), "agent": (8081, "AGENT_HEALTH_ADDR"),
               "metrics-sidecar": (8082, "METRICS_SIDECAR_ADDR")}
 
 # Variables a binary does not read in its own source but that are read on its behalf by a
@@ -74,9 +74,9 @@ NOT_IN_COMPOSE = {
     "PATH": "the image's PATH; `autoscaler local` looks for `agent` on it",
     "AGENT_ID": "must be unique per replica; the default ({host}-{pid}-{rand}) is",
     "AGENT_BIN": "the image puts `agent` beside `autoscaler`, the default location",
-    "GATEWAY_ADDR": "fixed to SPEC's 0.0.0.0:8080 in compose (the port mapping depends on it)",
-    "AGENT_HEALTH_ADDR": "fixed to SPEC's 0.0.0.0:8081 in compose (the healthcheck depends on it)",
-    "METRICS_SIDECAR_ADDR": "fixed to SPEC's 0.0.0.0:8082 in compose (the healthcheck depends on it)",
+    "GATEWAY_ADDR": "fixed to the contract's 0.0.0.0:8080 in compose (the port mapping depends on it)",
+    "AGENT_HEALTH_ADDR": "fixed to the contract's 0.0.0.0:8081 in compose (the healthcheck depends on it)",
+    "METRICS_SIDECAR_ADDR": "fixed to the contract's 0.0.0.0:8082 in compose (the healthcheck depends on it)",
     "REDIS_URL": "fixed to the compose `redis` service",
     "RABBITMQ_URL": "built from RABBITMQ_USER/RABBITMQ_PASSWORD and the compose `rabbitmq` service",
     "QDRANT_URL": "fixed to the compose `qdrant` service",
@@ -333,7 +333,7 @@ def compose_binaries(service: dict) -> list[str]:
         return []
     first = Path(command[0]).name
     if first == "autoscaler" and command[1:2] == ["local"]:
-        return ["autoscaler", "agent"]  # SPEC §6: its agent children inherit its environment
+        return ["autoscaler", "agent"]  # ARCHITECTURE §6: its agent children inherit its environment
     return [first]
 
 
@@ -405,17 +405,17 @@ def check_compose(report: Report, root: Path, src: Source, reads, required) -> N
         check_service(report, f"docker-compose.yml service {name}", binaries, set(env), reads, required)
         for b in binaries:
             exposed.setdefault(b, set()).update(env)
-        if binaries[0] in SPEC_PORTS:
-            port, var = SPEC_PORTS[binaries[0]]
+        if binaries[0] in CONTRACT_PORTS:
+            port, var = CONTRACT_PORTS[binaries[0]]
             if var in env and not env[var].endswith(f":{port}"):
-                report.error(f"compose service {name}: {var}={env[var]} is not SPEC's port {port}")
+                report.error(f"compose service {name}: {var}={env[var]} is not the contract's port {port}")
             probe = " ".join(map(str, svc.get("healthcheck", {}).get("test", [])))
             if f":{port}/" not in probe:
-                report.error(f"compose service {name}: healthcheck does not probe SPEC's port {port}")
+                report.error(f"compose service {name}: healthcheck does not probe the contract's port {port}")
         if binaries[0] == "gateway":
             ports = [str(p) for p in svc.get("ports", [])]
             if not any(p.split(":")[-1].split("/")[0] == "8080" for p in ports):
-                report.error(f"compose service {name}: gateway must publish container port 8080 (SPEC §1)")
+                report.error(f"compose service {name}: gateway must publish container port 8080 (ARCHITECTURE §1)")
     if ours == 0:
         report.error("docker-compose.yml runs no Euglena binary")
     # 3. every variable a binary reads is reachable from compose, or deliberately not.
@@ -466,14 +466,14 @@ def check_cloudformation(report: Report, root: Path, src: Source, reads, require
                     keys |= {s["Name"] for s in flatten(cdef.get("Secrets", []))}
                     where = f"{path.name} {rid} container {literal(cdef.get('Name'))}"
                     check_service(report, where, binaries, keys, reads, required)
-                    if binary in SPEC_PORTS:
-                        port = SPEC_PORTS[binary][0]
+                    if binary in CONTRACT_PORTS:
+                        port = CONTRACT_PORTS[binary][0]
                         mapped = {m.get("ContainerPort") for m in flatten(cdef.get("PortMappings", []))}
                         probe = " ".join(str(x) for x in cdef.get("HealthCheck", {}).get("Command", []))
                         if port not in mapped:
-                            report.error(f"{where}: no port mapping for SPEC's port {port}")
+                            report.error(f"{where}: no port mapping for the contract's port {port}")
                         if f":{port}/" not in probe:
-                            report.error(f"{where}: health check does not probe SPEC's port {port}")
+                            report.error(f"{where}: health check does not probe the contract's port {port}")
             elif res.get("Type") in ("AWS::Lambda::Function", "AWS::Serverless::Function"):
                 if props.get("Handler") != "bootstrap" and "provided" not in str(props.get("Runtime")):
                     continue
@@ -495,7 +495,7 @@ def default_in_source(root: Path, var: str) -> int | None:
 
 
 def check_consumer_timeout(report: Report, root: Path) -> None:
-    """SPEC §3: TASK_TIMEOUT_SECONDS (+ the drain) must stay below the broker's consumer_timeout."""
+    """ARCHITECTURE §3: TASK_TIMEOUT_SECONDS (+ the drain) must stay below the broker's consumer_timeout."""
     task = default_in_source(root, "TASK_TIMEOUT_SECONDS")
     drain = default_in_source(root, "AGENT_DRAIN_SECONDS")
     if task is None or drain is None:
@@ -521,7 +521,7 @@ def check_consumer_timeout(report: Report, root: Path) -> None:
                 report.error(f"{path.relative_to(root)}: consumer_timeout {value} ms is not above "
                              f"TASK_TIMEOUT_SECONDS + AGENT_DRAIN_SECONDS = {limit_ms} ms")
     if found == 0:
-        report.error("no consumer_timeout setting found in deploy/ (SPEC §3 needs it raised)")
+        report.error("no consumer_timeout setting found in deploy/ (ARCHITECTURE §3 needs it raised)")
     if len(report.errors) == bad:
         report.info(f"consumer_timeout: {found} setting(s), all above the longest run + drain ({limit_ms} ms)")
 

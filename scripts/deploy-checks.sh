@@ -8,7 +8,7 @@
 #   3. docker-compose 1.29 `config -q` on docker-compose.yml, with and without the
 #      `autoscale` profile (validates keys and types without a Docker engine);
 #   4. scripts/check_env_vars.py: the variables each binary reads vs what compose and the
-#      CloudFormation task definitions / Lambda set, .env.example, SPEC ports,
+#      CloudFormation task definitions / Lambda set, .env.example, the contract ports,
 #      healthchecks, consumer_timeout;
 #   5. the Lambda package builds as a `bootstrap` binary (release).
 # Idempotent: tools are installed once into the gitignored .venv/ (pinned versions).

@@ -271,7 +271,7 @@ async fn finish_recreated(worker: &Worker, envelope: &TaskEnvelope, fin: &Finish
     }
 }
 
-/// The terminal write. The result is the SPEC's `{success, deliverables, notes, sources}`
+/// The terminal write. The result is the the contract's `{success, deliverables, notes, sources}`
 /// plus `usage`, the task's summed token counts.
 fn finish(
     status: TaskStatus,

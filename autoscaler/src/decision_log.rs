@@ -1,4 +1,4 @@
-//! The one structured log line per decision (SPEC §6): every input and the output, so an
+//! The one structured log line per decision (ARCHITECTURE §6): every input and the output, so an
 //! operator can replay any decision through `autoscaler simulate` or the policy tests.
 
 use crate::policy::{Decision, Inputs};

@@ -1,4 +1,4 @@
-//! The Euglena autoscaler (SPEC §6): one pure policy, three ways to run it.
+//! The Euglena autoscaler (ARCHITECTURE §6): one pure policy, three ways to run it.
 //!
 //! # Layout
 //! - [`policy`]: the decision from samples over the scale-in window, current and busy

@@ -1,4 +1,4 @@
-//! The scaling policy (SPEC §6): one pure function shared by the Lambda, the local loop
+//! The scaling policy (ARCHITECTURE §6): one pure function shared by the Lambda, the local loop
 //! and the simulator, so what operators tune in `simulate` is what runs in production.
 //!
 //! Guarantees, checked by the table and property tests in `policy_tests.rs`:

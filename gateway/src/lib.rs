@@ -10,7 +10,7 @@
 //! - [`reconciler`]: ends records nobody else will (never enqueued, dead-lettered).
 //! - [`events`]: following a task's progress as Server-Sent Events, over one Redis reader.
 //! - [`webhooks`]: signed task-end webhooks, delivered from a durable Redis queue.
-//! - [`routes`]: the HTTP API (SPEC §2).
+//! - [`routes`]: the HTTP API (ARCHITECTURE §2).
 //! - [`http_metrics`]: per-route metrics and the request deadline.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the routes.
 //!

@@ -1,4 +1,4 @@
-//! The Euglena metrics sidecar (SPEC §6).
+//! The Euglena metrics sidecar (ARCHITECTURE §6).
 //!
 //! # Layout
 //! - [`config`]: settings from the environment.

@@ -1,4 +1,4 @@
-//! The one definition of every Redis key (SPEC §4). All keys carry `REDIS_KEY_PREFIX`,
+//! The one definition of every Redis key (ARCHITECTURE §4). All keys carry `REDIS_KEY_PREFIX`,
 //! so tests and tenants can share one Redis.
 
 use crate::domain::TaskId;

@@ -1,4 +1,4 @@
-//! Queue topology (SPEC §3): a durable quorum input queue with a delivery limit,
+//! Queue topology (ARCHITECTURE §3): a durable quorum input queue with a delivery limit,
 //! dead-lettering through `{queue}.dlx` (fanout) into `{queue}.dlq` (for operators) and
 //! `{queue}.dlq.reconcile` (for the gateway's reconciler). Every process declares
 //! it with identical arguments, so whichever starts first creates it.

@@ -1,4 +1,4 @@
-//! The `visit` tool: fetch one web page under the SSRF rules of SPEC §5 and return its
+//! The `visit` tool: fetch one web page under the SSRF rules of ARCHITECTURE §5 and return its
 //! readable text.
 //!
 //! - http and https only; every hop's host is checked ([`proto::address_policy`]) and the connection

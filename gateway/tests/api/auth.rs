@@ -1,4 +1,4 @@
-//! Bearer JWT authentication (SPEC §2 "Auth"): every broken token is a 401 with
+//! Bearer JWT authentication (ARCHITECTURE §2 "Auth"): every broken token is a 401 with
 //! `WWW-Authenticate: Bearer error="invalid_token"`, checked before the body is read, and
 //! a caller never sees another user's task.
 
@@ -111,7 +111,7 @@ async fn expired_token_beyond_leeway_is_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_expired_within_leeway_is_accepted() {
-    // SPEC: 30 s leeway; a token that expired 5 s ago still passes.
+    // ARCHITECTURE §2: 30 s leeway; a token that expired 5 s ago still passes.
     let app = Harness::start(&[]).await;
     let exp = chrono::Utc::now().timestamp() - 5;
     let token = sign(&with("alice", "exp", json!(exp)));

@@ -1,4 +1,4 @@
-//! Submission is all-or-nothing (SPEC §2): with the broker unreachable or silent, POST
+//! Submission is all-or-nothing (ARCHITECTURE §2): with the broker unreachable or silent, POST
 //! /tasks answers 503 with `Retry-After` within its deadline, the record is not left
 //! `in_queue`, the quota is refunded, and /ready reports the broker down.
 

@@ -1,4 +1,4 @@
-//! The claim checks beyond signature and expiry (SPEC §2 "Auth"), over HTTP: `nbf`, `crit`,
+//! The claim checks beyond signature and expiry (ARCHITECTURE §2 "Auth"), over HTTP: `nbf`, `crit`,
 //! `iss` as one string, anonymous sign-ins (403), secret rotation, and the messages a client
 //! sees for a header that is not a bearer token.
 

@@ -1,4 +1,4 @@
-//! The hardened HTTP edge (SPEC §2 "HTTP edge"): slow and idle connections are closed,
+//! The hardened HTTP edge (ARCHITECTURE §2 "HTTP edge"): slow and idle connections are closed,
 //! the connection cap holds, a declared oversize body is refused at once, and the router's
 //! own errors are problem+json.
 

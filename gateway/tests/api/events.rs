@@ -1,4 +1,4 @@
-//! `GET /tasks/{id}/events` (SPEC §2): the task's events replayed from the start and then
+//! `GET /tasks/{id}/events` (ARCHITECTURE §2): the task's events replayed from the start and then
 //! live, in order, ending after the terminal status; `Last-Event-ID` / `?after=` resume
 //! exactly after an id; keep-alives; many followers on a bounded number of Redis connections.
 //! The agent's writes are made with the same store scripts an agent uses.

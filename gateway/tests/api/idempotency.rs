@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on `POST /tasks` (SPEC §2 "Idempotency"): a replay returns the first
+//! `Idempotency-Key` on `POST /tasks` (ARCHITECTURE §2 "Idempotency"): a replay returns the first
 //! task and enqueues nothing, a different body is 422, a duplicate while the first is still
 //! publishing is 409, and a submission that failed frees its key for the retry.
 

@@ -1,4 +1,4 @@
-//! Asymmetric signing keys from a JWKS (SPEC §2 "Auth"): ES256 and RS256 accepted with a
+//! Asymmetric signing keys from a JWKS (ARCHITECTURE §2 "Auth"): ES256 and RS256 accepted with a
 //! `kid` from the set, an unknown `kid` refetches the set exactly once, added keys are
 //! picked up on first use, removed keys are refused after the refresh, the algorithm must
 //! fit the key type, and a JWKS server that hangs does not hang requests.

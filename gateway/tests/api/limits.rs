@@ -1,4 +1,4 @@
-//! Per-user admission limits (SPEC §2 "Rate limit", "Active cap"): exact under concurrency,
+//! Per-user admission limits (ARCHITECTURE §2 "Rate limit", "Active cap"): exact under concurrency,
 //! shared by gateway replicas through Redis, 429 with `Retry-After`, and every terminal
 //! transition frees an active-task slot.
 

@@ -1,4 +1,4 @@
-//! Integration tests of the gateway's HTTP API (SPEC §2) against the local Redis and
+//! Integration tests of the gateway's HTTP API (ARCHITECTURE §2) against the local Redis and
 //! RabbitMQ. Every test starts its own in-process gateway with its own key prefix and
 //! queue (see `testkit::Harness`), so they run in parallel.
 

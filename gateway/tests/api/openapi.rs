@@ -1,4 +1,4 @@
-//! `GET /openapi.json` (SPEC §2): an OpenAPI 3.1 document generated from the code that
+//! `GET /openapi.json` (ARCHITECTURE §2): an OpenAPI 3.1 document generated from the code that
 //! documents every route the router serves, with schemas, problem responses and the bearer
 //! scheme. (Its validity against the 3.1 meta-schema and the live server's conformance to it
 //! are checked by `scripts/contract.sh`: openapi-spec-validator and schemathesis.)

@@ -1,4 +1,4 @@
-//! The daily tick quota (SPEC §2 "Quota"): reserved atomically at submit, exact under
+//! The daily tick quota (ARCHITECTURE §2 "Quota"): reserved atomically at submit, exact under
 //! concurrency, 429 with `Retry-After` when exceeded, refunded when a queued task is
 //! cancelled.
 

@@ -1,4 +1,4 @@
-//! The task resource (SPEC §2): submit, read, list, cancel, the envelope on the queue, and
+//! The task resource (ARCHITECTURE §2): submit, read, list, cancel, the envelope on the queue, and
 //! the public system endpoints.
 
 use std::collections::HashSet;

@@ -1,4 +1,4 @@
-//! Request validation (SPEC §2 "TaskRequest"): every bad body is a problem response with
+//! Request validation (ARCHITECTURE §2 "TaskRequest"): every bad body is a problem response with
 //! the right status, and leaves nothing behind (no message, no quota, no record).
 
 use reqwest::header::CONTENT_TYPE;

@@ -1,4 +1,4 @@
-//! Task-end webhooks (SPEC §2 "Webhooks"): a signed POST per Standard Webhooks when a task
+//! Task-end webhooks (ARCHITECTURE §2 "Webhooks"): a signed POST per Standard Webhooks when a task
 //! ends, verified here with our own HMAC (not the code under test); retries after a
 //! failure keep the `webhook-id`, `410` stops them, delivery survives the delivering gateway
 //! being killed mid-backoff, and a private-address URL is refused without a connection.
