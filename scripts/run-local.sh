@@ -6,12 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
-cargo build --bins --quiet
+echo "[run-local] building the binaries (the first build takes about 5 minutes on 2 cores; later ones seconds)"
+cargo build --bins
 bin=${CARGO_TARGET_DIR:-target}/debug
 
 export SUPABASE_JWT_SECRET=${SUPABASE_JWT_SECRET:-local-dev-secret-change-me-0123456789}
 # The console's "Development token" button (POST /dev/token): local use only.
 export CONSOLE_DEV_TOKENS=${CONSOLE_DEV_TOKENS:-true}
+# Room for a first session of quick submissions (the production default is 256 ticks a day).
+export DAILY_TICK_LIMIT=${DAILY_TICK_LIMIT:-5000}
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 export NO_COLOR=1
 export AGENT_DRAIN_SECONDS=${AGENT_DRAIN_SECONDS:-10}

@@ -24,24 +24,39 @@ impl Action {
     }
 }
 
-/// Logs the decision; `mode` is `lambda` or `local`.
+/// Logs the decision at info; `mode` is `lambda` or `local`.
 pub fn log(mode: &str, inputs: &Inputs<'_>, decision: &Decision, action: Action) {
+    emit(mode, inputs, decision, action, false);
+}
+
+/// Logs the decision at debug when `quiet` (the local loop, when neither the decision nor
+/// its inputs changed since the last interval), else at info.
+pub fn emit(mode: &str, inputs: &Inputs<'_>, decision: &Decision, action: Action, quiet: bool) {
     let window = serde_json::to_string(inputs.window).unwrap_or_default();
-    tracing::info!(
-        target: "autoscaler::decision",
-        mode,
-        window = %window,
-        window_periods = inputs.window.len(),
-        current = inputs.current,
-        busy = inputs.busy,
-        min = inputs.bounds.min,
-        max = inputs.bounds.max,
-        tasks_per_worker = inputs.bounds.tasks_per_worker,
-        want = decision.want,
-        window_want = decision.window_want,
-        desired = decision.desired,
-        reason = decision.reason.as_str(),
-        action = action.as_str(),
-        "scaling decision"
-    );
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "autoscaler::decision",
+                mode,
+                window = %window,
+                window_periods = inputs.window.len(),
+                current = inputs.current,
+                busy = inputs.busy,
+                min = inputs.bounds.min,
+                max = inputs.bounds.max,
+                tasks_per_worker = inputs.bounds.tasks_per_worker,
+                want = decision.want,
+                window_want = decision.window_want,
+                desired = decision.desired,
+                reason = decision.reason.as_str(),
+                action = action.as_str(),
+                "scaling decision"
+            )
+        };
+    }
+    if quiet {
+        line!(debug);
+    } else {
+        line!(info);
+    }
 }

@@ -62,7 +62,7 @@ pub async fn run(
     let mut probe = Probe::new(
         &settings.common.rabbitmq,
         &settings.common.redis,
-        &settings.common.input_queue,
+        proto::topology::Topology::new(settings.common.input_queue.clone(), settings.common.max_deliveries),
         redis,
         keys.clone(),
         settings.common.heartbeat_ttl,

@@ -30,6 +30,7 @@ pub struct Reading {
 pub struct Probe {
     rabbitmq: Endpoint,
     redis_endpoint: Endpoint,
+    topology: Topology,
     queue: String,
     redis: ConnectionManager,
     keys: Keys,
@@ -44,7 +45,7 @@ impl Probe {
     pub fn new(
         rabbitmq: &Endpoint,
         redis_endpoint: &Endpoint,
-        queue: &str,
+        topology: Topology,
         redis: ConnectionManager,
         keys: Keys,
         heartbeat_ttl: Duration,
@@ -52,7 +53,8 @@ impl Probe {
         Self {
             rabbitmq: rabbitmq.clone(),
             redis_endpoint: redis_endpoint.clone(),
-            queue: queue.to_owned(),
+            queue: topology.queue.clone(),
+            topology,
             redis,
             keys,
             heartbeat_ttl,
@@ -69,7 +71,7 @@ impl Probe {
 
     pub async fn read(&mut self) -> Reading {
         let input = self.depth(&self.queue.clone()).await;
-        let dlq = self.depth(&Topology::new(self.queue.clone(), 1).dlq()).await;
+        let dlq = self.depth(&self.topology.dlq()).await;
         let agents = self.agents().await;
         Reading {
             ready: input.map(|(ready, _)| ready),
@@ -141,6 +143,20 @@ impl Probe {
         let conn = self.conn.as_ref()?;
         match tokio::time::timeout(READ_TIMEOUT, conn.create_channel()).await {
             Ok(Ok(ch)) => {
+                // Declare (idempotently, with the same arguments as every process) before the
+                // passive reads: a passive declare of a queue that does not exist yet (the
+                // sidecar started before the gateway) closes the channel and lapin logs it
+                // as an ERROR on a healthy start.
+                match tokio::time::timeout(READ_TIMEOUT, self.topology.declare(&ch)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "declaring the queues failed; the reads will say why");
+                    }
+                    Err(_) => tracing::warn!("declaring the queues timed out"),
+                }
+                if !ch.status().connected() {
+                    return None;
+                }
                 self.channel = Some(ch.clone());
                 Some(ch)
             }

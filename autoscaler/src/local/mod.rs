@@ -48,13 +48,14 @@ pub async fn run(
     let mut probe = Probe::new(
         &settings.common.rabbitmq,
         &settings.common.redis,
-        &settings.common.input_queue,
+        proto::topology::Topology::new(settings.common.input_queue.clone(), settings.common.max_deliveries),
         redis.clone(),
         keys.clone(),
         settings.common.heartbeat_ttl,
     );
     let mut fleet = Fleet::new(&settings);
     let slots = settings.policy.slots(settings.interval);
+    let mut last_logged = None;
     let mut history: VecDeque<Sample> = VecDeque::with_capacity(slots);
     let mut target = settings.policy.bounds.min;
     tracing::info!(
@@ -98,7 +99,11 @@ pub async fn run(
         let inputs = Inputs { window: &window, current, busy, bounds: settings.policy.bounds };
         let decision = policy::decide(&inputs);
         let action = if decision.changes(current) { Action::Applied } else { Action::None };
-        decision_log::log("local", &inputs, &decision, action);
+        // Every interval's line at info would drown the log of an idle fleet: info when
+        // something moved, debug when it is the same as last time.
+        let now = (current, busy, decision.desired, decision.reason.as_str(), window.last().copied());
+        decision_log::emit("local", &inputs, &decision, action, last_logged.as_ref() == Some(&now));
+        last_logged = Some(now);
         target = decision.desired;
 
         let mut stops = Vec::new();

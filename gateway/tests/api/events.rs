@@ -175,6 +175,9 @@ async fn a_cancelled_tasks_stream_ends_with_cancelled() {
     assert_eq!(app.cancel(USER, id).await.status(), 202);
     let rest = live.rest(WAIT).await;
     assert_eq!(shape(&rest), ["status:cancelled"]);
+    // The same result shape as a task cancelled while running.
+    assert_eq!(rest[0].data["result"]["notes"], json!("cancelled before it started"));
+    assert_eq!(rest[0].data["result"]["deliverables"], json!([]));
     app.cleanup().await;
 }
 

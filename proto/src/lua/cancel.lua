@@ -9,7 +9,7 @@ if is_terminal(st) then
 end
 redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'updated_at', ARGV[1])
 if st == 'in_queue' then
-  finish('cancelled', nil, nil, 0, ARGV[1], ARGV[2])
+  finish('cancelled', CANCELLED_UNSTARTED, nil, 0, ARGV[1], ARGV[2])
   return {'cancelled'}
 end
 emit(ARGV[2], 'status', st, 'cancel_requested', '1', 'at', ARGV[1])

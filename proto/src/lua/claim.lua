@@ -9,7 +9,7 @@ if is_terminal(st) then
   return {'terminal', st}
 end
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
-  finish('cancelled', nil, nil, nil, ARGV[2], ARGV[4])
+  finish('cancelled', CANCELLED_INTERRUPTED, nil, nil, ARGV[2], ARGV[4])
   return {'terminal', 'cancelled'}
 end
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')

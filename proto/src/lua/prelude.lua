@@ -16,6 +16,12 @@ local function emit(ttl, ...)
   redis.call('EXPIRE', KEYS[3], ttl)
 end
 
+-- The result of a task cancelled before any agent ran it: the same shape as a task
+-- cancelled while running (which carries what it had gathered), so clients read one shape.
+local CANCELLED_UNSTARTED = '{"success":false,"deliverables":[],"notes":"cancelled before it started","sources":[]}'
+-- Cancelled while its run was interrupted (the agent died after the cancel request).
+local CANCELLED_INTERRUPTED = '{"success":false,"deliverables":[],"notes":"cancelled while its run was interrupted","sources":[]}'
+
 -- A submission that was never enqueued frees its idempotency claim: the client was told
 -- (or, its gateway gone, never told) that nothing was accepted, so a retry with the same key
 -- must be a fresh attempt.
