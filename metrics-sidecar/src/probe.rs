@@ -175,7 +175,11 @@ impl Probe {
 
     /// Closes the broker connection (graceful shutdown).
     pub async fn close(&mut self) {
-        self.channel = None;
+        // Channel first: closing the connection with the channel still open makes lapin log
+        // an ERROR ("invalid channel state: Closing") on every clean stop.
+        if let Some(ch) = self.channel.take() {
+            let _ = tokio::time::timeout(READ_TIMEOUT, ch.close(200, "metrics probe stopping".into())).await;
+        }
         if let Some(conn) = self.conn.take() {
             let _ = tokio::time::timeout(READ_TIMEOUT, conn.close(200, "metrics probe stopping".into())).await;
         }
