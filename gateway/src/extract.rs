@@ -2,6 +2,9 @@
 //! 415 wrong content type, 413 too large, 400 not JSON, 422 valid JSON of the wrong shape
 //! (with the offending field's path).
 
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
@@ -40,6 +43,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         })?;
         parse(&bytes).map(JsonBody)
     }
+}
+
+/// Refuses query parameters other than `allowed` (400), so a typo is not silently ignored.
+pub fn only_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    match q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::BadRequest(format!("unknown query parameter {unknown:?}"))),
+        None => Ok(()),
+    }
+}
+
+/// An integer query parameter within `range` (422 naming it otherwise), `default` when absent.
+pub fn ranged_param(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: i64,
+    range: RangeInclusive<i64>,
+) -> Result<i64, ApiError> {
+    let Some(raw) = q.get(name) else { return Ok(default) };
+    raw.parse::<i64>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+        ApiError::Unprocessable(format!("{name}: must be an integer between {} and {}", range.start(), range.end()))
+    })
 }
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

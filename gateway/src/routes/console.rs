@@ -104,17 +104,8 @@ pub async fn samples(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Samples>, ApiError> {
-    if let Some(unknown) = q.keys().find(|k| k.as_str() != "minutes") {
-        return Err(ApiError::BadRequest(format!("unknown query parameter {unknown:?}")));
-    }
-    let minutes = match q.get("minutes") {
-        None => 60,
-        Some(m) => m
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=1440).contains(n))
-            .ok_or_else(|| ApiError::Unprocessable("minutes: must be an integer between 1 and 1440".into()))?,
-    };
+    crate::extract::only_params(&q, &["minutes"])?;
+    let minutes = crate::extract::ranged_param(&q, "minutes", 60, 1..=1440)?;
     let since = chrono::Utc::now().timestamp_millis() - minutes * 60_000;
     // A day at the sidecar's fastest useful rate; the chart needs far fewer.
     let samples = proto::samples::since(&mut state.redis.clone(), state.store.keys(), since, 20_000)

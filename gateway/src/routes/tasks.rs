@@ -290,9 +290,7 @@ pub async fn events(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    if let Some(unknown) = q.keys().find(|k| k.as_str() != "after") {
-        return Err(ApiError::BadRequest(format!("unknown query parameter {unknown:?}")));
-    }
+    crate::extract::only_params(&q, &["after"])?;
     let rec = owned(&state, &user, &id).await?;
     // The header wins: it is what a reconnecting EventSource sends.
     let after = match headers.get("last-event-id") {
@@ -339,17 +337,9 @@ pub async fn list(
     user: AuthUser,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<TaskList>, ApiError> {
-    if let Some(unknown) = q.keys().find(|k| !matches!(k.as_str(), "limit" | "cursor")) {
-        return Err(ApiError::BadRequest(format!("unknown query parameter {unknown:?}")));
-    }
-    let limit = match q.get("limit") {
-        None => 20,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| ApiError::Unprocessable("limit: must be an integer between 1 and 100".into()))?,
-    };
+    crate::extract::only_params(&q, &["limit", "cursor"])?;
+    // In 1..=100, so the conversion cannot fail.
+    let limit = usize::try_from(crate::extract::ranged_param(&q, "limit", 20, 1..=100)?).unwrap_or(20);
     let cursor = q.get("cursor").map(String::as_str);
     if cursor.is_some_and(|c| proto::store::parse_cursor(c).is_none()) {
         return Err(ApiError::BadRequest("cursor: not a cursor returned by this API".into()));
