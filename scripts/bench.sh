@@ -32,9 +32,28 @@ trap cleanup EXIT
 for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.2; done
 export TOKEN=$("$target/gateway" token --sub bench-user --ttl 3600)
 
+# CPU seconds (user + system) each server process spends during a run, and the load
+# generator's own (GNU time), so the table can say where each request's CPU goes.
+redis_pid=$(pgrep -x redis-server | head -1); rabbit_pid=$(pgrep -f beam.smp | head -1)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+snapshot() { echo "$(ticks "$gw") $(ticks "$redis_pid") $(ticks "$rabbit_pid")"; }
+cpu_line() { # name, before-snapshot, load generator's CPU seconds, operations
+  python3 - "$1" "$2" "$(snapshot)" "$3" "$4" "$(getconf CLK_TCK)" <<'PY' | tee -a "$out"
+import sys
+name, before, after, load, ops, hz = sys.argv[1:7]
+d = [(int(a) - int(b)) / int(hz) for a, b in zip(after.split(), before.split())]
+ops = max(int(ops), 1)
+parts = dict(zip(["gateway", "redis", "rabbitmq"], d), load=float(load))
+print(f"cpu {name}: " + ", ".join(f"{k} {v * 1e6 / ops:.1f} us/op" for k, v in parts.items())
+      + f", total {sum(parts.values()) * 1e6 / ops:.1f} us/op")
+PY
+}
+
 echo "== raw publish + confirm (c=$c, ${secs}s)" | tee -a "$out"
-BENCH_CONCURRENCY=$c BENCH_SECONDS=$secs "$raw_bin" --bench | tee -a "$out"
-raw_line=$(tail -n 1 "$out")
+before=$(snapshot)
+/usr/bin/time -f "%U %S" -o /tmp/$tag.time env BENCH_CONCURRENCY=$c BENCH_SECONDS=$secs "$raw_bin" --bench | tee -a "$out"
+raw_line=$(grep '^raw_publish:' "$out" | tail -n 1)
+cpu_line raw "$before" "$(awk '{print $1 + $2}' /tmp/$tag.time)" "$(sed -E 's/.* ([0-9]+) messages.*/\1/' <<<"$raw_line")"
 
 rss_peak() { # samples the gateway's RSS while wrk runs; prints the peak in MB
   local peak=0 r
@@ -46,12 +65,14 @@ rss_peak() { # samples the gateway's RSS while wrk runs; prints the peak in MB
 }
 wrk_run() { # name, script
   echo "== $1 (c=$c, ${secs}s)" | tee -a "$out"
-  wrk -t2 -c"$c" -d"${secs}s" --latency -s "$2" "http://127.0.0.1:$port" > /tmp/$tag.wrk &
+  local before; before=$(snapshot)
+  /usr/bin/time -f "%U %S" -o /tmp/$tag.time wrk -t2 -c"$c" -d"${secs}s" --latency -s "$2" "http://127.0.0.1:$port" > /tmp/$tag.wrk &
   local w=$!
   local rss; rss=$(rss_peak $w)
   wait $w
   cat /tmp/$tag.wrk >> "$out"; echo "gateway peak RSS: ${rss} MB" >> "$out"
-  rm -f /tmp/$tag.wrk
+  cpu_line "$1" "$before" "$(awk '{print $1 + $2}' /tmp/$tag.time)" "$(awk '/requests in/{print $1}' /tmp/$tag.wrk)"
+  rm -f /tmp/$tag.wrk /tmp/$tag.time
 }
 wrk_run "POST /tasks" bench/post.lua
 post_block=$(awk '/== POST/{f=1} f' "$out")
