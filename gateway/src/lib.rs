@@ -38,9 +38,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use proto::Keys;
+use proto::group_commit::GroupCommit;
 use proto::store::{Limits, TaskStore};
 use proto::topology::Topology;
+use proto::{Keys, TaskId};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +56,8 @@ use proto::webhook_queue::WebhookQueue;
 
 /// In-flight requests get this long to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// Confirmed marks per script call at most (a batch is whatever queued while the last ran).
+const CONFIRM_BATCH: usize = 128;
 const WARM_UP: Duration = Duration::from_secs(2);
 
 pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<AppState> {
@@ -83,7 +86,14 @@ pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         let queue = WebhookQueue::new(redis.clone(), store.keys().clone());
         Dispatcher::new(queue, store.clone(), w.clone(), lookup.clone())?.spawn(shutdown.clone());
     }
-    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier, limits, hub, shutdown, lookup }))
+    let confirms = {
+        let store = store.clone();
+        GroupCommit::spawn(CONFIRM_BATCH, move |ids: Vec<TaskId>| {
+            let store = store.clone();
+            async move { Ok(store.confirm_many(&ids).await?.into_iter().map(Ok).collect()) }
+        })
+    };
+    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier, confirms, limits, hub, shutdown, lookup }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight

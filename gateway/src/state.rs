@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use proto::TaskId;
 use proto::address_policy::Lookup;
+use proto::group_commit::GroupCommit;
 use proto::store::{Limits, TaskStore};
 use redis::aio::ConnectionManager;
 
@@ -23,6 +25,8 @@ pub struct Inner {
     pub redis: ConnectionManager,
     pub publisher: Publisher,
     pub verifier: Arc<Verifier>,
+    /// Confirmed marks, batched across concurrent submissions.
+    pub confirms: GroupCommit<TaskId, bool>,
     /// The admission settings as the store's script takes them.
     pub limits: Limits,
     /// The one reader that tells task followers their streams grew.

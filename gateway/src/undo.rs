@@ -25,7 +25,7 @@ pub async fn publish_or_undo(state: &AppState, envelope: &TaskEnvelope, task: &N
         spawn(state.clone(), task.clone());
         return false;
     }
-    match state.store.confirm(task.id).await {
+    match state.confirms.call(task.id).await {
         // The same script turned the idempotency claim to done: replays get the task.
         Ok(true) => true,
         Ok(false) => {

@@ -8,6 +8,7 @@
 //! - [`store`]: every atomic Redis write (Lua scripts) on task records, quota and events;
 //!   [`lua`] runs them by hash with a one-round-trip NOSCRIPT fallback.
 //! - [`reconcile`]: the reconciler's writes: confirmed marks, closing stuck submissions.
+//! - [`group_commit`]: concurrent callers' small writes batched into one script call.
 //! - [`presence`]: agent heartbeats and the live/busy agent count.
 //! - [`samples`]: the fleet's sampled history (`metrics:samples`) for the console.
 //! - [`topology`]: queue, dead-letter exchange and dead-letter queue declaration.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod connect;
 pub mod domain;
 pub mod envelope;
+pub mod group_commit;
 pub mod keys;
 pub mod lua;
 pub mod ops;

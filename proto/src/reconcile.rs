@@ -61,10 +61,22 @@ impl TaskStore {
     /// Marks the publish confirmed. `false` when the record was already closed without
     /// running (the undo or the reconciler won): the client must then get a 503.
     pub async fn confirm(&self, id: TaskId) -> Result<bool, StoreError> {
+        let ok = self.confirm_many(&[id]).await?;
+        Ok(ok.first() == Some(&true))
+    }
+
+    /// [`Self::confirm`] for several tasks in one script call, one answer per id in order.
+    pub async fn confirm_many(&self, ids: &[TaskId]) -> Result<Vec<bool>, StoreError> {
         let mut inv = CONFIRM.prepare_invoke();
-        inv.key(self.keys().task(id)).key(self.keys().unconfirmed()).arg(id.to_string());
-        let ok: i64 = inv.invoke_async(&mut self.connection()).await?;
-        Ok(ok == 1)
+        inv.key(self.keys().unconfirmed());
+        for id in ids {
+            inv.key(self.keys().task(*id)).arg(id.to_string());
+        }
+        let ok: Vec<i64> = inv.invoke_async(&mut self.connection()).await?;
+        if ok.len() != ids.len() {
+            return Err(StoreError::Reply(format!("{} answers for {} confirms", ok.len(), ids.len())));
+        }
+        Ok(ok.into_iter().map(|v| v == 1).collect())
     }
 
     /// Up to `limit` unconfirmed submissions created before `cutoff_ms`, oldest first.

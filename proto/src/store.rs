@@ -42,6 +42,16 @@ pub enum StoreError {
     Reply(String),
 }
 
+impl StoreError {
+    /// One copy per caller of a failed group commit (a Redis error keeps its kind).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Redis(e) => Self::Redis(e.clone()),
+            other => Self::Reply(other.to_string()),
+        }
+    }
+}
+
 /// A task about to be submitted.
 #[derive(Debug, Clone)]
 pub struct NewTask {

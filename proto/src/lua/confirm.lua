@@ -1,23 +1,29 @@
--- The broker confirmed the envelope: take the task out of the unconfirmed index so the
--- reconciler leaves it alone, and turn its idempotency claim (if any) from pending to done
--- so replays return the task instead of 409.
--- KEYS: [1] task, [2] unconfirmed index. ARGV: [1] task id
--- Returns 0 when the record was already closed without running (the undo or the reconciler
--- got there first: the client must not be told it was accepted), else 1.
-redis.call('ZREM', KEYS[2], ARGV[1])
-local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'failed' and redis.call('HGET', KEYS[1], 'attempt') == '0' then
-  return 0
-end
-if st then
-  redis.call('HSET', KEYS[1], 'confirmed', '1')
-  -- The claim's name is on the record (written by submit.lua in the same step as the claim).
-  local claim_key = redis.call('HGET', KEYS[1], 'idem_key')
-  if claim_key then
-    local claim = redis.call('GET', claim_key)
-    if claim and string.match(claim, '^pending:([^:]+):') == ARGV[1] then
-      redis.call('SET', claim_key, 'done:' .. string.sub(claim, 9), 'KEEPTTL')
+-- The broker confirmed these envelopes (one call for a batch of them; see group_commit.rs):
+-- take each task out of the unconfirmed index so the reconciler leaves it alone, and turn
+-- its idempotency claim (if any) from pending to done so replays return the task instead of 409.
+-- KEYS: [1] unconfirmed index, [2..] task records. ARGV: task ids, in KEYS' order from KEYS[2].
+-- Returns one integer per task: 0 when the record was already closed without running (the
+-- undo or the reconciler got there first: the client must not be told it was accepted), else 1.
+local out = {}
+for i, id in ipairs(ARGV) do
+  local task = KEYS[i + 1]
+  redis.call('ZREM', KEYS[1], id)
+  local st = redis.call('HGET', task, 'status')
+  if st == 'failed' and redis.call('HGET', task, 'attempt') == '0' then
+    out[i] = 0
+  else
+    if st then
+      redis.call('HSET', task, 'confirmed', '1')
+      -- The claim's name is on the record (written by submit.lua in the same step as the claim).
+      local claim_key = redis.call('HGET', task, 'idem_key')
+      if claim_key then
+        local claim = redis.call('GET', claim_key)
+        if claim and string.match(claim, '^pending:([^:]+):') == id then
+          redis.call('SET', claim_key, 'done:' .. string.sub(claim, 9), 'KEEPTTL')
+        end
+      end
     end
+    out[i] = 1
   end
 end
-return 1
+return out

@@ -1,0 +1,138 @@
+//! Group commit: concurrent callers' small writes go to Redis as one script call per
+//! batch instead of one call each.
+//!
+//! Under load a submission's Redis cost was mostly per call, not per write: the script
+//! invocation, the round trip and its two syscalls on each side. One worker takes whatever
+//! is queued (up to `max_batch`), runs it as one call, and answers each caller; while that
+//! call is in flight the next batch gathers, so a quiet gateway pays one round trip as
+//! before and a busy one pays one per batch. Each item keeps its own outcome; a failure of
+//! the whole call is every caller's error.
+//!
+//! A caller that goes away does not cancel its item: it is already part of a batch, and the
+//! write it asked for still happens (the callers here run on tasks of their own anyway).
+
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::StoreError;
+
+type Reply<O> = oneshot::Sender<Result<O, StoreError>>;
+
+pub struct GroupCommit<I, O> {
+    tx: mpsc::Sender<(I, Reply<O>)>,
+}
+
+impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
+    /// Spawns the worker on the current runtime. `run` gets the items in arrival order and
+    /// returns one outcome per item, in the same order.
+    pub fn spawn<F, Fut>(max_batch: usize, run: F) -> Self
+    where
+        F: Fn(Vec<I>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<Result<O, StoreError>>, StoreError>> + Send,
+    {
+        let max_batch = max_batch.max(1);
+        let (tx, mut rx) = mpsc::channel::<(I, Reply<O>)>(max_batch * 4);
+        tokio::spawn(async move {
+            let mut items = Vec::with_capacity(max_batch);
+            let mut replies = Vec::with_capacity(max_batch);
+            while let Some((item, reply)) = rx.recv().await {
+                items.push(item);
+                replies.push(reply);
+                while items.len() < max_batch
+                    && let Ok((item, reply)) = rx.try_recv()
+                {
+                    items.push(item);
+                    replies.push(reply);
+                }
+                let n = items.len();
+                metrics::histogram!("redis_group_commit_batch_size").record(n as f64);
+                match run(std::mem::take(&mut items)).await {
+                    Ok(outcomes) if outcomes.len() == n => {
+                        for (reply, outcome) in replies.drain(..).zip(outcomes) {
+                            let _ = reply.send(outcome);
+                        }
+                    }
+                    Ok(outcomes) => {
+                        let e = StoreError::Reply(format!("{} outcomes for {n} items", outcomes.len()));
+                        for reply in replies.drain(..) {
+                            let _ = reply.send(Err(StoreError::Reply(e.to_string())));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies.drain(..) {
+                            let _ = reply.send(Err(e.duplicate()));
+                        }
+                    }
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Queues one item and waits for its outcome.
+    pub async fn call(&self, item: I) -> Result<O, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let gone = || StoreError::Reply("group commit worker stopped".into());
+        self.tx.send((item, reply)).await.map_err(|_| gone())?;
+        outcome.await.map_err(|_| gone())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_callers_share_calls_and_each_gets_its_own_outcome() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let gc = Arc::new(GroupCommit::spawn(16, move |items: Vec<u32>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                Ok(items
+                    .into_iter()
+                    .map(|i| if i % 2 == 0 { Ok(i * 10) } else { Err(StoreError::Reply(format!("odd {i}"))) })
+                    .collect())
+            }
+        }));
+        let joins: Vec<_> = (0..40u32)
+            .map(|i| {
+                let gc = gc.clone();
+                tokio::spawn(async move { (i, gc.call(i).await) })
+            })
+            .collect();
+        for j in joins {
+            let (i, out) = j.await.unwrap();
+            match out {
+                Ok(v) => assert_eq!(v, i * 10),
+                Err(e) => assert_eq!(e.to_string(), format!("unexpected script reply: odd {i}")),
+            }
+        }
+        let n = calls.load(Ordering::SeqCst);
+        assert!((3..40).contains(&n), "40 concurrent items took {n} calls");
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_fails_every_item_in_it_and_the_worker_goes_on() {
+        let gc = GroupCommit::spawn(8, |items: Vec<u32>| async move {
+            if items.contains(&0) {
+                Err(StoreError::Reply("down".into()))
+            } else {
+                Ok(items.into_iter().map(Ok).collect())
+            }
+        });
+        assert!(gc.call(0).await.is_err());
+        assert_eq!(gc.call(7).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_short_reply_is_an_error_not_a_hang() {
+        let gc = GroupCommit::spawn(8, |_items: Vec<u32>| async move { Ok(Vec::<Result<u32, StoreError>>::new()) });
+        assert!(gc.call(1).await.is_err());
+    }
+}
