@@ -1,0 +1,171 @@
+//! Prompts: the texts live in `agent/prompts/` and are compiled in; this module fills
+//! their `{{placeholders}}` from the loop state, bounding every part so a long task's
+//! prompt stays the same size as a short one's.
+
+use std::sync::LazyLock;
+
+use super::View;
+use crate::memory::Recalled;
+use crate::text::clip;
+
+pub const SYSTEM: &str = include_str!("../../prompts/system.md");
+const TICK: &str = include_str!("../../prompts/tick.md");
+const SYNTHESIS: &str = include_str!("../../prompts/synthesis.md");
+const REPAIR: &str = include_str!("../../prompts/repair.md");
+
+/// JSON schemas for structured output (strict mode: every field required, absent = null).
+pub static ACTION_SCHEMA: LazyLock<serde_json::Value> = LazyLock::new(|| {
+    serde_json::from_str(include_str!("../../prompts/action.schema.json")).expect("action.schema.json is valid JSON")
+});
+pub static RESULT_SCHEMA: LazyLock<serde_json::Value> = LazyLock::new(|| {
+    serde_json::from_str(include_str!("../../prompts/result.schema.json")).expect("result.schema.json is valid JSON")
+});
+
+/// Steps shown in the prompt, newest last.
+const HISTORY_IN_PROMPT: usize = 8;
+/// Characters of an older step's observation; the latest step shows its checkpointed text.
+const OLD_OBSERVATION_CHARS: usize = 600;
+const NOTES_IN_PROMPT: usize = 10;
+const MEMORY_CHARS: usize = 700;
+const MANDATE_CHARS: usize = 8000;
+
+fn bullets(items: impl IntoIterator<Item = String>) -> String {
+    let lines: Vec<String> = items.into_iter().map(|i| format!("- {i}")).collect();
+    if lines.is_empty() { "(none)".to_owned() } else { lines.join("\n") }
+}
+
+pub fn memories(recalled: &[Recalled]) -> String {
+    bullets(recalled.iter().map(|m| {
+        let source = m.url.as_deref().map(|u| format!(" (source: {u})")).unwrap_or_default();
+        format!("[{} from tick {}] {}{source}", m.kind.as_str(), m.tick, clip(&m.text, MEMORY_CHARS))
+    }))
+}
+
+fn history(view: &View<'_>) -> String {
+    let steps = &view.state.history;
+    let shown = &steps[steps.len().saturating_sub(HISTORY_IN_PROMPT)..];
+    let last = shown.len().saturating_sub(1);
+    let text: Vec<String> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let observation =
+                if i == last { s.observation.clone() } else { clip(&s.observation, OLD_OBSERVATION_CHARS) };
+            let observation = if observation.is_empty() { String::new() } else { format!("\n  result: {observation}") };
+            format!("- tick {} `{}`: {}{observation}", s.tick, s.action, s.thought)
+        })
+        .collect();
+    if text.is_empty() { "(none yet)".to_owned() } else { text.join("\n") }
+}
+
+fn fill(template: &str, view: &View<'_>, tick: u32) -> String {
+    let state = view.state;
+    let notes = &state.notes[state.notes.len().saturating_sub(NOTES_IN_PROMPT)..];
+    let pages = state.pages.iter().map(|p| format!("{} — {}", p.url, p.title));
+    [
+        ("{{mandate}}", clip(view.mandate, MANDATE_CHARS)),
+        ("{{tick}}", tick.to_string()),
+        ("{{max_ticks}}", view.max_ticks.to_string()),
+        ("{{remaining}}", view.max_ticks.saturating_sub(tick).to_string()),
+        ("{{notes}}", bullets(notes.iter().cloned())),
+        ("{{deliverables}}", bullets(state.deliverables.iter().cloned())),
+        ("{{sources}}", bullets(pages)),
+        ("{{memories}}", memories(view.memories)),
+        ("{{history}}", history(view)),
+    ]
+    .into_iter()
+    // Placeholders are replaced in one pass over the template, so text that came from a
+    // web page and happens to contain `{{history}}` is never expanded.
+    .fold(Template::new(template), |t, (k, v)| t.with(k, v))
+    .render()
+}
+
+/// The user message of a tick.
+pub fn tick(view: &View<'_>) -> String {
+    fill(TICK, view, view.state.tick + 1)
+}
+
+/// The user message of the final synthesis call.
+pub fn synthesis(view: &View<'_>) -> String {
+    fill(SYNTHESIS, view, view.state.tick)
+}
+
+pub fn repair(reason: &str) -> String {
+    REPAIR.replace("{{reason}}", &clip(reason, 500))
+}
+
+struct Template<'a> {
+    text: &'a str,
+    values: Vec<(&'static str, String)>,
+}
+
+impl<'a> Template<'a> {
+    fn new(text: &'a str) -> Self {
+        Self { text, values: Vec::new() }
+    }
+
+    fn with(mut self, key: &'static str, value: String) -> Self {
+        self.values.push((key, value));
+        self
+    }
+
+    fn render(self) -> String {
+        let mut out = String::with_capacity(self.text.len() * 2);
+        let mut rest = self.text;
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            let tail = &rest[start..];
+            match self.values.iter().find(|(k, _)| tail.starts_with(k)) {
+                Some((k, v)) => {
+                    out.push_str(v);
+                    rest = &tail[k.len()..];
+                }
+                None => {
+                    out.push_str("{{");
+                    rest = &tail[2..];
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{LoopState, Step};
+    use crate::memory::{Kind, Recalled};
+    use crate::meter::Meter;
+
+    #[test]
+    fn tick_prompt_carries_state_and_does_not_expand_page_text() {
+        let mut state = LoopState { tick: 2, ..LoopState::default() };
+        state.notes.push("note one".into());
+        state.history.push(Step {
+            tick: 2,
+            action: "visit".into(),
+            thought: "read it".into(),
+            observation: "page says {{history}} and {{mandate}}".into(),
+        });
+        let recalled = [Recalled {
+            text: "the sky is blue".into(),
+            kind: Kind::Fact,
+            tick: 1,
+            url: Some("https://sky.example/".into()),
+            score: 0.9,
+        }];
+        let meter = Meter::default();
+        let view = View { mandate: "find colours", max_ticks: 5, state: &state, memories: &recalled, meter: &meter };
+        let p = tick(&view);
+        assert!(p.contains("find colours") && p.contains("Tick 3 of 5 (2 left"), "{p}");
+        assert!(p.contains("- note one"));
+        assert!(p.contains("[fact from tick 1] the sky is blue (source: https://sky.example/)"));
+        assert!(p.contains("page says {{history}} and {{mandate}}"), "page text kept verbatim: {p}");
+        assert!(!p.contains("{{notes}}"));
+        assert!(synthesis(&view).contains("after 2 of 5 ticks"));
+        assert!(repair("no JSON").contains("could not be used: no JSON"));
+        assert_eq!(ACTION_SCHEMA["required"][1], "action");
+        assert_eq!(RESULT_SCHEMA["required"][0], "success");
+    }
+}
