@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""The agent's module graph from its `crate::` paths, and a check that it has no cycle.
+
+Usage: scripts/import-graph.py [crate src dir, default agent/src]
+Prints one line per top-level module with the modules it uses, then `no cycle` (exit 0)
+or the cycle found (exit 1). A module's submodules count as the module (`model/openai.rs`
+is `model`); `lib.rs` is `lib`. Every `crate::x` path counts, in `use` lines or inline,
+test modules included.
+"""
+import pathlib
+import re
+import sys
+
+src = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "agent/src")
+modules = {p.stem if p.parent == src else p.relative_to(src).parts[0]
+           for p in src.rglob("*.rs") if p.name != "main.rs"}
+modules = {"lib" if m == "lib" else m for m in modules}
+
+def module_of(path):
+    rel = path.relative_to(src)
+    return "lib" if rel.name == "lib.rs" else rel.parts[0].removesuffix(".rs")
+
+edges = {m: set() for m in modules}
+for path in src.rglob("*.rs"):
+    if path.name == "main.rs":
+        continue
+    here = module_of(path)
+    text = re.sub(r"//[^\n]*", "", path.read_text())  # comments and docs do not import
+    for target in re.findall(r"\bcrate::(\w+)", text):
+        target = target if target in modules else "lib"  # `crate::Item` is the root
+        if target != here:
+            edges[here].add(target)
+    # `use crate::{a, b::c}`
+    for group in re.findall(r"\bcrate::\{([^}]*)\}", text):
+        for target in re.findall(r"(?:^|,)\s*(\w+)", group):
+            if target in modules and target != here:
+                edges[here].add(target)
+
+for m in sorted(edges, key=lambda m: (-len(edges[m]), m)):
+    print(f"{m:12} -> {', '.join(sorted(edges[m])) or '(nothing)'}")
+
+state, stack = {}, []
+def visit(m):
+    state[m] = "open"
+    stack.append(m)
+    for n in sorted(edges[m]):
+        if state.get(n) == "open":
+            return stack[stack.index(n):] + [n]
+        if n not in state and (cycle := visit(n)):
+            return cycle
+    stack.pop()
+    state[m] = "done"
+    return None
+
+for m in sorted(edges):
+    if m not in state and (cycle := visit(m)):
+        print("cycle: " + " -> ".join(cycle))
+        sys.exit(1)
+print("no cycle")
