@@ -1,8 +1,8 @@
-//! The tick loop of one task (its state and stored format: [`crate::checkpoint`]). Each tick: recall memories near the current step, ask the
+//! The tick loop of one task. Each tick: recall memories near the current step, ask the
 //! model for an action, run its tool, store what was learned, and write `tick`, an event
-//! and the checkpoint, fenced by the delivery's attempt, so a redelivered task resumes at
-//! the first tick that had not been recorded. On `exit` or the last tick, one synthesis
-//! call writes the result.
+//! and the checkpoint ([`crate::checkpoint`]), fenced by the delivery's attempt, so a
+//! redelivered task resumes at the first tick that had not been recorded. On `exit` or
+//! the last tick, one synthesis call writes the result.
 //!
 //! Model, tool and memory calls all race the task deadline and the stop signal. Memory is
 //! an aid: when it fails the loop goes on without it.
