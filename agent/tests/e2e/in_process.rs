@@ -211,7 +211,7 @@ impl Core {
         assert!(matches!(submitted, SubmitOutcome::Accepted { .. }), "{submitted:?}");
         let env = Env::from_pairs(ns.env())
             .with("AGENT_ID", "core-test")
-            .with("TASK_TIMEOUT_SECONDS", &timeout.as_secs().to_string());
+            .with("TASK_TIMEOUT_SECONDS", timeout.as_secs().to_string());
         let settings = Settings::from_env(&env).expect("settings");
         let envelope = TaskEnvelope {
             correlation_id: task.id,
