@@ -2,8 +2,9 @@
 """The agent's module graph from its `crate::` paths, and a check that it has no cycle.
 
 Usage: scripts/import-graph.py [crate src dir, default agent/src]
-Prints one line per top-level module with the modules it uses, then `no cycle` (exit 0)
-or the cycle found (exit 1). A module's submodules count as the module (`model/openai.rs`
+Prints one line per top-level module with the modules it uses, then `no cycle` or the
+cycle found, then whether every arrow points down the `# Layout` list of lib.rs (the
+`//! - [`module`]` lines, top to bottom). Exit 1 on a cycle or an upward arrow. A module's submodules count as the module (`model/openai.rs`
 is `model`); `lib.rs` is `lib`. Every `crate::x` path counts, in `use` lines or inline,
 test modules included.
 """
@@ -57,3 +58,17 @@ for m in sorted(edges):
         print("cycle: " + " -> ".join(cycle))
         sys.exit(1)
 print("no cycle")
+
+layout = ["lib"]
+for line in (src / "lib.rs").read_text().splitlines():
+    if (hit := re.match(r"//! - \[`(\w+)`\]", line)) and hit.group(1) in modules:
+        layout.append(hit.group(1))
+missing = sorted(modules - set(layout))
+upward = [f"{m} -> {n}" for m in edges for n in edges[m] if layout.index(n) < layout.index(m)] if not missing else []
+if missing:
+    print(f"not in the # Layout list of lib.rs: {', '.join(missing)}")
+elif upward:
+    print("arrows up the # Layout list: " + "; ".join(sorted(upward)))
+else:
+    print("every arrow points down the # Layout list: " + " > ".join(layout))
+sys.exit(1 if missing or upward else 0)

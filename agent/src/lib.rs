@@ -1,16 +1,17 @@
 //! The Euglena agent worker.
 //!
 //! # Layout
-//! A stack: each module uses only those below it (`scripts/import-graph.py` checks).
+//! A stack, top to bottom: each module uses only those below it in this list
+//! (`scripts/import-graph.py` checks).
 //! - [`consumer`]: the consume loop: subscribe with reconnects and prefetch, hand each
 //!   delivery on, return the live [`consumer::Link`] when told to stop.
 //! - [`delivery`]: one delivery from envelope to settle (parse, claim, resume, run, finish).
 //! - [`worker`]: [`worker::Worker`], what every delivery runs with, and
 //!   [`worker::Intelligence`], the model, tools and memory built from the settings.
 //! - [`presence`]: running tasks and the heartbeat.
-//! - [`protection`]: ECS task scale-in protection while busy (with `ECS_AGENT_URI`).
 //! - [`config`]: the agent's settings from the environment (each part's own settings
 //!   live with that part).
+//! - [`protection`]: ECS task scale-in protection while busy (with `ECS_AGENT_URI`).
 //! - [`tick`]: the tick loop of one task ([`tick::Run`]), racing its deadline and stop.
 //! - [`tools`]: `search` and `visit` (with the SSRF address policy and HTML to text).
 //! - [`model`]: the model interface, its prompts, the OpenAI-compatible client and the
