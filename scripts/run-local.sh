@@ -2,7 +2,8 @@
 # Runs Euglena on this machine against the local Redis and RabbitMQ: the gateway on
 # :8080, the metrics sidecar (log-only, :8082) and the autoscaler's local loop, which runs
 # between MIN_WORKERS (2) and MAX_WORKERS (6) agents as the queue demands. Logs are
-# prefixed by process. Ctrl-C stops everything cleanly (agents drain first).
+# prefixed by process; the agents' lines (under [autoscaler]) carry their agent_id. Ctrl-C
+# stops everything cleanly (agents drain first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh

@@ -6,6 +6,7 @@ use std::time::Duration;
 use proto::config::{CommonSettings, ConfigError, Env};
 
 use crate::memory::MemorySettings;
+use crate::model::offline::OfflineSettings;
 use crate::model::openai::LlmSettings;
 use crate::protection::ProtectionSettings;
 use crate::tools::search::SearchSettings;
@@ -30,13 +31,6 @@ pub struct Settings {
     pub protection: Option<ProtectionSettings>,
 }
 
-/// Pacing of the offline demo model (see [`crate::model::offline`]).
-#[derive(Debug, Clone)]
-pub struct OfflineSettings {
-    pub think_ticks: u32,
-    pub tick_delay: Duration,
-}
-
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let common = CommonSettings::from_env(env)?;
@@ -59,10 +53,7 @@ impl Settings {
             heartbeat_interval,
             task_timeout: env.seconds("TASK_TIMEOUT_SECONDS", 900)?,
             drain: Duration::from_secs(env.ranged("AGENT_DRAIN_SECONDS", 90, 0..=3600)?),
-            offline: OfflineSettings {
-                think_ticks: env.ranged("OFFLINE_THINK_TICKS", 3, 0..=10_000)?,
-                tick_delay: Duration::from_millis(env.ranged("OFFLINE_TICK_DELAY_MS", 1000, 0..=600_000)?),
-            },
+            offline: OfflineSettings::from_env(env)?,
             llm: LlmSettings::from_env(env)?,
             search: SearchSettings::from_env(env)?,
             visit: VisitSettings::from_env(env)?,

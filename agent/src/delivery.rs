@@ -1,5 +1,6 @@
-//! Processing one delivery, from envelope to ack. The consumer loop calls
-//! [`process`]; tests drive it through real queues.
+//! Processing one delivery, from envelope to ack. The consumer loop calls [`process`],
+//! which settles the delivery with the [`Outcome`] of [`handle`]; tests call [`handle`]
+//! directly with a [`Received`] message.
 //!
 //! Order of effects: the terminal status is written *before* the ack, so a worker that
 //! dies at any point loses nothing: the broker redelivers, and the record (terminal, or
@@ -14,9 +15,10 @@ use proto::task::{TaskRecord, TaskStatus};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::Worker;
-use crate::model::{Meter, Usage};
-use crate::tick::{LoopState, Run, RunEnd};
+use crate::checkpoint::LoopState;
+use crate::meter::{Meter, Usage};
+use crate::tick::{Run, RunEnd};
+use crate::worker::Worker;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -29,7 +31,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Acked => "acked",
             Self::Requeued => "requeued",
@@ -52,20 +54,31 @@ fn delivery_count(d: &Delivery) -> i64 {
         .unwrap_or(0)
 }
 
+/// What [`handle`] reads from a delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    pub data: &'a [u8],
+    pub message_id: Option<&'a str>,
+    /// The broker's `x-delivery-count`: earlier deliveries of this message (0 on the first).
+    pub delivery_count: i64,
+}
+
 /// `stop` interrupts a running task (end of drain, or the channel was lost).
 pub async fn process(worker: &Worker, delivery: Delivery, stop: &CancellationToken) -> Outcome {
     let message_id = delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned());
+    let received =
+        Received { data: &delivery.data, message_id: message_id.as_deref(), delivery_count: delivery_count(&delivery) };
     let span = tracing::info_span!(
         "delivery",
         correlation_id = tracing::field::Empty,
         attempt = tracing::field::Empty,
         redelivered = delivery.redelivered,
-        delivery_count = delivery_count(&delivery),
+        delivery_count = received.delivery_count,
     );
     if let Some(m) = &message_id {
         span.record("correlation_id", m.as_str());
     }
-    let outcome = handle(worker, &delivery, stop, message_id.as_deref()).instrument(span.clone()).await;
+    let outcome = handle(worker, received, stop).instrument(span.clone()).await;
     let settle = async {
         let r = match outcome {
             Outcome::Acked => delivery.acker.ack(BasicAckOptions::default()).await,
@@ -84,12 +97,14 @@ pub async fn process(worker: &Worker, delivery: Delivery, stop: &CancellationTok
     outcome
 }
 
-async fn handle(worker: &Worker, delivery: &Delivery, stop: &CancellationToken, message_id: Option<&str>) -> Outcome {
-    let envelope = match TaskEnvelope::parse(&delivery.data) {
+/// Handles one message up to the decision how to settle it: parse, claim (fenced by the
+/// new attempt), resume from the checkpoint or start, run, write the terminal status.
+pub async fn handle(worker: &Worker, msg: Received<'_>, stop: &CancellationToken) -> Outcome {
+    let envelope = match TaskEnvelope::parse(msg.data) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "invalid envelope; dead-lettering");
-            mark_invalid(worker, &delivery.data, message_id).await;
+            mark_invalid(worker, msg.data, msg.message_id).await;
             return Outcome::DeadLettered;
         }
     };
@@ -130,7 +145,7 @@ async fn handle(worker: &Worker, delivery: &Delivery, stop: &CancellationToken, 
     // The broker dead-letters a message returned once more than its delivery limit, without
     // telling us: on the last delivery it allows, a task that would be handed back is failed
     // here instead, so its record does not stay `in_progress` with its quota reserved.
-    let last = delivery_count(delivery) >= i64::from(worker.settings.common.max_deliveries);
+    let last = msg.delivery_count >= i64::from(worker.settings.common.max_deliveries);
     let outcome = run_claimed(worker, &envelope, &record, attempt, stop, last).await;
     worker.registry.finish(id);
     outcome
@@ -158,7 +173,7 @@ async fn run_claimed(
     let store = &worker.store;
     let never = CancellationToken::new();
     let state = match crate::retry::redis(&never, || store.checkpoint(record.id)).await {
-        Ok(Some(raw)) => match serde_json::from_str::<LoopState>(&raw) {
+        Ok(Some(raw)) => match LoopState::decode(&raw) {
             Ok(s) => {
                 tracing::info!(from_tick = s.tick, "resuming from checkpoint");
                 s
@@ -271,7 +286,7 @@ async fn finish_recreated(worker: &Worker, envelope: &TaskEnvelope, fin: &Finish
     }
 }
 
-/// The terminal write. The result is the the contract's `{success, deliverables, notes, sources}`
+/// The terminal write. The result is the contract's `{success, deliverables, notes, sources}`
 /// plus `usage`, the task's summed token counts.
 fn finish(
     status: TaskStatus,

@@ -9,10 +9,11 @@
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
 use async_openai::types::embeddings::{CreateEmbeddingRequest, EmbeddingInput};
 use async_trait::async_trait;
 
-use crate::model::{Meter, Usage};
+use crate::meter::{Meter, Usage};
 
 pub const LOCAL_DIM: usize = 256;
 /// Texts per embedding request, and characters per text (well inside every model's limit).
@@ -20,8 +21,12 @@ const BATCH: usize = 64;
 const TEXT_CHARS: usize = 6000;
 
 #[derive(Debug, thiserror::Error)]
-#[error("embedding failed: {0}")]
-pub struct EmbedError(pub String);
+pub enum EmbedError {
+    #[error("embedding request failed")]
+    Api(#[from] OpenAIError),
+    #[error("embedding failed: asked for {asked} embeddings, got {got}")]
+    Count { asked: usize, got: usize },
+}
 
 #[async_trait]
 pub trait Embedder: Send + Sync {
@@ -120,7 +125,7 @@ impl Embedder for ApiEmbedder {
                 input: EmbeddingInput::StringArray(input),
                 ..Default::default()
             };
-            let reply = self.client.embeddings().create(request).await.map_err(|e| EmbedError(e.to_string()))?;
+            let reply = self.client.embeddings().create(request).await?;
             meter.add(Usage {
                 prompt_tokens: u64::from(reply.usage.prompt_tokens),
                 completion_tokens: 0,
@@ -129,7 +134,7 @@ impl Embedder for ApiEmbedder {
             });
             let mut data = reply.data;
             if data.len() != batch.len() {
-                return Err(EmbedError(format!("asked for {} embeddings, got {}", batch.len(), data.len())));
+                return Err(EmbedError::Count { asked: batch.len(), got: data.len() });
             }
             data.sort_by_key(|e| e.index);
             out.extend(data.into_iter().map(|e| e.embedding));

@@ -1,33 +1,51 @@
 //! The Euglena agent worker.
 //!
 //! # Layout
-//! - [`config`]: settings from the environment.
-//! - [`consumer`]: the consume loop with reconnects and prefetch.
-//! - [`delivery`]: one delivery from envelope to ack (parse, claim, run, finish).
-//! - [`tick`]: the tick loop and its checkpointed state.
-//! - [`model`]: the model interface, the OpenAI-compatible client and the offline demo model.
-//! - [`prompt`]: prompt files (`agent/prompts/`) and their rendering.
-//! - [`tools`]: `search` and `visit` (with the SSRF address policy and HTML to text).
-//! - [`memory`], [`embedding`]: task memory in Redis or Qdrant, and the embeddings it uses.
+//! A stack, top to bottom: each module uses only those below it in this list
+//! (`scripts/import-graph.py` checks).
+//! - [`consumer`]: the consume loop: subscribe with reconnects and prefetch, hand each
+//!   delivery on, return the live [`consumer::Link`] when told to stop.
+//! - [`delivery`]: one delivery from envelope to settle (parse, claim, resume, run, finish).
+//! - [`worker`]: [`worker::Worker`], what every delivery runs with, and
+//!   [`worker::Intelligence`], the model, tools and memory built from the settings.
 //! - [`presence`]: running tasks and the heartbeat.
+//! - [`config`]: the agent's settings from the environment (each part's own settings
+//!   live with that part).
 //! - [`protection`]: ECS task scale-in protection while busy (with `ECS_AGENT_URI`).
+//! - [`tick`]: the tick loop of one task ([`tick::Run`]), racing its deadline and stop.
+//! - [`tools`]: `search` and `visit` (with the SSRF address policy and HTML to text).
+//! - [`model`]: the model interface, its prompts, the OpenAI-compatible client and the
+//!   offline demo model (with [`model::offline::OfflineSettings`]).
+//! - [`memory`]: task memory in Redis or Qdrant.
+//! - [`embedding`]: the embeddings memory uses (model API or local hashing).
+//! - [`checkpoint`]: the loop state ([`checkpoint::LoopState`], steps, pages, the partial
+//!   result) and its stored JSON format.
+//! - [`meter`]: a task's running token count ([`meter::Meter`] over `proto::Usage`).
+//! - [`retry`]: retrying Redis writes through short outages.
+//! - [`text`]: [`text::clip`], the one way outside text is bounded.
 //!
-//! Shutdown (SIGTERM): stop taking deliveries, mark presence `draining`, let running
+//! [`run`] wires them: Redis, the worker, heartbeat, protection, the consumer, then the
+//! drain. Shutdown (SIGTERM): stop taking deliveries, mark presence `draining`, let running
 //! tasks finish for up to `AGENT_DRAIN_SECONDS`, then interrupt the rest (checkpointed,
-//! requeued with `nack`), release scale-in protection, deregister and close.
+//! requeued with `nack`), close the broker link, release scale-in protection, deregister.
+//! Every log line of a run carries the `agent_id` (its span), so agents sharing one
+//! terminal under the local autoscaler can be told apart.
 
+pub mod checkpoint;
 pub mod config;
 pub mod consumer;
 pub mod delivery;
 pub mod embedding;
 pub mod memory;
+pub mod meter;
 pub mod model;
 pub mod presence;
-pub mod prompt;
 pub mod protection;
 pub mod retry;
+pub mod text;
 pub mod tick;
 pub mod tools;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,87 +53,24 @@ use std::time::Duration;
 use proto::Keys;
 use proto::store::TaskStore;
 use tokio::net::TcpListener;
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::Settings;
-use crate::embedding::{ApiEmbedder, Embedder, LocalEmbedder};
-use crate::memory::qdrant::QdrantStore;
-use crate::memory::redis::RedisStore;
-use crate::memory::{Memory, VectorStore};
-use crate::model::Model;
-use crate::model::offline::OfflineModel;
-use crate::model::openai::OpenAiModel;
-use crate::presence::Registry;
-use crate::tools::Tools;
-use crate::tools::search::Searcher;
-use crate::tools::visit::Visitor;
-use proto::address_policy::SystemLookup;
+use crate::worker::{Intelligence, Worker};
 
 /// After the drain, interrupted runs get this long to checkpoint and nack.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
 
-pub struct Worker {
-    pub settings: Settings,
-    pub store: TaskStore,
-    pub model: Arc<dyn Model>,
-    pub tools: Tools,
-    pub memory: Memory,
-    pub registry: Registry,
-    held: Mutex<Option<(lapin::Connection, lapin::Channel)>>,
-}
-
-/// The model, tools and memory a worker runs tasks with, built once from the settings.
-pub struct Intelligence {
-    pub model: Arc<dyn Model>,
-    pub tools: Tools,
-    pub memory: Memory,
-}
-
-impl Intelligence {
-    pub fn build(settings: &Settings, store: &TaskStore) -> anyhow::Result<Self> {
-        let (model, embedder): (Arc<dyn Model>, Arc<dyn Embedder>) = match &settings.llm {
-            None => (Arc::new(OfflineModel::new(settings.offline.clone())), Arc::new(LocalEmbedder)),
-            Some(llm) => {
-                let m = OpenAiModel::new(llm.clone())?;
-                let embedder: Arc<dyn Embedder> = if llm.embedding_model == "local" {
-                    Arc::new(LocalEmbedder)
-                } else {
-                    Arc::new(ApiEmbedder::new(m.client(), llm.embedding_model.clone()))
-                };
-                (Arc::new(m), embedder)
-            }
-        };
-        let vectors: Arc<dyn VectorStore> = match QdrantStore::new(&settings.memory)? {
-            Some(q) => Arc::new(q),
-            None => {
-                Arc::new(RedisStore::new(store.connection(), store.keys().clone(), settings.common.task_record_ttl))
-            }
-        };
-        let memory = Memory::new(vectors, embedder, settings.memory.top_k, settings.memory.retention);
-        let tools = Tools {
-            searcher: Searcher::new(settings.search.clone())?,
-            visitor: Visitor::new(settings.visit.clone(), Arc::new(SystemLookup), Vec::new())?,
-        };
-        Ok(Self { model, tools, memory })
-    }
-}
-
-impl Worker {
-    pub fn new(settings: Settings, store: TaskStore, parts: Intelligence) -> Self {
-        let Intelligence { model, tools, memory } = parts;
-        Self { settings, store, model, tools, memory, registry: Registry::default(), held: Mutex::new(None) }
-    }
-
-    async fn hold_link(&self, conn: lapin::Connection, channel: lapin::Channel) {
-        *self.held.lock().await = Some((conn, channel));
-    }
-}
-
 /// Runs the agent until `shutdown` is cancelled, then drains. `health` serves `/health`
 /// and `/metrics`.
 pub async fn run(settings: Settings, health: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let span = tracing::info_span!("agent", agent_id = %settings.worker_id);
+    serve(settings, health, shutdown).instrument(span).await
+}
+
+async fn serve(settings: Settings, health: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let ops_stop = CancellationToken::new();
     let ops_task = proto::ops::spawn(health, settings.common.http_header_timeout, ops_stop.clone());
 
@@ -173,12 +128,15 @@ pub async fn run(settings: Settings, health: TcpListener, shutdown: Cancellation
     let presence = {
         let w = worker.clone();
         let stop = presence_stop.clone();
-        tokio::spawn(async move { presence::heartbeat(&w, stop).await })
+        tokio::spawn(
+            async move { presence::heartbeat(&w.registry, &w.store, &w.settings, stop).await }
+                .instrument(tracing::Span::current()),
+        )
     };
 
     let tracker = TaskTracker::new();
     let interrupt = CancellationToken::new();
-    consumer::consume(worker.clone(), tracker.clone(), shutdown.clone(), interrupt.clone()).await;
+    let link = consumer::consume(worker.clone(), tracker.clone(), shutdown.clone(), interrupt.clone()).await;
 
     // Draining.
     worker.registry.set_draining();
@@ -199,9 +157,8 @@ pub async fn run(settings: Settings, health: TcpListener, shutdown: Cancellation
         tracing::info!("all running tasks finished");
     }
     interrupt.cancel();
-    if let Some((conn, channel)) = worker.held.lock().await.take() {
-        let _ = channel.close(200, "agent shutting down".into()).await;
-        let _ = conn.close(200, "agent shutting down".into()).await;
+    if let Some(link) = link {
+        link.close("agent shutting down").await;
     }
     // After the drain: release scale-in protection (bounded) while deregistering.
     protection_stop.cancel();

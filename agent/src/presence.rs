@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use proto::TaskId;
 use proto::presence::{Heartbeat, WorkerState};
+use proto::store::TaskStore;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::Worker;
+use crate::config::{Settings, hostname};
 
 #[derive(Default)]
 pub struct Registry {
@@ -77,33 +78,32 @@ impl Registry {
     }
 }
 
-/// Heartbeats until `stop`, then removes this agent from the registry in Redis.
-pub async fn heartbeat(worker: &Worker, stop: CancellationToken) {
-    let s = &worker.settings;
-    let mut conn = worker.store.connection();
+/// Heartbeats `registry` until `stop`, then removes this agent from the registry in Redis.
+pub async fn heartbeat(registry: &Registry, store: &TaskStore, s: &Settings, stop: CancellationToken) {
+    let mut conn = store.connection();
     let started_at = proto::time::rfc3339(chrono::Utc::now());
-    let host = crate::config::hostname();
+    let host = hostname();
     let mut interval = tokio::time::interval(s.heartbeat_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let hb = Heartbeat {
             worker_id: s.worker_id.clone(),
-            state: worker.registry.state(),
-            tasks: worker.registry.running(),
+            state: registry.state(),
+            tasks: registry.running(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             host: host.clone(),
             started_at: started_at.clone(),
         };
-        if let Err(e) = proto::presence::beat(&mut conn, worker.store.keys(), &hb, s.common.heartbeat_ttl).await {
+        if let Err(e) = proto::presence::beat(&mut conn, store.keys(), &hb, s.common.heartbeat_ttl).await {
             tracing::warn!(error = %e, "heartbeat failed");
         }
         tokio::select! {
             _ = interval.tick() => {}
-            () = worker.registry.changed.notified() => {}
+            () = registry.changed.notified() => {}
             () = stop.cancelled() => break,
         }
     }
-    match proto::presence::deregister(&mut conn, worker.store.keys(), &s.worker_id).await {
+    match proto::presence::deregister(&mut conn, store.keys(), &s.worker_id).await {
         Ok(()) => tracing::info!("deregistered"),
         Err(e) => tracing::warn!(error = %e, "could not deregister; the entry expires with its TTL"),
     }

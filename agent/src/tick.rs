@@ -1,8 +1,8 @@
 //! The tick loop of one task. Each tick: recall memories near the current step, ask the
 //! model for an action, run its tool, store what was learned, and write `tick`, an event
-//! and the checkpoint, fenced by the delivery's attempt, so a redelivered task resumes at
-//! the first tick that had not been recorded. On `exit` or the last tick, one synthesis
-//! call writes the result.
+//! and the checkpoint ([`crate::checkpoint`]), fenced by the delivery's attempt, so a
+//! redelivered task resumes at the first tick that had not been recorded. On `exit` or
+//! the last tick, one synthesis call writes the result.
 //!
 //! Model, tool and memory calls all race the task deadline and the stop signal. Memory is
 //! an aid: when it fails the loop goes on without it.
@@ -12,74 +12,22 @@ use std::time::Duration;
 use proto::TaskResult;
 use proto::store::{ProgressOutcome, StoreError, TaskStore};
 use proto::task::TaskRecord;
-use serde::{Deserialize, Serialize};
+use proto::telemetry::Chain;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::{LoopState, Step};
 use crate::memory::{Kind, Memory, NewMemory, Recalled, Scope};
-use crate::model::{Action, Meter, Model, ModelError, Usage, View};
-use crate::prompt::clip;
-use crate::tools::{Outcome, PageNote, Tools};
+use crate::meter::Meter;
+use crate::model::{Action, Model, ModelError, View};
+use crate::text::clip;
+use crate::tools::{Outcome, Tools};
 
-/// History entries kept in the checkpoint (the prompt shows fewer).
-const HISTORY_LIMIT: usize = 50;
-/// Observation characters kept for steps older than the latest.
-const OLD_OBSERVATION_CHARS: usize = 600;
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LoopState {
-    /// Ticks finished so far.
-    pub tick: u32,
-    pub notes: Vec<String>,
-    pub history: Vec<Step>,
-    pub deliverables: Vec<String>,
-    pub sources: Vec<String>,
-    /// Pages read successfully, in order.
-    #[serde(default)]
-    pub pages: Vec<PageNote>,
-    /// Memories stored so far (recall is skipped while there are none).
-    #[serde(default)]
-    pub memories: u32,
-    #[serde(default)]
-    pub usage: Usage,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Step {
-    pub tick: u32,
-    pub action: String,
-    pub thought: String,
-    pub observation: String,
-}
-
-impl LoopState {
-    /// What a task that stops early (timeout, cancel, failure) hands back.
-    pub fn partial_result(&self, notes: &str) -> TaskResult {
-        TaskResult {
-            success: false,
-            deliverables: self.deliverables.clone(),
-            notes: notes.to_owned(),
-            sources: self.sources.clone(),
-            usage: None,
-        }
-    }
-
-    fn push_step(&mut self, step: Step) {
-        if let Some(last) = self.history.last_mut() {
-            last.observation = clip(&last.observation, OLD_OBSERVATION_CHARS);
-        }
-        self.history.push(step);
-        if self.history.len() > HISTORY_LIMIT {
-            self.history.drain(..self.history.len() - HISTORY_LIMIT);
-        }
-    }
-
-    /// What to look up in memory before the next tick: the mandate and the latest step.
-    fn recall_query(&self, mandate: &str) -> String {
-        match self.history.last() {
-            Some(s) => format!("{}\n{}\n{}", clip(mandate, 1000), s.thought, clip(&s.observation, 500)),
-            None => clip(mandate, 1000),
-        }
+/// What to look up in memory before the next tick: the mandate and the latest step.
+fn recall_query(state: &LoopState, mandate: &str) -> String {
+    match state.history.last() {
+        Some(s) => format!("{}\n{}\n{}", clip(mandate, 1000), s.thought, clip(&s.observation, 500)),
+        None => clip(mandate, 1000),
     }
 }
 
@@ -157,9 +105,9 @@ impl Run<'_> {
         let mut backoff = proto::backoff::Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
         loop {
             match self.race(deadline, call()).await {
-                Race::Done(Err(ModelError::Transient(reason))) => {
+                Race::Done(Err(e @ ModelError::Transient { .. })) => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(%reason, retry_in_s = delay.as_secs(), "model unavailable; waiting for it");
+                    tracing::warn!(error.cause_chain = %Chain(&e), retry_in_s = delay.as_secs(), "model unavailable; waiting for it");
                     metrics::counter!("agent_model_outage_waits_total").increment(1);
                     match self.race(deadline, tokio::time::sleep(delay)).await {
                         Race::Done(()) => {}
@@ -187,7 +135,7 @@ impl Run<'_> {
             return Vec::new();
         }
         self.memory.recall(&self.scope(), query, &self.meter).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "memory recall failed; going on without memories");
+            tracing::warn!(error.cause_chain = %Chain(&e), "memory recall failed; going on without memories");
             Vec::new()
         })
     }
@@ -196,7 +144,7 @@ impl Run<'_> {
         match self.memory.remember(&self.scope(), items, &self.meter).await {
             Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
             Err(e) => {
-                tracing::warn!(error = %e, "storing memories failed; going on without them");
+                tracing::warn!(error.cause_chain = %Chain(&e), "storing memories failed; going on without them");
                 0
             }
         }
@@ -207,7 +155,8 @@ impl Run<'_> {
         let max_ticks = self.record.max_ticks;
         let mandate = self.record.mandate.as_str();
         while state.tick < max_ticks {
-            let memories = raced!(state, self.race(deadline, self.recall(&state, &state.recall_query(mandate))).await);
+            let memories =
+                raced!(state, self.race(deadline, self.recall(&state, &recall_query(&state, mandate))).await);
             let view = View { mandate, max_ticks, state: &state, memories: &memories, meter: &self.meter };
             let decided = raced!(state, self.model_call(deadline, || self.model.decide(&view)).await);
             let tick = state.tick + 1;
@@ -242,9 +191,8 @@ impl Run<'_> {
                 None => String::new(),
             };
             state.memories += raced!(state, self.race(deadline, self.remember(learned)).await);
-            if let Some(page) = outcome.page.filter(|p| !state.sources.contains(&p.url)) {
-                state.sources.push(page.url.clone());
-                state.pages.push(page);
+            if let Some(page) = outcome.page {
+                state.add_page(page);
             }
             let observation = if action_name == "invalid" {
                 "the reply was not a valid action; this tick was lost".into()
@@ -289,18 +237,17 @@ impl Run<'_> {
         }
     }
 
+    /// A model error that ends the task (transient ones never get here: `model_call`
+    /// waits them out until the deadline). Logged here, once, with its cause chain; the
+    /// task's `error` gets the reason only.
     fn model_failure(&self, e: ModelError, state: &LoopState) -> RunEnd {
-        match e {
-            // Transient errors never get here: `model_call` waits them out until the deadline.
-            ModelError::Transient(m) | ModelError::Permanent(m) | ModelError::Malformed(m) => {
-                RunEnd::Failed(m, state.partial_result("the model failed"), state.tick)
-            }
-        }
+        tracing::warn!(error.cause_chain = %Chain(&e), tick = state.tick, "the model failed; failing the task");
+        RunEnd::Failed(e.reason().to_owned(), state.partial_result("the model failed"), state.tick)
     }
 
     /// Writes the tick and checkpoint, riding out short Redis outages.
     async fn record_tick(&self, state: &LoopState, action: &str) -> Result<ProgressOutcome, StoreError> {
-        let checkpoint = serde_json::to_string(state).unwrap_or_default();
+        let checkpoint = state.encode();
         crate::retry::redis(self.stop, || {
             self.store.progress(self.record, self.attempt, state.tick, action, &checkpoint)
         })

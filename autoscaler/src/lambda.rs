@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::LambdaEvent;
 use metrics_sidecar::cloudwatch::{DESIRED_WORKERS, datum};
+use proto::telemetry::Chain;
 use serde::Serialize;
 
 use crate::config::LambdaSettings;
@@ -19,8 +20,8 @@ use crate::policy::{self, Decision, Inputs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScaleError {
-    #[error("reading metrics from CloudWatch failed: {0}")]
-    Metrics(String),
+    #[error("reading metrics from CloudWatch failed")]
+    Metrics(#[source] aws_sdk_cloudwatch::Error),
     #[error(transparent)]
     Ecs(#[from] EcsError),
 }
@@ -33,8 +34,9 @@ impl From<ScaleError> for lambda_runtime::Diagnostic {
             ScaleError::Ecs(EcsError::NotFound { .. }) => "EcsServiceNotFound",
             ScaleError::Ecs(EcsError::Api { .. }) => "EcsCallFailed",
         };
-        tracing::error!(error_type, error = %e, "scaling invocation failed");
-        Self { error_type: error_type.to_owned(), error_message: e.to_string() }
+        let message = Chain(&e).to_string();
+        tracing::error!(error_type, error.cause_chain = %message, "scaling invocation failed");
+        Self { error_type: error_type.to_owned(), error_message: message }
     }
 }
 
@@ -70,7 +72,7 @@ impl Scaler {
         let slots = s.policy.slots(metrics_window::PERIOD);
         let window = metrics_window::read(&self.cloudwatch, &s.namespace, &s.queue, slots, now)
             .await
-            .map_err(|e| ScaleError::Metrics(aws_sdk_cloudwatch::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(ScaleError::Metrics)?;
         let service = ecs::describe(&self.ecs, &s.cluster, &s.service).await?;
         let inputs =
             Inputs { window: &window.samples, current: service.desired, busy: window.busy, bounds: s.policy.bounds };

@@ -160,22 +160,42 @@ pub fn redis_blocking(endpoint: &Endpoint, block: Duration) -> redis::RedisResul
     ConnectionManager::new_lazy_with_config(client, config)
 }
 
-/// Waits until Redis answers `PING`, or the token is cancelled (then `false`).
-pub async fn wait_for_redis(conn: &mut ConnectionManager, endpoint: &Endpoint, stop: &CancellationToken) -> bool {
+/// The one reconnect loop: runs `attempt` until it succeeds, waiting between failures
+/// with capped, jittered backoff ([`Backoff::reconnect`]) and logging each one as a
+/// warning naming `service`. `None` once `stop` is cancelled (checked between attempts;
+/// every attempt is bounded by its own timeouts, and a half-open connection is never
+/// dropped mid-handshake).
+pub async fn until_connected<T, E, F, Fut>(service: &str, stop: &CancellationToken, mut attempt: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
     let mut backoff = Backoff::reconnect();
-    loop {
-        match ping_redis(conn, endpoint).await {
-            Ok(()) => return true,
+    while !stop.is_cancelled() {
+        match attempt().await {
+            Ok(v) => return Some(v),
             Err(e) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis not reachable");
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{service} not reachable");
                 tokio::select! {
-                    () = stop.cancelled() => return false,
+                    () = stop.cancelled() => return None,
                     () = tokio::time::sleep(delay) => {}
                 }
             }
         }
     }
+    None
+}
+
+/// Waits until Redis answers `PING`, or the token is cancelled (then `false`).
+pub async fn wait_for_redis(conn: &mut ConnectionManager, endpoint: &Endpoint, stop: &CancellationToken) -> bool {
+    until_connected("redis", stop, || {
+        let mut conn = conn.clone();
+        async move { ping_redis(&mut conn, endpoint).await }
+    })
+    .await
+    .is_some()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,20 +238,7 @@ pub async fn amqp(endpoint: &Endpoint, name: &str) -> Result<Connection, AmqpCon
 
 /// Connects with backoff until it succeeds or the token is cancelled (then `None`).
 pub async fn amqp_with_backoff(endpoint: &Endpoint, name: &str, stop: &CancellationToken) -> Option<Connection> {
-    let mut backoff = Backoff::reconnect();
-    loop {
-        match amqp(endpoint, name).await {
-            Ok(c) => return Some(c),
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "rabbitmq not reachable");
-                tokio::select! {
-                    () = stop.cancelled() => return None,
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
+    until_connected("rabbitmq", stop, || amqp(endpoint, name)).await
 }
 
 #[cfg(test)]
@@ -263,5 +270,25 @@ mod tests {
     fn redis_insecure_fragment_is_refused() {
         let e = redis_client(&Endpoint::new("rediss://127.0.0.1:6380/#insecure")).expect_err("insecure");
         assert!(e.to_string().contains("#insecure is not supported"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn until_connected_retries_with_backoff_and_stops_on_cancel() {
+        let stop = CancellationToken::new();
+        let mut calls = 0;
+        let started = tokio::time::Instant::now();
+        let got = until_connected("test", &stop, || {
+            calls += 1;
+            let n = calls;
+            async move { if n < 4 { Err("refused") } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(got, Some(4));
+        // Three waits of at least half of 100, 200 and 400 ms.
+        assert!(started.elapsed() >= Duration::from_millis(350), "{:?}", started.elapsed());
+
+        stop.cancel();
+        let never = until_connected("test", &stop, || async { Ok::<_, &str>(()) }).await;
+        assert_eq!(never, None, "a cancelled token makes no attempt");
     }
 }

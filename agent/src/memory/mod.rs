@@ -18,7 +18,7 @@ use proto::config::{ConfigError, Env};
 use serde::{Deserialize, Serialize};
 
 use crate::embedding::{EmbedError, Embedder};
-use crate::model::Meter;
+use crate::meter::Meter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -189,7 +189,7 @@ impl Memory {
             return Ok(Vec::new());
         }
         let mut v = self.embedder.embed(&[query.to_owned()], meter).await?;
-        let query = v.pop().ok_or_else(|| EmbedError("no embedding returned".into()))?;
+        let query = v.pop().ok_or(EmbedError::Count { asked: 1, got: 0 })?;
         self.store.search(scope, &query, self.top_k).await
     }
 

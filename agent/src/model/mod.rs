@@ -5,6 +5,7 @@
 //! - [`openai`]: any OpenAI-compatible API (`OPENAI_API_KEY` / `OPENAI_BASE_URL`).
 //! - [`offline`]: the OFFLINE DEMO MODEL, used when neither is configured.
 //! - [`http`]: the model API's transport: timeouts, retries, `Retry-After`.
+//! - [`prompt`]: the prompt files (`agent/prompts/`) and their rendering from a [`View`].
 //! - [`parse`]: turning a model's text into a [`Decision`] or a result, with reasons a
 //!   repair prompt can quote.
 
@@ -12,15 +13,15 @@ pub mod http;
 pub mod offline;
 pub mod openai;
 pub mod parse;
-
-use std::sync::Mutex;
+pub mod prompt;
 
 use async_trait::async_trait;
 use proto::TaskResult;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::LoopState;
 use crate::memory::Recalled;
-use crate::tick::LoopState;
+use crate::meter::Meter;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -66,40 +67,57 @@ pub struct View<'a> {
     pub meter: &'a Meter,
 }
 
+/// What caused a model error: the client's error, kept for the log's cause chain.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// Retrying cannot help (bad credentials, unknown model): the task fails.
-    #[error("{0}")]
-    Permanent(String),
+    /// Retrying cannot help (bad credentials, unknown model): the task fails with `reason`.
+    #[error("{reason}")]
+    Permanent {
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The service stayed down through the client's retries: the tick loop waits for it
     /// (with backoff, until the task's deadline) rather than requeueing the delivery.
-    #[error("model unavailable: {0}")]
-    Transient(String),
+    #[error("model unavailable: {reason}")]
+    Transient {
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The reply was not a valid action even after the repair retry: this tick fails,
     /// the loop goes on.
     #[error("the model's reply was not a valid action: {0}")]
     Malformed(String),
 }
 
-/// Token usage lives in the result contract (`proto`); re-exported for the agent's parts.
-pub use proto::Usage;
-
-/// A task's running token count. Shared by reference with the model and the embedder,
-/// so usage is counted even when a call's reply turns out to be unusable.
-#[derive(Debug, Default)]
-pub struct Meter(Mutex<Usage>);
-
-impl Meter {
-    pub fn starting_at(usage: Usage) -> Self {
-        Self(Mutex::new(usage))
+impl ModelError {
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self::Permanent { reason: reason.into(), cause: None }
     }
 
-    pub fn add(&self, usage: Usage) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add(usage);
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self::Transient { reason: reason.into(), cause: None }
     }
 
-    pub fn total(&self) -> Usage {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The same error, remembering what caused it.
+    #[must_use]
+    pub fn caused_by(self, e: impl Into<Cause>) -> Self {
+        match self {
+            Self::Permanent { reason, .. } => Self::Permanent { reason, cause: Some(e.into()) },
+            Self::Transient { reason, .. } => Self::Transient { reason, cause: Some(e.into()) },
+            malformed @ Self::Malformed(_) => malformed,
+        }
+    }
+
+    /// The text a task's `error` shows: written for the user, without the cause's
+    /// internals (those go to the log).
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Permanent { reason, .. } | Self::Transient { reason, .. } | Self::Malformed(reason) => reason,
+        }
     }
 }
 

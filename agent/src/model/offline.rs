@@ -9,16 +9,34 @@
 //! It does not search, read pages beyond their first paragraph, or judge anything, and
 //! its result says so.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use proto::TaskResult;
+use proto::config::{ConfigError, Env};
 
 use super::{Action, Decision, Model, ModelError, View};
-use crate::config::OfflineSettings;
-use crate::prompt::clip;
+use crate::text::clip;
 
 /// URLs taken from one mandate.
 pub const MAX_URLS: usize = 5;
 const PARAGRAPH_CHARS: usize = 400;
+
+/// Pacing of the offline model: `OFFLINE_THINK_TICKS`, `OFFLINE_TICK_DELAY_MS`.
+#[derive(Debug, Clone)]
+pub struct OfflineSettings {
+    pub think_ticks: u32,
+    pub tick_delay: Duration,
+}
+
+impl OfflineSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            think_ticks: env.ranged("OFFLINE_THINK_TICKS", 3, 0..=10_000)?,
+            tick_delay: Duration::from_millis(env.ranged("OFFLINE_TICK_DELAY_MS", 1000, 0..=600_000)?),
+        })
+    }
+}
 
 pub struct OfflineModel {
     settings: OfflineSettings,
@@ -138,10 +156,8 @@ impl Model for OfflineModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Meter;
-    use crate::tick::LoopState;
-    use crate::tools::PageNote;
-    use std::time::Duration;
+    use crate::checkpoint::{LoopState, PageNote};
+    use crate::meter::Meter;
 
     fn model(think_ticks: u32) -> OfflineModel {
         OfflineModel::new(OfflineSettings { think_ticks, tick_delay: Duration::ZERO })

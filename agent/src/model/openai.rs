@@ -23,8 +23,9 @@ use proto::config::{ConfigError, Env};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::http::{RetryPolicy, RetryingTransport};
-use super::{Decision, Meter, Model, ModelError, Usage, View, parse};
-use crate::prompt;
+use super::{Decision, Model, ModelError, View, parse, prompt};
+use crate::meter::{Meter, Usage};
+use crate::text::clip;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseMode {
@@ -97,42 +98,40 @@ pub struct OpenAiModel {
     settings: LlmSettings,
 }
 
-/// What a call that the transport gave up on means for the task.
+/// What a call that the transport gave up on means for the task. The reason is what the
+/// task's `error` says; the client's error stays attached as the cause, for the log.
 pub fn classify(e: OpenAIError) -> ModelError {
-    match e {
+    let classified = match &e {
         OpenAIError::ApiError(r) => {
             let status = r.status_code.as_u16();
             let quota =
                 [r.api_error.r#type.as_deref(), r.api_error.code.as_deref()].contains(&Some("insufficient_quota"));
-            let detail = prompt::clip(&r.api_error.message, 300);
+            let detail = clip(&r.api_error.message, 300);
             match status {
-                429 if quota => ModelError::Permanent(
-                    "the model API account has no quota left (HTTP 429 insufficient_quota)".into(),
-                ),
-                408 | 429 | 500..=599 if status != 501 => {
-                    ModelError::Transient(format!("HTTP {status} after retries: {detail}"))
+                429 if quota => {
+                    ModelError::permanent("the model API account has no quota left (HTTP 429 insufficient_quota)")
                 }
-                401 => ModelError::Permanent(
-                    "the model API rejected the credentials (HTTP 401): check OPENAI_API_KEY".into(),
-                ),
-                403 => ModelError::Permanent(format!("the model API refused access (HTTP 403): {detail}")),
-                404 => ModelError::Permanent(format!(
+                408 | 429 | 500..=599 if status != 501 => {
+                    ModelError::transient(format!("HTTP {status} after retries: {detail}"))
+                }
+                401 => ModelError::permanent("the model API rejected the credentials (HTTP 401): check OPENAI_API_KEY"),
+                403 => ModelError::permanent(format!("the model API refused access (HTTP 403): {detail}")),
+                404 => ModelError::permanent(format!(
                     "the model API has no such model or endpoint (HTTP 404): check LLM_MODEL and OPENAI_BASE_URL ({detail})"
                 )),
-                _ => ModelError::Permanent(format!("the model API rejected the request (HTTP {status}): {detail}")),
+                _ => ModelError::permanent(format!("the model API rejected the request (HTTP {status}): {detail}")),
             }
         }
-        OpenAIError::Reqwest(e) if e.is_timeout() => {
-            ModelError::Transient("the model API timed out after retries".into())
+        OpenAIError::Reqwest(r) if r.is_timeout() => ModelError::transient("the model API timed out after retries"),
+        OpenAIError::Reqwest(r) if r.is_connect() || r.is_request() => {
+            ModelError::transient("could not reach the model API after retries")
         }
-        OpenAIError::Reqwest(e) if e.is_connect() || e.is_request() => {
-            ModelError::Transient("could not reach the model API after retries".into())
-        }
-        OpenAIError::JSONDeserialize(..) => ModelError::Permanent(
-            "the model API's reply was not a chat completion: is OPENAI_BASE_URL an OpenAI-compatible API?".into(),
+        OpenAIError::JSONDeserialize(..) => ModelError::permanent(
+            "the model API's reply was not a chat completion: is OPENAI_BASE_URL an OpenAI-compatible API?",
         ),
-        other => ModelError::Permanent(format!("the model API call failed: {}", prompt::clip(&other.to_string(), 300))),
-    }
+        other => ModelError::permanent(format!("the model API call failed: {}", clip(&other.to_string(), 300))),
+    };
+    classified.caused_by(e)
 }
 
 fn system() -> ChatCompletionRequestMessage {

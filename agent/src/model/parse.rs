@@ -8,6 +8,7 @@ use proto::TaskResult;
 use serde::Deserialize;
 
 use super::{Action, Decision};
+use crate::text::clip;
 
 /// Longest text kept from one field of a reply; a runaway model cannot bloat the checkpoint.
 const FIELD_CHARS: usize = 4000;
@@ -57,12 +58,8 @@ fn json_object(text: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(&trimmed[start..=end]).map_err(|e| format!("the JSON did not parse: {e}"))
 }
 
-fn clip(s: String) -> String {
-    if s.chars().count() <= FIELD_CHARS { s } else { s.chars().take(FIELD_CHARS).collect() }
-}
-
 fn non_empty(s: Option<String>) -> Option<String> {
-    s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).map(clip)
+    s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).map(|s| clip(&s, FIELD_CHARS))
 }
 
 fn list(items: Option<Vec<String>>) -> Vec<String> {

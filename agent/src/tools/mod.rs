@@ -8,28 +8,22 @@ pub mod html;
 pub mod search;
 pub mod visit;
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
+use proto::address_policy::SystemLookup;
+
+use crate::checkpoint::PageNote;
 use crate::memory::{Kind, NewMemory};
 use crate::model::Action;
-use crate::prompt::clip;
-use search::{Hit, Searcher};
-use visit::{Page, Visitor};
+use crate::text::clip;
+use search::{Hit, SearchSettings, Searcher};
+use visit::{Page, VisitSettings, Visitor};
 
 /// Characters of a page's text in the observation the model reads next tick.
 pub const OBSERVATION_CHARS: usize = 6000;
 /// Page passages stored as memories: up to this many, of about this many characters.
 const PAGE_CHUNKS: usize = 8;
 const CHUNK_CHARS: usize = 1000;
-
-/// A page the task read, kept in the checkpoint for the prompt and the result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PageNote {
-    pub url: String,
-    pub title: String,
-    #[serde(default)]
-    pub first_paragraph: Option<String>,
-}
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -44,6 +38,11 @@ pub struct Tools {
 }
 
 impl Tools {
+    /// The search provider and the visitor (system DNS, the address policy) as configured.
+    pub fn new(search: SearchSettings, visit: VisitSettings) -> anyhow::Result<Self> {
+        Ok(Self { searcher: Searcher::new(search)?, visitor: Visitor::new(visit, Arc::new(SystemLookup), Vec::new())? })
+    }
+
     pub async fn run(&self, action: &Action, tick: u32) -> Outcome {
         match action {
             Action::Think | Action::Exit => Outcome::default(),

@@ -1,8 +1,11 @@
 //! End-to-end tests: the in-process gateway, real agent processes, the local Redis and
-//! RabbitMQ. Each test has its own key prefix and queue (see `testkit`).
+//! RabbitMQ. Each test has its own key prefix and queue (see `testkit`). `in_process`
+//! drives the agent's core (delivery handling and the tick loop) directly, with a
+//! scripted model and paused time.
 
 mod cancel;
 mod crash;
+mod in_process;
 mod missing;
 mod pipeline;
 mod poison;

@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
+use agent::checkpoint::LoopState;
+use agent::meter::Meter;
 use agent::model::openai::{LlmSettings, OpenAiModel, ResponseMode};
-use agent::model::{Action, Meter, Model, ModelError, View};
-use agent::tick::LoopState;
+use agent::model::{Action, Model, ModelError, View};
 use proto::TaskStatus;
+use proto::telemetry::Chain;
 use serde_json::json;
 use testkit::Harness;
 use wiremock::matchers::{header, method, path};
@@ -98,7 +100,11 @@ async fn outages_become_transient_and_bad_credentials_permanent() {
         .mount(&server)
         .await;
     let r = decide(&model(&server, 2), &Meter::default()).await;
-    assert!(matches!(r, Err(ModelError::Transient(_))), "{r:?}");
+    let e = r.expect_err("an outage");
+    assert!(matches!(e, ModelError::Transient { .. }), "{e:?}");
+    // The client's error stays attached as the cause, for the log.
+    assert!(std::error::Error::source(&e).is_some(), "{e:?}");
+    assert!(Chain(&e).to_string().starts_with("model unavailable: HTTP 503 after retries"), "{}", Chain(&e));
 
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -111,7 +117,14 @@ async fn outages_become_transient_and_bad_credentials_permanent() {
         .mount(&server)
         .await;
     let r = decide(&model(&server, 5), &Meter::default()).await;
-    assert!(matches!(&r, Err(ModelError::Permanent(m)) if m.contains("401") && m.contains("OPENAI_API_KEY")), "{r:?}");
+    let e = r.expect_err("bad credentials");
+    assert!(matches!(e, ModelError::Permanent { .. }), "{e:?}");
+    assert!(e.reason().contains("401") && e.reason().contains("OPENAI_API_KEY"), "{e:?}");
+    assert!(
+        Chain(&e).to_string().contains("Incorrect API key"),
+        "the cause chain has the API's message: {}",
+        Chain(&e)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

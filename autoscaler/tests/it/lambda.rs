@@ -89,3 +89,19 @@ async fn an_ecs_error_fails_the_invocation() {
     assert!(matches!(err, ScaleError::Ecs(EcsError::NotFound { .. })), "{err:?}");
     assert_eq!(Diagnostic::from(err).error_type, "EcsServiceNotFound");
 }
+
+#[tokio::test]
+async fn a_metrics_error_fails_the_invocation_with_its_cause() {
+    // Nothing listens on port 1: the CloudWatch read fails before ECS is asked.
+    let moto = Moto::start();
+    let mut scaler = scaler(&moto, &queue(), 11, false);
+    scaler.cloudwatch = crate::moto::cloudwatch_at("http://127.0.0.1:1");
+    let err = scaler.handle(scheduled_event()).await.expect_err("must fail");
+    assert!(matches!(err, ScaleError::Metrics(_)), "{err:?}");
+    assert!(std::error::Error::source(&err).is_some(), "the SDK error is kept as the source: {err:?}");
+    let diagnostic = Diagnostic::from(err);
+    assert_eq!(diagnostic.error_type, "MetricsReadFailed");
+    let message = &diagnostic.error_message;
+    assert!(message.starts_with("reading metrics from CloudWatch failed: "), "{message}");
+    assert!(message.len() > "reading metrics from CloudWatch failed: ".len() + 10, "says why: {message}");
+}

@@ -4,20 +4,21 @@
 
 use std::sync::LazyLock;
 
+use super::View;
 use crate::memory::Recalled;
-use crate::model::View;
+use crate::text::clip;
 
-pub const SYSTEM: &str = include_str!("../prompts/system.md");
-const TICK: &str = include_str!("../prompts/tick.md");
-const SYNTHESIS: &str = include_str!("../prompts/synthesis.md");
-const REPAIR: &str = include_str!("../prompts/repair.md");
+pub const SYSTEM: &str = include_str!("../../prompts/system.md");
+const TICK: &str = include_str!("../../prompts/tick.md");
+const SYNTHESIS: &str = include_str!("../../prompts/synthesis.md");
+const REPAIR: &str = include_str!("../../prompts/repair.md");
 
 /// JSON schemas for structured output (strict mode: every field required, absent = null).
 pub static ACTION_SCHEMA: LazyLock<serde_json::Value> = LazyLock::new(|| {
-    serde_json::from_str(include_str!("../prompts/action.schema.json")).expect("action.schema.json is valid JSON")
+    serde_json::from_str(include_str!("../../prompts/action.schema.json")).expect("action.schema.json is valid JSON")
 });
 pub static RESULT_SCHEMA: LazyLock<serde_json::Value> = LazyLock::new(|| {
-    serde_json::from_str(include_str!("../prompts/result.schema.json")).expect("result.schema.json is valid JSON")
+    serde_json::from_str(include_str!("../../prompts/result.schema.json")).expect("result.schema.json is valid JSON")
 });
 
 /// Steps shown in the prompt, newest last.
@@ -27,15 +28,6 @@ const OLD_OBSERVATION_CHARS: usize = 600;
 const NOTES_IN_PROMPT: usize = 10;
 const MEMORY_CHARS: usize = 700;
 const MANDATE_CHARS: usize = 8000;
-
-/// `text` cut to `chars` characters, marked when cut.
-pub fn clip(text: &str, chars: usize) -> String {
-    let mut out: String = text.chars().take(chars).collect();
-    if text.chars().nth(chars).is_some() {
-        out.push_str(" […]");
-    }
-    out
-}
 
 fn bullets(items: impl IntoIterator<Item = String>) -> String {
     let lines: Vec<String> = items.into_iter().map(|i| format!("- {i}")).collect();
@@ -142,9 +134,9 @@ impl<'a> Template<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::{LoopState, Step};
     use crate::memory::{Kind, Recalled};
-    use crate::model::Meter;
-    use crate::tick::{LoopState, Step};
+    use crate::meter::Meter;
 
     #[test]
     fn tick_prompt_carries_state_and_does_not_expand_page_text() {
@@ -175,11 +167,5 @@ mod tests {
         assert!(repair("no JSON").contains("could not be used: no JSON"));
         assert_eq!(ACTION_SCHEMA["required"][1], "action");
         assert_eq!(RESULT_SCHEMA["required"][0], "success");
-    }
-
-    #[test]
-    fn clip_marks_cuts() {
-        assert_eq!(clip("abc", 5), "abc");
-        assert_eq!(clip("abcdef", 3), "abc […]");
     }
 }
