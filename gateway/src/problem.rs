@@ -1,5 +1,8 @@
 //! API errors as RFC 9457 problem details. `detail` is always written for the user;
 //! unexpected errors are logged with their cause chain and answered generically.
+//!
+//! A 5xx is logged once, here or where its cause is handled (a failed publish in
+//! `undo`, a passed deadline in `http_metrics`): the trace layer does not log failures.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -82,7 +85,8 @@ impl IntoResponse for ApiError {
         let (status, slug) = self.parts();
         let detail = match &self {
             Self::Unexpected(e) => {
-                tracing::error!(error.cause_chain = ?e, "request failed");
+                let e: &(dyn std::error::Error + 'static) = e.as_ref();
+                tracing::error!(error.cause_chain = %proto::telemetry::Chain(e), "request failed");
                 "an internal error occurred; it has been logged".to_owned()
             }
             Self::MissingToken => "an Authorization: Bearer <JWT> header is required".to_owned(),
@@ -112,7 +116,7 @@ impl From<proto::store::StoreError> for ApiError {
     fn from(e: proto::store::StoreError) -> Self {
         match e {
             proto::store::StoreError::Redis(e) => {
-                tracing::error!(error = %e, "redis call failed");
+                tracing::error!(error.cause_chain = %proto::telemetry::Chain(&e), "redis call failed");
                 Self::Unavailable { detail: "the task store is unavailable; try again".into(), retry_after: 1 }
             }
             other => Self::Unexpected(other.into()),

@@ -20,7 +20,7 @@ use crate::state::AppState;
 /// task was accepted; on `false` an undo is already under way.
 pub async fn publish_or_undo(state: &AppState, envelope: &TaskEnvelope, task: &NewTask) -> bool {
     if let Err(e) = state.publisher.publish(envelope).await {
-        tracing::error!(error = %e, "publish failed; undoing the submission");
+        tracing::error!(error.cause_chain = %proto::telemetry::Chain(&e), "publish failed; undoing the submission");
         metrics::counter!("gateway_publish_failures_total").increment(1);
         spawn(state.clone(), task.clone());
         return false;

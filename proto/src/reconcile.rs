@@ -106,7 +106,7 @@ impl TaskStore {
             let _: i64 = self.connection().zrem(self.keys().unconfirmed(), id.to_string()).await?;
             return Ok(CloseOutcome::Missing);
         };
-        let mut inv = self.finishing(&CLOSE_UNCONFIRMED, &rec);
+        let mut inv = self.finishing_rec(&CLOSE_UNCONFIRMED, &rec);
         inv.key(self.keys().unconfirmed())
             .arg(NOT_ENQUEUED)
             .arg(rfc3339(Utc::now()))
@@ -122,7 +122,7 @@ impl TaskStore {
         let Some(rec) = self.get(id).await? else {
             return Ok(CloseOutcome::Missing);
         };
-        let mut inv = self.finishing(&CLOSE_DEAD_LETTER, &rec);
+        let mut inv = self.finishing_rec(&CLOSE_DEAD_LETTER, &rec);
         inv.arg(deliveries.map(|n| n.to_string()).unwrap_or_default())
             .arg(rfc3339(Utc::now()))
             .arg(self.record_ttl_secs());

@@ -79,6 +79,70 @@ impl NewTask {
             webhook_url: None,
         }
     }
+
+    /// The task of an envelope that arrived without a record (another producer published
+    /// it). Without a user id it has no owner and is listed under nobody.
+    pub fn from_envelope(env: &crate::TaskEnvelope) -> Self {
+        Self {
+            id: env.correlation_id,
+            user_id: env.user_id.clone().unwrap_or_default(),
+            mandate: env.mandate.clone(),
+            max_ticks: env.max_ticks,
+            created_at: env.submitted_at.unwrap_or_else(Utc::now),
+            idempotency: None,
+            webhook_url: None,
+        }
+    }
+
+    /// The task's first record, `in_queue` with nothing used: what submit and adopt write,
+    /// and (as [`TaskRecord::to_response`]) the body of the `202`.
+    pub fn record(&self, quota_key: Option<String>) -> TaskRecord {
+        let now = rfc3339(self.created_at);
+        TaskRecord {
+            id: self.id,
+            user_id: self.user_id.clone(),
+            status: TaskStatus::InQueue,
+            mandate: self.mandate.clone(),
+            max_ticks: self.max_ticks,
+            tick: None,
+            ticks_used: 0,
+            result: None,
+            error: None,
+            attempt: 0,
+            created_at: now.clone(),
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            worker_id: None,
+            cancel_requested: false,
+            quota_key,
+            webhook_url: self.webhook_url.clone(),
+        }
+    }
+}
+
+/// The hash fields of a new record, as submit.lua and adopt.lua `HSET` them.
+fn new_record_fields(inv: &mut Invocation<'_>, rec: &TaskRecord) {
+    let max_ticks = rec.max_ticks.to_string();
+    let fields = [
+        ("user_id", rec.user_id.as_str()),
+        ("status", rec.status.as_str()),
+        ("mandate", rec.mandate.as_str()),
+        ("max_ticks", max_ticks.as_str()),
+        ("attempt", "0"),
+        ("ticks_used", "0"),
+        ("cancel_requested", "0"),
+        ("created_at", rec.created_at.as_str()),
+        ("updated_at", rec.updated_at.as_str()),
+    ];
+    for (k, v) in fields {
+        inv.arg(k).arg(v);
+    }
+    for (k, v) in [("quota_key", &rec.quota_key), ("webhook_url", &rec.webhook_url)] {
+        if let Some(v) = v {
+            inv.arg(k).arg(v);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,23 +347,7 @@ impl TaskStore {
             .arg(limits.burst.max(1))
             .arg(limits.max_active)
             .arg(self.keys.task_prefix());
-        for (k, v) in [
-            ("user_id", task.user_id.as_str()),
-            ("status", TaskStatus::InQueue.as_str()),
-            ("mandate", task.mandate.as_str()),
-            ("max_ticks", &task.max_ticks.to_string()),
-            ("attempt", "0"),
-            ("ticks_used", "0"),
-            ("cancel_requested", "0"),
-            ("created_at", &now),
-            ("updated_at", &now),
-            ("quota_key", &quota_key),
-        ] {
-            inv.arg(k).arg(v);
-        }
-        if let Some(url) = &task.webhook_url {
-            inv.arg("webhook_url").arg(url);
-        }
+        new_record_fields(&mut inv, &task.record(Some(quota_key)));
         let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
         let bad = || StoreError::Reply(format!("{reply:?}"));
         let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
@@ -322,27 +370,8 @@ impl TaskStore {
     /// reservation is refunded — unless an agent already claimed it, which then owns it.
     /// Also safe when the record was never created (the submit reply was lost).
     pub async fn abort_submit(&self, task: &NewTask) -> Result<bool, StoreError> {
-        let rec = TaskRecord {
-            id: task.id,
-            user_id: task.user_id.clone(),
-            status: TaskStatus::InQueue,
-            mandate: String::new(),
-            max_ticks: task.max_ticks,
-            tick: None,
-            ticks_used: 0,
-            result: None,
-            error: None,
-            attempt: 0,
-            created_at: String::new(),
-            updated_at: String::new(),
-            started_at: None,
-            finished_at: None,
-            worker_id: None,
-            cancel_requested: false,
-            quota_key: Some(self.quota_key(&task.user_id, task.created_at)),
-            webhook_url: None,
-        };
-        let mut inv = self.finishing(&ABORT_SUBMIT, &rec);
+        let quota = self.quota_key(&task.user_id, task.created_at);
+        let mut inv = self.finishing(&ABORT_SUBMIT, task.id, &task.user_id, Some(&quota));
         inv.key(self.keys.unconfirmed())
             .arg(crate::reconcile::NOT_ENQUEUED)
             .arg(rfc3339(Utc::now()))
@@ -354,31 +383,17 @@ impl TaskStore {
 
     /// Creates an `in_queue` record for an envelope that has none; false if one exists.
     pub async fn adopt(&self, env: &crate::TaskEnvelope) -> Result<bool, StoreError> {
-        let created = env.submitted_at.unwrap_or_else(Utc::now);
-        let now = rfc3339(created);
-        let user = env.user_id.clone().unwrap_or_default();
-        let id = env.correlation_id.to_string();
+        let task = NewTask::from_envelope(env);
+        let rec = task.record(None);
         let mut inv = ADOPT.prepare_invoke();
-        inv.key(self.keys.task(env.correlation_id))
-            .key(self.keys.user_tasks(&user))
-            .key(self.keys.events(env.correlation_id))
+        inv.key(self.keys.task(task.id))
+            .key(self.keys.user_tasks(&task.user_id))
+            .key(self.keys.events(task.id))
             .arg(self.ttl())
-            .arg(created.timestamp_millis())
-            .arg(&id)
-            .arg(&now);
-        for (k, v) in [
-            ("user_id", user.as_str()),
-            ("status", TaskStatus::InQueue.as_str()),
-            ("mandate", env.mandate.as_str()),
-            ("max_ticks", &env.max_ticks.to_string()),
-            ("attempt", "0"),
-            ("ticks_used", "0"),
-            ("cancel_requested", "0"),
-            ("created_at", &now),
-            ("updated_at", &now),
-        ] {
-            inv.arg(k).arg(v);
-        }
+            .arg(task.created_at.timestamp_millis())
+            .arg(task.id.to_string())
+            .arg(&rec.created_at);
+        new_record_fields(&mut inv, &rec);
         let created: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(created == 1)
     }
@@ -454,21 +469,33 @@ impl TaskStore {
     }
 
     /// An invocation of a script that may end the task, with the KEYS layout the prelude expects.
-    pub(crate) fn finishing<'s>(&self, script: &'s Lua, rec: &TaskRecord) -> Invocation<'s> {
-        let quota = rec.quota_key.clone().unwrap_or_else(|| self.keys.quota(&rec.user_id, "unknown"));
+    /// A script with the prelude's keys for task `id` of `user_id`, whose reservation (if
+    /// any) was taken from `quota_key`.
+    pub(crate) fn finishing<'s>(
+        &self,
+        script: &'s Lua,
+        id: TaskId,
+        user_id: &str,
+        quota_key: Option<&str>,
+    ) -> Invocation<'s> {
+        let quota = quota_key.map_or_else(|| self.keys.quota(user_id, "unknown"), str::to_owned);
         let mut inv = script.prepare_invoke();
-        inv.key(self.keys.task(rec.id))
+        inv.key(self.keys.task(id))
             .key(quota)
-            .key(self.keys.events(rec.id))
-            .key(self.keys.checkpoint(rec.id))
-            .key(self.keys.user_tasks(&rec.user_id))
-            .key(self.keys.active(&rec.user_id))
+            .key(self.keys.events(id))
+            .key(self.keys.checkpoint(id))
+            .key(self.keys.user_tasks(user_id))
+            .key(self.keys.active(user_id))
             .key(self.keys.webhooks_due());
         inv
     }
 
+    pub(crate) fn finishing_rec<'s>(&self, script: &'s Lua, rec: &TaskRecord) -> Invocation<'s> {
+        self.finishing(script, rec.id, &rec.user_id, rec.quota_key.as_deref())
+    }
+
     pub async fn cancel(&self, rec: &TaskRecord) -> Result<CancelOutcome, StoreError> {
-        let mut inv = self.finishing(&CANCEL, rec);
+        let mut inv = self.finishing_rec(&CANCEL, rec);
         inv.arg(rfc3339(Utc::now())).arg(self.ttl());
         let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
         match reply.as_slice() {
@@ -486,7 +513,7 @@ impl TaskStore {
         worker_id: &str,
         max_deliveries: u32,
     ) -> Result<ClaimOutcome, StoreError> {
-        let mut inv = self.finishing(&CLAIM, rec);
+        let mut inv = self.finishing_rec(&CLAIM, rec);
         inv.arg(worker_id).arg(rfc3339(Utc::now())).arg(max_deliveries).arg(self.ttl());
         let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
         let num = |s: &str| s.parse::<u32>().map_err(|_| StoreError::Reply(format!("{reply:?}")));
@@ -508,7 +535,7 @@ impl TaskStore {
         action: &str,
         checkpoint: &str,
     ) -> Result<ProgressOutcome, StoreError> {
-        let mut inv = self.finishing(&PROGRESS, rec);
+        let mut inv = self.finishing_rec(&PROGRESS, rec);
         inv.arg(attempt).arg(tick).arg(tick).arg(rfc3339(Utc::now())).arg(action).arg(checkpoint).arg(self.ttl());
         let reply: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(match reply {
@@ -529,7 +556,7 @@ impl TaskStore {
     ) -> Result<FinishOutcome, StoreError> {
         debug_assert!(fin.status.is_terminal());
         let result = fin.result.as_ref().map(|r| r.to_string()).unwrap_or_default();
-        let mut inv = self.finishing(&FINISH, rec);
+        let mut inv = self.finishing_rec(&FINISH, rec);
         inv.arg(attempt.map_or_else(|| "*".to_owned(), |a| a.to_string()))
             .arg(fin.status.as_str())
             .arg(result)

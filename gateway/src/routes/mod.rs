@@ -48,7 +48,9 @@ pub fn router(state: AppState) -> Router {
                 let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
                 let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
                 tracing::info_span!("http", method = %req.method(), route = route.as_deref().unwrap_or("unmatched"), request_id)
-            }),
+            })
+            // Failures are logged once, with their cause, where they happen (see problem.rs).
+            .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -145,22 +145,7 @@ pub async fn submit(
     metrics::counter!("gateway_tasks_submitted_total").increment(1);
     tracing::info!(max_ticks = task.max_ticks, "task accepted");
 
-    let now = proto::time::rfc3339(task.created_at);
-    let response = TaskResponse {
-        correlation_id: task.id,
-        status: TaskStatus::InQueue,
-        mandate: task.mandate,
-        max_ticks: task.max_ticks,
-        tick: None,
-        result: None,
-        error: None,
-        attempt: 0,
-        created_at: now.clone(),
-        updated_at: now,
-        started_at: None,
-        finished_at: None,
-        webhook_url: task.webhook_url,
-    };
+    let response = task.record(None).to_response();
     Ok(accepted(&response))
 }
 

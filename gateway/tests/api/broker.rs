@@ -136,3 +136,30 @@ async fn undoing_a_submission_never_overrides_a_claimed_task() {
     assert_eq!(app.quota_used("alice").await, 10, "only the first task's reservation remains");
     app.cleanup().await;
 }
+
+/// A 5xx is logged once, with its cause, where it is handled: not again by the trace layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_submit_logs_one_error_line_with_its_cause() {
+    let app = Harness::start(&[]).await;
+    let closed = format!("amqp://guest:guest@{}/%2f", testkit::free_port());
+    let gw = testkit::GatewayProc::spawn(env!("CARGO_BIN_EXE_gateway"), &app.ns, &[("RABBITMQ_URL", &closed)]).await;
+    let resp = app
+        .http
+        .post(gw.url("/tasks"))
+        .bearer_auth(app.token_for(USER))
+        .json(&json!({"mandate": "logged once", "max_ticks": 3}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 503);
+    // The undo runs after the response: wait until it has logged.
+    testkit::eventually("undo logged", Duration::from_secs(5), || async {
+        gw.log_text().contains("submission undone")
+    })
+    .await;
+    let log = gw.log_text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(r#""level":"ERROR""#)).collect();
+    assert_eq!(errors.len(), 1, "one ERROR line for one failed submit:\n{}", errors.join("\n"));
+    assert!(errors[0].contains("publish failed") && errors[0].contains("error.cause_chain"), "{}", errors[0]);
+    assert!(!log.contains("response failed"), "the trace layer must not log the 5xx again:\n{log}");
+}
