@@ -15,7 +15,9 @@
 //! - `redis_calls: …` Redis commands per task from `INFO commandstats` before the agents
 //!   start and after they stopped, minus this driver's own (exact on a private Redis;
 //!   commands run inside Lua scripts are counted too, under their own names);
-//! - `driver_addr: …` this driver's Redis client address (to tell it apart in a MONITOR).
+//! - `driver_addr: …` this driver's Redis client address (to tell it apart in a MONITOR,
+//!   where it sends `ECHO abench:agents-start` before the agents start and
+//!   `ECHO abench:agents-stopped` once they have exited).
 //!
 //! Under `cargo test` it runs 5 tasks through one debug agent as a smoke test.
 
@@ -167,6 +169,7 @@ async fn main() {
     for p in &mut procs {
         assert!(p.wait_exit(Duration::from_secs(30)).await.is_some(), "agent did not stop; log {:?}", p.log);
     }
+    let _: String = redis::cmd("ECHO").arg("abench:agents-stopped").query_async(&mut redis).await.expect("echo");
     let stats_after = commandstats(&mut redis).await;
 
     let mut pipe = redis::pipe();
@@ -180,7 +183,7 @@ async fn main() {
     // The driver's own commands between the two INFO calls.
     let mut own: BTreeMap<&str, u64> = BTreeMap::new();
     own.insert("scard", polls);
-    own.insert("echo", 2);
+    own.insert("echo", 3);
     own.insert("info", 1);
     let calls: Vec<String> = stats_after
         .iter()
