@@ -174,7 +174,8 @@ print()
 print("| round trip | per task (1 tick) | per extra tick | Redis commands inside | what |")
 print("|---|---|---|---|---|")
 total1 = totaltick = 0.0
-for key in sorted(set(t1) | set(t5), key=lambda k: -t1.get(k, 0)):
+order = list(label)
+for key in sorted(set(t1) | set(t5), key=lambda k: (order.index(k) if k in order else len(order), -t1.get(k, 0))):
     a, b = t1.get(key, 0) / profile, t5.get(key, 0) / profile
     per_tick = (b - a) / 4
     inside = f"{i1[key] / t1[key]:.1f}" if t1.get(key) and i1.get(key) else ("—" if not key.startswith("MULTI") else f"{len(key.split()) - 2}")

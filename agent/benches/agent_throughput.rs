@@ -198,11 +198,8 @@ async fn main() {
     let steady_tasks = (low - high).max(1);
     let steady = t_high.duration_since(*t_low);
     let names: Vec<String> = std::iter::once("agent".to_owned()).chain(pids.iter().map(|(n, _)| n.clone())).collect();
-    let parts: Vec<(String, u64, u64)> = names
-        .into_iter()
-        .zip(cpu_low.iter().zip(cpu_high))
-        .map(|(n, (b, a))| (n, *b, *a))
-        .collect();
+    let parts: Vec<(String, u64, u64)> =
+        names.into_iter().zip(cpu_low.iter().zip(cpu_high)).map(|(n, (b, a))| (n, *b, *a)).collect();
     #[allow(clippy::print_stdout)]
     {
         println!(

@@ -12,9 +12,7 @@ mod common;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use proto::connect::Endpoint;
 use proto::topology::Topology;
@@ -73,7 +71,8 @@ async fn main() {
     let elapsed = started.elapsed();
     let after: Vec<u64> = std::iter::once(cpu_ticks(me)).chain(pids.iter().map(|(_, p)| cpu_ticks(*p))).collect();
     assert_eq!(ready, 0, "every message was consumed");
-    let names: Vec<String> = std::iter::once("consumer".to_owned()).chain(pids.iter().map(|(n, _)| n.clone())).collect();
+    let names: Vec<String> =
+        std::iter::once("consumer".to_owned()).chain(pids.iter().map(|(n, _)| n.clone())).collect();
     let parts: Vec<(String, u64, u64)> =
         names.into_iter().zip(before).zip(after).map(|((n, b), a)| (n, b, a)).collect();
     #[allow(clippy::print_stdout)]
