@@ -26,7 +26,7 @@ gw=$!
 cleanup() {
   kill "$gw" 2>/dev/null || true; wait "$gw" 2>/dev/null || true
   redis-cli -h 127.0.0.1 eval "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end" 0 "$tag:*" >/dev/null
-  for q in "$tag.mandates" "$tag.mandates.dlq"; do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
+  "$raw_bin" --delete-topology "$tag.mandates" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.2; done

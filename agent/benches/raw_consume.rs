@@ -85,10 +85,6 @@ async fn main() {
         println!("cpu raw_consume: {}", cpu_report(&parts, messages));
     }
     let _ = channel.close(200, "done".into()).await;
-    let _ = publisher.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-    for q in [topology.dlq(), topology.dlq_feed()] {
-        let _ = publisher.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
-    }
-    let _ = publisher.exchange_delete(topology.dlx().as_str().into(), Default::default()).await;
+    let _ = topology.delete(&publisher).await;
     let _ = conn.close(200, "done".into()).await;
 }

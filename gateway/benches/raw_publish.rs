@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use proto::connect::Endpoint;
 use proto::topology::Topology;
 
@@ -25,6 +25,14 @@ async fn main() {
     let queue = format!("bench.raw.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let conn = proto::connect::amqp(&Endpoint::new(url), "euglena-bench-raw").await.expect("rabbitmq");
     let channel = conn.create_channel().await.expect("channel");
+    // `--delete-topology Q`: scripts/bench.sh removes the gateway's queues and exchange with it.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--delete-topology") {
+        let name = args.get(i + 1).expect("--delete-topology needs a queue name");
+        Topology::new(name.clone(), 5).delete(&channel).await.expect("delete topology");
+        let _ = conn.close(200, "done".into()).await;
+        return;
+    }
     channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
     Topology::new(queue.clone(), 5).declare(&channel).await.expect("declare");
     let body = Arc::new(br#"{"correlation_id":"00000000-0000-4000-8000-000000000000","mandate":"benchmark mandate","max_ticks":5,"v":1}"#.to_vec());
@@ -75,8 +83,6 @@ async fn main() {
             all.len()
         );
     }
-    let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-    let _ = channel.queue_delete(format!("{queue}.dlq").as_str().into(), QueueDeleteOptions::default()).await;
-    let _ = channel.exchange_delete(format!("{queue}.dlx").as_str().into(), Default::default()).await;
+    let _ = Topology::new(queue.clone(), 5).delete(&channel).await;
     let _ = conn.close(200, "done".into()).await;
 }

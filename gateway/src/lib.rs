@@ -58,6 +58,8 @@ use proto::webhook_queue::WebhookQueue;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// Confirmed marks per script call at most (a batch is whatever queued while the last ran).
 const CONFIRM_BATCH: usize = 128;
+/// Confirm calls in flight at once; a batch gathers only while all are out.
+const CONFIRM_CALLS: usize = 2;
 const WARM_UP: Duration = Duration::from_secs(2);
 
 pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<AppState> {
@@ -88,7 +90,7 @@ pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     }
     let confirms = {
         let store = store.clone();
-        GroupCommit::spawn(CONFIRM_BATCH, move |ids: Vec<TaskId>| {
+        GroupCommit::spawn(CONFIRM_BATCH, CONFIRM_CALLS, move |ids: Vec<TaskId>| {
             let store = store.clone();
             async move { Ok(store.confirm_many(&ids).await?.into_iter().map(Ok).collect()) }
         })

@@ -19,13 +19,22 @@ use crate::state::AppState;
 /// Publishes, then marks the record confirmed. `true` only when the client may be told the
 /// task was accepted; on `false` an undo is already under way.
 pub async fn publish_or_undo(state: &AppState, envelope: &TaskEnvelope, task: &NewTask) -> bool {
-    if let Err(e) = state.publisher.publish(envelope).await {
+    let started = std::time::Instant::now();
+    let published = state.publisher.publish(envelope).await;
+    let stage = |name: &'static str, since: std::time::Instant| {
+        metrics::histogram!("gateway_submit_stage_seconds", "stage" => name).record(since.elapsed().as_secs_f64());
+    };
+    stage("publish", started);
+    if let Err(e) = published {
         tracing::error!(error.cause_chain = %proto::telemetry::Chain(&e), "publish failed; undoing the submission");
         metrics::counter!("gateway_publish_failures_total").increment(1);
         spawn(state.clone(), task.clone());
         return false;
     }
-    match state.confirms.call(task.id).await {
+    let confirming = std::time::Instant::now();
+    let confirmed = state.confirms.call(task.id).await;
+    stage("confirm", confirming);
+    match confirmed {
         // The same script turned the idempotency claim to done: replays get the task.
         Ok(true) => true,
         Ok(false) => {

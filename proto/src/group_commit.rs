@@ -2,18 +2,20 @@
 //! batch instead of one call each.
 //!
 //! Under load a submission's Redis cost was mostly per call, not per write: the script
-//! invocation, the round trip and its two syscalls on each side. One worker takes whatever
-//! is queued (up to `max_batch`), runs it as one call, and answers each caller; while that
-//! call is in flight the next batch gathers, so a quiet gateway pays one round trip as
-//! before and a busy one pays one per batch. Each item keeps its own outcome; a failure of
-//! the whole call is every caller's error.
+//! invocation, the round trip and its two syscalls on each side. A worker takes whatever
+//! is queued (up to `max_batch`), runs it as one call, and answers each caller. Up to
+//! `max_in_flight` calls run at once, so a caller never waits for a whole batch ahead of it
+//! unless that many are already out; only then does the next batch gather. A quiet gateway
+//! pays one round trip as before, a busy one one per batch. Each item keeps its own
+//! outcome; a failure of the whole call is every caller's error.
 //!
 //! A caller that goes away does not cancel its item: it is already part of a batch, and the
 //! write it asked for still happens (the callers here run on tasks of their own anyway).
 
 use std::future::Future;
+use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::store::StoreError;
 
@@ -26,45 +28,32 @@ pub struct GroupCommit<I, O> {
 impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
     /// Spawns the worker on the current runtime. `run` gets the items in arrival order and
     /// returns one outcome per item, in the same order.
-    pub fn spawn<F, Fut>(max_batch: usize, run: F) -> Self
+    pub fn spawn<F, Fut>(max_batch: usize, max_in_flight: usize, run: F) -> Self
     where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Vec<Result<O, StoreError>>, StoreError>> + Send,
+        Fut: Future<Output = Result<Vec<Result<O, StoreError>>, StoreError>> + Send + 'static,
     {
         let max_batch = max_batch.max(1);
+        let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
         let (tx, mut rx) = mpsc::channel::<(I, Reply<O>)>(max_batch * 4);
         tokio::spawn(async move {
-            let mut items = Vec::with_capacity(max_batch);
-            let mut replies = Vec::with_capacity(max_batch);
             while let Some((item, reply)) = rx.recv().await {
-                items.push(item);
-                replies.push(reply);
+                // Wait for a free slot before gathering: what queues meanwhile joins this batch.
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let mut items = vec![item];
+                let mut replies = vec![reply];
                 while items.len() < max_batch
                     && let Ok((item, reply)) = rx.try_recv()
                 {
                     items.push(item);
                     replies.push(reply);
                 }
-                let n = items.len();
-                metrics::histogram!("redis_group_commit_batch_size").record(n as f64);
-                match run(std::mem::take(&mut items)).await {
-                    Ok(outcomes) if outcomes.len() == n => {
-                        for (reply, outcome) in replies.drain(..).zip(outcomes) {
-                            let _ = reply.send(outcome);
-                        }
-                    }
-                    Ok(outcomes) => {
-                        let e = StoreError::Reply(format!("{} outcomes for {n} items", outcomes.len()));
-                        for reply in replies.drain(..) {
-                            let _ = reply.send(Err(StoreError::Reply(e.to_string())));
-                        }
-                    }
-                    Err(e) => {
-                        for reply in replies.drain(..) {
-                            let _ = reply.send(Err(e.duplicate()));
-                        }
-                    }
-                }
+                metrics::histogram!("redis_group_commit_batch_size").record(items.len() as f64);
+                let call = run(items);
+                tokio::spawn(async move {
+                    answer(replies, call.await);
+                    drop(permit);
+                });
             }
         });
         Self { tx }
@@ -79,6 +68,28 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
     }
 }
 
+fn answer<O>(replies: Vec<Reply<O>>, result: Result<Vec<Result<O, StoreError>>, StoreError>) {
+    let n = replies.len();
+    match result {
+        Ok(outcomes) if outcomes.len() == n => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(outcome);
+            }
+        }
+        Ok(outcomes) => {
+            let short = format!("{} outcomes for {n} items", outcomes.len());
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Reply(short.clone())));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.duplicate()));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -90,7 +101,7 @@ mod tests {
     async fn concurrent_callers_share_calls_and_each_gets_its_own_outcome() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
-        let gc = Arc::new(GroupCommit::spawn(16, move |items: Vec<u32>| {
+        let gc = Arc::new(GroupCommit::spawn(16, 2, move |items: Vec<u32>| {
             counted.fetch_add(1, Ordering::SeqCst);
             async move {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -119,7 +130,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_call_fails_every_item_in_it_and_the_worker_goes_on() {
-        let gc = GroupCommit::spawn(8, |items: Vec<u32>| async move {
+        let gc = GroupCommit::spawn(8, 2, |items: Vec<u32>| async move {
             if items.contains(&0) {
                 Err(StoreError::Reply("down".into()))
             } else {
@@ -132,7 +143,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_reply_is_an_error_not_a_hang() {
-        let gc = GroupCommit::spawn(8, |_items: Vec<u32>| async move { Ok(Vec::<Result<u32, StoreError>>::new()) });
+        let gc = GroupCommit::spawn(8, 2, |_items: Vec<u32>| async move { Ok(Vec::<Result<u32, StoreError>>::new()) });
         assert!(gc.call(1).await.is_err());
     }
 }

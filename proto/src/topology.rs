@@ -3,7 +3,7 @@
 //! `{queue}.dlq.reconcile` (for the gateway's reconciler). Every process declares
 //! it with identical arguments, so whichever starts first creates it.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
@@ -64,6 +64,14 @@ impl Topology {
         }
         ch.queue_declare(self.queue.as_str().into(), durable, self.queue_arguments()).await?;
         Ok(())
+    }
+
+    /// Deletes everything [`Self::declare`] made (tests and benchmarks clean up with it).
+    pub async fn delete(&self, ch: &Channel) -> lapin::Result<()> {
+        for q in [&self.queue, &self.dlq(), &self.dlq_feed()] {
+            ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
+        }
+        ch.exchange_delete(self.dlx().as_str().into(), Default::default()).await
     }
 
     /// Ready messages and consumers of a queue, without creating it.

@@ -373,10 +373,7 @@ pub async fn purge(ns: &Namespace) {
     purge_keys(&ns.services.redis, &ns.prefix).await;
     if let Ok(conn) = proto::connect::amqp(&ns.services.rabbitmq, "testkit-purge").await {
         if let Ok(ch) = conn.create_channel().await {
-            for q in [ns.queue.clone(), format!("{}.dlq", ns.queue), format!("{}.dlq.reconcile", ns.queue)] {
-                let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
-            }
-            let _ = ch.exchange_delete(format!("{}.dlx", ns.queue).as_str().into(), Default::default()).await;
+            let _ = Topology::new(ns.queue.clone(), 1).delete(&ch).await;
         }
         let _ = conn.close(200, "purged".into()).await;
     }

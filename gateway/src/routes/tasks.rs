@@ -107,6 +107,7 @@ pub async fn submit(
     };
     tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
 
+    let stored = std::time::Instant::now();
     let outcome = match state.store.submit(&task, &state.limits).await {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -115,6 +116,7 @@ pub async fn submit(
             return Err(e.into());
         }
     };
+    metrics::histogram!("gateway_submit_stage_seconds", "stage" => "store").record(stored.elapsed().as_secs_f64());
     match outcome {
         SubmitOutcome::Accepted { .. } => {}
         SubmitOutcome::Duplicate(claim) => return replay(&state, &task, &claim).await,
