@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use proto::group_commit::GroupCommit;
-use proto::store::{Limits, TaskStore};
+use proto::store::{Limits, NewTask, TaskStore};
 use proto::topology::Topology;
 use proto::{Keys, TaskId};
 use tokio::net::TcpListener;
@@ -56,6 +56,9 @@ use proto::webhook_queue::WebhookQueue;
 
 /// In-flight requests get this long to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// Submissions per script call at most, and such calls in flight at once (see group_commit).
+const SUBMIT_BATCH: usize = 64;
+const SUBMIT_CALLS: usize = 2;
 /// Confirmed marks per script call at most (a batch is whatever queued while the last ran).
 const CONFIRM_BATCH: usize = 128;
 /// Confirm calls in flight at once; a batch gathers only while all are out.
@@ -88,6 +91,13 @@ pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         let queue = WebhookQueue::new(redis.clone(), store.keys().clone());
         Dispatcher::new(queue, store.clone(), w.clone(), lookup.clone())?.spawn(shutdown.clone());
     }
+    let submits = {
+        let store = store.clone();
+        GroupCommit::spawn(SUBMIT_BATCH, SUBMIT_CALLS, move |tasks: Vec<NewTask>| {
+            let store = store.clone();
+            async move { store.submit_many(&tasks, &limits).await }
+        })
+    };
     let confirms = {
         let store = store.clone();
         GroupCommit::spawn(CONFIRM_BATCH, CONFIRM_CALLS, move |ids: Vec<TaskId>| {
@@ -95,7 +105,19 @@ pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             async move { Ok(store.confirm_many(&ids).await?.into_iter().map(Ok).collect()) }
         })
     };
-    Ok(AppState::new(Inner { settings, store, redis, publisher, verifier, confirms, limits, hub, shutdown, lookup }))
+    Ok(AppState::new(Inner {
+        settings,
+        store,
+        redis,
+        publisher,
+        verifier,
+        submits,
+        confirms,
+        limits,
+        hub,
+        shutdown,
+        lookup,
+    }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight

@@ -6,7 +6,7 @@ use axum::extract::FromRef;
 use proto::TaskId;
 use proto::address_policy::Lookup;
 use proto::group_commit::GroupCommit;
-use proto::store::{Limits, TaskStore};
+use proto::store::{Limits, NewTask, SubmitOutcome, TaskStore};
 use redis::aio::ConnectionManager;
 
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,8 @@ pub struct Inner {
     pub redis: ConnectionManager,
     pub publisher: Publisher,
     pub verifier: Arc<Verifier>,
+    /// Admissions (the submit script), batched across concurrent submissions.
+    pub submits: GroupCommit<NewTask, SubmitOutcome>,
     /// Confirmed marks, batched across concurrent submissions.
     pub confirms: GroupCommit<TaskId, bool>,
     /// The admission settings as the store's script takes them.

@@ -121,8 +121,25 @@ impl NewTask {
     }
 }
 
+fn parse_submit_reply(reply: &[String]) -> Result<SubmitOutcome, StoreError> {
+    let bad = || StoreError::Reply(format!("{reply:?}"));
+    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+    Ok(match reply {
+        [k, n] if k == "accepted" => SubmitOutcome::Accepted { remaining: u64::try_from(num(n)?).ok() },
+        [k, n] if k == "over_quota" => SubmitOutcome::OverQuota { remaining: u64::try_from(num(n)?).unwrap_or(0) },
+        [k, n] if k == "rate_limited" => {
+            SubmitOutcome::RateLimited { retry_after: Duration::from_millis(u64::try_from(num(n)?).unwrap_or(0)) }
+        }
+        [k, n] if k == "too_many_active" => {
+            SubmitOutcome::TooManyActive { active: u64::try_from(num(n)?).unwrap_or(0) }
+        }
+        [k, v] if k == "duplicate" => SubmitOutcome::Duplicate(Claim::parse(v).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    })
+}
+
 /// The hash fields of a new record, as submit.lua and adopt.lua `HSET` them.
-fn new_record_fields(inv: &mut Invocation<'_>, rec: &TaskRecord) {
+fn new_record_fields(args: &mut Vec<String>, rec: &TaskRecord) {
     let max_ticks = rec.max_ticks.to_string();
     let fields = [
         ("user_id", rec.user_id.as_str()),
@@ -136,11 +153,11 @@ fn new_record_fields(inv: &mut Invocation<'_>, rec: &TaskRecord) {
         ("updated_at", rec.updated_at.as_str()),
     ];
     for (k, v) in fields {
-        inv.arg(k).arg(v);
+        args.extend([k.to_owned(), v.to_owned()]);
     }
     for (k, v) in [("quota_key", &rec.quota_key), ("webhook_url", &rec.webhook_url)] {
         if let Some(v) = v {
-            inv.arg(k).arg(v);
+            args.extend([k.to_owned(), v.clone()]);
         }
     }
 }
@@ -311,20 +328,44 @@ impl TaskStore {
     /// `in_queue` record, atomically; nothing is written unless it is accepted (a rate-limit
     /// slot is spent by every attempt that passes the rate check).
     pub async fn submit(&self, task: &NewTask, limits: &Limits) -> Result<SubmitOutcome, StoreError> {
-        let now = rfc3339(task.created_at);
+        let mut outcomes = self.submit_many(std::slice::from_ref(task), limits).await?;
+        outcomes.pop().unwrap_or_else(|| Err(StoreError::Reply("no outcome".into())))
+    }
+
+    /// [`Self::submit`] for several tasks in one script call: each is admitted in turn, as if
+    /// on its own, and gets its own outcome, in order. An `Err` for the whole call means
+    /// none, some or all of them may have been written (an undo is then due for each).
+    pub async fn submit_many(
+        &self,
+        tasks: &[NewTask],
+        limits: &Limits,
+    ) -> Result<Vec<Result<SubmitOutcome, StoreError>>, StoreError> {
+        let mut inv = SUBMIT.prepare_invoke();
+        let mut args: Vec<String> = Vec::with_capacity(40);
+        for task in tasks {
+            args.clear();
+            self.submit_keys_and_args(&mut inv, &mut args, task, limits);
+            inv.arg(args.len()).arg(&args);
+        }
+        let replies: Vec<Vec<String>> = inv.invoke_async(&mut self.conn.clone()).await?;
+        if replies.len() != tasks.len() {
+            return Err(StoreError::Reply(format!("{} replies for {} submissions", replies.len(), tasks.len())));
+        }
+        Ok(replies.iter().map(|r| parse_submit_reply(r)).collect())
+    }
+
+    fn submit_keys_and_args(&self, inv: &mut Invocation<'_>, args: &mut Vec<String>, task: &NewTask, limits: &Limits) {
         let created_ms = task.created_at.timestamp_millis();
         let ttl_ms = i64::try_from(self.record_ttl.as_millis()).unwrap_or(i64::MAX);
         let quota_key = self.quota_key(&task.user_id, task.created_at);
         // The counter outlives its day by an hour so late refunds still find it.
         let quota_ttl = seconds_to_utc_midnight(task.created_at) + 3600;
-        let id = task.id.to_string();
         let (claim_key, claim) = match &task.idempotency {
             Some(i) => (self.keys.idempotency(&task.user_id, &i.key), Claim::value(false, task.id, &i.fingerprint)),
             None => (self.keys.idempotency(&task.user_id, ""), String::new()),
         };
         let emission_ms =
             if limits.rate_per_minute == 0 { 0 } else { 60_000u64.div_ceil(u64::from(limits.rate_per_minute)) };
-        let mut inv = SUBMIT.prepare_invoke();
         inv.key(self.keys.task(task.id))
             .key(self.keys.user_tasks(&task.user_id))
             .key(&quota_key)
@@ -332,37 +373,24 @@ impl TaskStore {
             .key(claim_key)
             .key(self.keys.rate(&task.user_id))
             .key(self.keys.active(&task.user_id))
-            .arg(limits.daily_ticks)
-            .key(self.keys.unconfirmed())
-            .arg(task.max_ticks)
-            .arg(quota_ttl)
-            .arg(self.ttl())
-            .arg(created_ms)
-            .arg(&id)
-            .arg(&now)
-            .arg(created_ms.saturating_sub(ttl_ms))
-            .arg(claim)
-            .arg(limits.idempotency_ttl.as_secs().max(1))
-            .arg(emission_ms)
-            .arg(limits.burst.max(1))
-            .arg(limits.max_active)
-            .arg(self.keys.task_prefix());
-        new_record_fields(&mut inv, &task.record(Some(quota_key)));
-        let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
-        let bad = || StoreError::Reply(format!("{reply:?}"));
-        let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
-        Ok(match reply.as_slice() {
-            [k, n] if k == "accepted" => SubmitOutcome::Accepted { remaining: u64::try_from(num(n)?).ok() },
-            [k, n] if k == "over_quota" => SubmitOutcome::OverQuota { remaining: u64::try_from(num(n)?).unwrap_or(0) },
-            [k, n] if k == "rate_limited" => {
-                SubmitOutcome::RateLimited { retry_after: Duration::from_millis(u64::try_from(num(n)?).unwrap_or(0)) }
-            }
-            [k, n] if k == "too_many_active" => {
-                SubmitOutcome::TooManyActive { active: u64::try_from(num(n)?).unwrap_or(0) }
-            }
-            [k, v] if k == "duplicate" => SubmitOutcome::Duplicate(Claim::parse(v).ok_or_else(bad)?),
-            _ => return Err(bad()),
-        })
+            .key(self.keys.unconfirmed());
+        args.extend([
+            limits.daily_ticks.to_string(),
+            task.max_ticks.to_string(),
+            quota_ttl.to_string(),
+            self.ttl().to_string(),
+            created_ms.to_string(),
+            task.id.to_string(),
+            rfc3339(task.created_at),
+            created_ms.saturating_sub(ttl_ms).to_string(),
+            claim,
+            limits.idempotency_ttl.as_secs().max(1).to_string(),
+            emission_ms.to_string(),
+            limits.burst.max(1).to_string(),
+            limits.max_active.to_string(),
+            self.keys.task_prefix(),
+        ]);
+        new_record_fields(args, &task.record(Some(quota_key)));
     }
 
     /// Ends a submission whose envelope the broker never confirmed: the record is marked
@@ -393,7 +421,9 @@ impl TaskStore {
             .arg(task.created_at.timestamp_millis())
             .arg(task.id.to_string())
             .arg(&rec.created_at);
-        new_record_fields(&mut inv, &rec);
+        let mut fields = Vec::with_capacity(22);
+        new_record_fields(&mut fields, &rec);
+        inv.arg(fields);
         let created: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(created == 1)
     }

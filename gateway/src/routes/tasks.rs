@@ -108,7 +108,7 @@ pub async fn submit(
     tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
 
     let stored = std::time::Instant::now();
-    let outcome = match state.store.submit(&task, &state.limits).await {
+    let outcome = match state.submits.call(task.clone()).await {
         Ok(outcome) => outcome,
         Err(e) => {
             // The script may have run with only its reply lost: undo it if it did.

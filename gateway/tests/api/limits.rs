@@ -167,3 +167,40 @@ async fn a_slot_held_by_a_vanished_record_is_reclaimed() {
     assert_full(&app).await;
     app.cleanup().await;
 }
+
+/// One group-committed call admits its submissions in turn, each as if on its own: the
+/// active cap, the quota and an idempotency key all see the earlier ones of the same batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_submit_admits_each_in_turn() {
+    use proto::store::{Idempotency, Limits, SubmitOutcome};
+    let app = Harness::start(&[]).await;
+    let keyed = |key: &str| {
+        let mut t = NewTask::new(USER, "batched", 2);
+        t.idempotency = Some(Idempotency { key: key.into(), fingerprint: "f".into() });
+        t
+    };
+    let capped = Limits { max_active: 2, ..Limits::NONE };
+    let tasks = [keyed("a"), keyed("a"), NewTask::new(USER, "batched", 2), NewTask::new(USER, "batched", 2)];
+    let out = app.store.submit_many(&tasks, &capped).await.expect("one call");
+    let kinds: Vec<&str> = out
+        .iter()
+        .map(|o| match o.as_ref().expect("outcome") {
+            SubmitOutcome::Accepted { .. } => "accepted",
+            SubmitOutcome::Duplicate(_) => "duplicate",
+            SubmitOutcome::TooManyActive { .. } => "too_many_active",
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["accepted", "duplicate", "accepted", "too_many_active"]);
+    assert!(app.record(tasks[0].id).await.is_some() && app.record(tasks[1].id).await.is_none());
+    assert!(app.record(tasks[2].id).await.is_some() && app.record(tasks[3].id).await.is_none());
+
+    let quota = Limits { daily_ticks: 3, ..Limits::NONE };
+    let other = "limits-batch-quota";
+    let tasks = [NewTask::new(other, "q", 2), NewTask::new(other, "q", 2), NewTask::new(other, "q", 1)];
+    let out = app.store.submit_many(&tasks, &quota).await.expect("one call");
+    assert!(matches!(out[0], Ok(SubmitOutcome::Accepted { remaining: Some(1) })), "{out:?}");
+    assert!(matches!(out[1], Ok(SubmitOutcome::OverQuota { remaining: 1 })), "{out:?}");
+    assert!(matches!(out[2], Ok(SubmitOutcome::Accepted { remaining: Some(0) })), "{out:?}");
+    assert_eq!(app.quota_used(other).await, 3);
+}
