@@ -1,6 +1,11 @@
 use agent::config::{HELP, Settings};
 use proto::config::{Env, cli_args, exit_on_config_error};
 
+// As in the gateway: glibc malloc/free were the largest share (28 %) of an agent's CPU per
+// task in the throughput benchmark's profile.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = cli_args("agent", HELP);
