@@ -3,6 +3,7 @@ use proto::config::{Env, cli_args, exit_on_config_error};
 
 // glibc's malloc was about a quarter of the gateway's CPU under load (perf: malloc, _int_free,
 // malloc_consolidate); every request allocates and frees headers, JSON and buffers on two threads.
+// Without transparent huge pages (`no_thp`): with them RSS under load rose from 37 to 61 MB.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
