@@ -38,10 +38,11 @@ end
 -- Ends the task: terminal status, refund of the unused reservation, TTLs refreshed,
 -- checkpoint dropped. The caller has already checked that the transition is allowed.
 local function finish(status, result, err, ticks_used, now, ttl)
-  local max_ticks = tonumber(redis.call('HGET', KEYS[1], 'max_ticks') or '0')
+  local f = redis.call('HMGET', KEYS[1], 'max_ticks', 'ticks_used', 'webhook_url')
+  local max_ticks = tonumber(f[1] or '0')
   local used = ticks_used
   if used == nil then
-    used = tonumber(redis.call('HGET', KEYS[1], 'ticks_used') or '0')
+    used = tonumber(f[2] or '0')
   end
   redis.call('HSET', KEYS[1], 'status', status, 'updated_at', now, 'finished_at', now, 'ticks_used', used)
   if result ~= nil and result ~= '' then
@@ -61,7 +62,7 @@ local function finish(status, result, err, ticks_used, now, ttl)
   -- Every terminal transition frees the owner's active-task slot.
   redis.call('SREM', KEYS[6], task_id())
   -- and, with the same write, schedules the end's webhook: no way to end a task loses it.
-  if redis.call('HEXISTS', KEYS[1], 'webhook_url') == 1 then
+  if f[3] then
     local t = redis.call('TIME')
     redis.call('ZADD', KEYS[7], 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), task_id())
     redis.call('HSET', KEYS[1], 'webhook_state', 'pending')
