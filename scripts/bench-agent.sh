@@ -157,12 +157,12 @@ def profile_counts(think):
 t1, i1 = profile_counts(0)
 t5, i5 = profile_counts(4)
 label = {
-    "HGETALL": "load the record (delivery.rs load_or_adopt)",
-    "EVALSHA claim": "claim: attempt += 1, the fencing token",
-    "GET": "read the checkpoint (delivery.rs run_claimed)",
+    "EVALSHA claim": "claim: attempt += 1 (the fencing token), returns the record and the checkpoint",
     "EVALSHA progress": "record a tick + checkpoint, fenced (tick.rs record_tick)",
-    "EVALSHA finish": "terminal status, refund, webhook, fenced",
-    "DEL": "forget the task's memories (memory/redis.rs)",
+    "EVALSHA finish": "terminal status, refund, webhook, memories forgotten, fenced",
+    "HGETALL": "load the record (before: delivery.rs load_or_adopt)",
+    "GET": "read the checkpoint (before: delivery.rs run_claimed)",
+    "DEL": "forget the task's memories (before: memory/redis.rs)",
     "MULTI ZADD HMSET EXPIRE EXEC": "heartbeat on every start/finish (presence.rs)",
     "MULTI ZREM DEL EXEC": "deregister at shutdown (per process)",
     "SCRIPT LOAD": "preload scripts at connect (per process)",

@@ -10,7 +10,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::AMQPValue;
 use proto::TaskEnvelope;
-use proto::store::{ClaimOutcome, Finish, FinishOutcome, StoreError};
+use proto::store::{Claimed, Finish, FinishOutcome, MemoryCleanup, Owner, StoreError, Takeover};
 use proto::task::{TaskRecord, TaskStatus};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -110,35 +110,30 @@ pub async fn handle(worker: &Worker, msg: Received<'_>, stop: &CancellationToken
     };
     let id = envelope.correlation_id;
     let never = CancellationToken::new();
-    let store = &worker.store;
 
-    let record = match crate::retry::redis(&never, || load_or_adopt(worker, &envelope)).await {
-        Ok(rec) => rec,
-        Err(e) => return store_failure(&e),
-    };
-    let claim = crate::retry::redis(&never, || {
-        store.claim(&record, &worker.settings.worker_id, worker.settings.common.max_deliveries)
-    })
-    .await;
-    let attempt = match claim {
-        Ok(ClaimOutcome::Claimed { attempt }) => attempt,
-        Ok(ClaimOutcome::Terminal(status)) => {
+    // One round trip on the common path: the claim script returns the record and the
+    // checkpoint with the new attempt.
+    let max = worker.settings.common.max_deliveries;
+    let claimed = match crate::retry::redis(&never, || take_over(worker, &envelope, max)).await {
+        Ok(Takeover::Claimed(c)) => *c,
+        Ok(Takeover::Terminal(status)) => {
             tracing::info!(%status, "task already ended; acking without running");
             // The agent that ended it may have died before cleaning up.
             forget(worker, id).await;
             return Outcome::Acked;
         }
-        Ok(ClaimOutcome::GaveUp { attempts }) => {
+        Ok(Takeover::GaveUp { attempts }) => {
             tracing::warn!(attempts, "delivery limit reached; task failed, message dead-lettered");
             forget(worker, id).await;
             return Outcome::DeadLettered;
         }
-        Ok(ClaimOutcome::Missing) => {
+        Ok(Takeover::Missing) => {
             tracing::warn!("task record vanished before the claim; dead-lettering");
             return Outcome::DeadLettered;
         }
         Err(e) => return store_failure(&e),
     };
+    let Claimed { attempt, record, checkpoint } = claimed;
     tracing::Span::current().record("attempt", attempt);
 
     worker.registry.start(id);
@@ -146,20 +141,36 @@ pub async fn handle(worker: &Worker, msg: Received<'_>, stop: &CancellationToken
     // telling us: on the last delivery it allows, a task that would be handed back is failed
     // here instead, so its record does not stay `in_progress` with its quota reserved.
     let last = msg.delivery_count >= i64::from(worker.settings.common.max_deliveries);
-    let outcome = run_claimed(worker, &envelope, &record, attempt, stop, last).await;
+    let outcome = run_claimed(worker, &envelope, &record, attempt, checkpoint, stop, last).await;
     worker.registry.finish(id);
     outcome
 }
 
-async fn load_or_adopt(worker: &Worker, envelope: &TaskEnvelope) -> Result<TaskRecord, StoreError> {
+/// Claims the envelope's task, creating its record first when it has none (another
+/// producer published it): one round trip when the record exists.
+async fn take_over(worker: &Worker, envelope: &TaskEnvelope, max_deliveries: u32) -> Result<Takeover, StoreError> {
     let store = &worker.store;
-    if let Some(rec) = store.get(envelope.correlation_id).await? {
-        return Ok(rec);
+    let id = envelope.correlation_id;
+    let owner = expected_owner(store, envelope);
+    let worker_id = &worker.settings.worker_id;
+    let first = store.take_over(id, &owner, worker_id, max_deliveries).await?;
+    if !matches!(first, Takeover::Missing) {
+        return Ok(first);
     }
     if store.adopt(envelope).await? {
         tracing::info!("envelope had no task record; created one");
     }
-    store.get(envelope.correlation_id).await?.ok_or_else(|| StoreError::Reply("record missing after adopt".into()))
+    store.take_over(id, &expected_owner(store, envelope), worker_id, max_deliveries).await
+}
+
+/// The owner the envelope's record should have: the gateway's envelopes carry the user and
+/// the submission time the quota was reserved by; an adopted record has the envelope's
+/// user (or none) and no reservation. A wrong guess only costs the claim a second call.
+fn expected_owner(store: &proto::store::TaskStore, envelope: &TaskEnvelope) -> Owner {
+    match (&envelope.user_id, envelope.submitted_at) {
+        (Some(user), Some(at)) => Owner { user_id: user.clone(), quota_key: Some(store.quota_key(user, at)) },
+        (user, _) => Owner { user_id: user.clone().unwrap_or_default(), quota_key: None },
+    }
 }
 
 async fn run_claimed(
@@ -167,24 +178,22 @@ async fn run_claimed(
     envelope: &TaskEnvelope,
     record: &TaskRecord,
     attempt: u32,
+    checkpoint: Option<String>,
     stop: &CancellationToken,
     last: bool,
 ) -> Outcome {
     let store = &worker.store;
     let never = CancellationToken::new();
-    let state = match crate::retry::redis(&never, || store.checkpoint(record.id)).await {
-        Ok(Some(raw)) => match LoopState::decode(&raw) {
-            Ok(s) => {
-                tracing::info!(from_tick = s.tick, "resuming from checkpoint");
-                s
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable checkpoint; starting over");
-                LoopState::default()
-            }
-        },
-        Ok(None) => LoopState::default(),
-        Err(e) => return store_failure(&e),
+    let state = match checkpoint.as_deref().map(LoopState::decode) {
+        Some(Ok(s)) => {
+            tracing::info!(from_tick = s.tick, "resuming from checkpoint");
+            s
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "unreadable checkpoint; starting over");
+            LoopState::default()
+        }
+        None => LoopState::default(),
     };
     tracing::info!(max_ticks = record.max_ticks, model = worker.model.name(), "task started");
     let run = Run {
@@ -264,9 +273,8 @@ async fn finish_recreated(worker: &Worker, envelope: &TaskEnvelope, fin: &Finish
     let store = &worker.store;
     let never = CancellationToken::new();
     let written = crate::retry::redis(&never, || async {
-        let rec = load_or_adopt(worker, envelope).await?;
-        match store.claim(&rec, &worker.settings.worker_id, u32::MAX).await? {
-            ClaimOutcome::Claimed { attempt } => store.finish(&rec, Some(attempt), fin).await,
+        match take_over(worker, envelope, u32::MAX).await? {
+            Takeover::Claimed(c) => store.finish(&c.record, Some(c.attempt), fin).await,
             _ => Ok(FinishOutcome::Refused),
         }
     })
@@ -299,9 +307,14 @@ fn finish(
     Finish { status, result: serde_json::to_value(result).ok(), error, ticks_used: Some(ticks) }
 }
 
-/// Deletes (or schedules the expiry of) a task's memories after its terminal write. A
-/// failure is logged only: the memories still expire with the task's TTL.
+/// Deletes (or schedules the expiry of) a task's memories after its terminal write, for a
+/// memory store the terminal write does not clean up itself (Qdrant): memories in Redis
+/// went in the same step as the status (`MemoryCleanup`). A failure is logged only: the
+/// memories still expire with the task's TTL.
 async fn forget(worker: &Worker, id: proto::TaskId) {
+    if worker.store.memory_cleanup() != MemoryCleanup::Leave {
+        return;
+    }
     if let Err(e) = worker.memory.forget(id).await {
         tracing::warn!(error = %e, "could not delete the task's memories; they expire with the task");
     }

@@ -60,8 +60,10 @@ impl Intelligence {
 }
 
 impl Worker {
+    /// The store's terminal writes forget the task's memories when they live in Redis.
     pub fn new(settings: Settings, store: TaskStore, parts: Intelligence) -> Self {
         let Intelligence { model, tools, memory } = parts;
+        let store = store.with_memory_cleanup(memory.cleanup_at_end());
         Self { settings, store, model, tools, memory, registry: Registry::default() }
     }
 }

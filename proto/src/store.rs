@@ -256,6 +256,63 @@ pub enum ClaimOutcome {
     Claimed { attempt: u32 },
 }
 
+/// What [`TaskStore::take_over`] answers: [`ClaimOutcome`] with, on a claim, what the run
+/// needs, read in the claim's own step.
+#[derive(Debug, Clone)]
+pub enum Takeover {
+    Missing,
+    Terminal(TaskStatus),
+    GaveUp { attempts: u32 },
+    Claimed(Box<Claimed>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The fencing token.
+    pub attempt: u32,
+    /// The record as the claim left it (`in_progress`, this attempt).
+    pub record: TaskRecord,
+    /// The loop state the last recorded tick left, as the new attempt took over.
+    pub checkpoint: Option<String>,
+}
+
+/// Whose task a delivery expects to claim: the keys of the finishing branches of the claim
+/// (quota, user tasks, active set) are named from it. A wrong guess costs a second call,
+/// never a write under the wrong keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub user_id: String,
+    pub quota_key: Option<String>,
+}
+
+impl Owner {
+    pub fn of(rec: &TaskRecord) -> Self {
+        Self { user_id: rec.user_id.clone(), quota_key: rec.quota_key.clone() }
+    }
+}
+
+/// What the agent's terminal writes (claim's and finish's) do with the task's Redis
+/// memories (`memory:{id}`), in the same step as the terminal status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemoryCleanup {
+    /// Not ours to touch: no Redis memory store (Qdrant), or not the agent.
+    #[default]
+    Leave,
+    Delete,
+    /// Keep them this long after the end (`MEMORY_RETENTION_SECONDS`).
+    Retain(Duration),
+}
+
+impl MemoryCleanup {
+    fn arg(self) -> String {
+        match self {
+            Self::Leave => String::new(),
+            Self::Delete => "0".to_owned(),
+            Self::Retain(d) => d.as_secs().max(1).to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressOutcome {
     Continue,
@@ -296,11 +353,24 @@ pub struct TaskStore {
     conn: ConnectionManager,
     keys: Keys,
     record_ttl: Duration,
+    memory: MemoryCleanup,
 }
 
 impl TaskStore {
     pub fn new(conn: ConnectionManager, keys: Keys, record_ttl: Duration) -> Self {
-        Self { conn, keys, record_ttl }
+        Self { conn, keys, record_ttl, memory: MemoryCleanup::Leave }
+    }
+
+    /// The store the agent writes with when task memories live in Redis: its claim and
+    /// finish forget them in the same step as the terminal status.
+    #[must_use]
+    pub fn with_memory_cleanup(mut self, memory: MemoryCleanup) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    pub fn memory_cleanup(&self) -> MemoryCleanup {
+        self.memory
     }
 
     pub fn keys(&self) -> &Keys {
@@ -537,23 +607,72 @@ impl TaskStore {
         }
     }
 
+    /// Claims the task for a new attempt of `rec` (see [`TaskStore::take_over`]).
     pub async fn claim(
         &self,
         rec: &TaskRecord,
         worker_id: &str,
         max_deliveries: u32,
     ) -> Result<ClaimOutcome, StoreError> {
-        let mut inv = self.finishing_rec(&CLAIM, rec);
-        inv.arg(worker_id).arg(rfc3339(Utc::now())).arg(max_deliveries).arg(self.ttl());
-        let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
-        let num = |s: &str| s.parse::<u32>().map_err(|_| StoreError::Reply(format!("{reply:?}")));
-        match reply.as_slice() {
-            [m] if m == "missing" => Ok(ClaimOutcome::Missing),
-            [t, st] if t == "terminal" => Ok(ClaimOutcome::Terminal(parse_status(st)?)),
-            [g, n] if g == "gave_up" => Ok(ClaimOutcome::GaveUp { attempts: num(n)? }),
-            [c, n] if c == "claimed" => Ok(ClaimOutcome::Claimed { attempt: num(n)? }),
-            other => Err(StoreError::Reply(format!("{other:?}"))),
+        Ok(match self.take_over(rec.id, &Owner::of(rec), worker_id, max_deliveries).await? {
+            Takeover::Missing => ClaimOutcome::Missing,
+            Takeover::Terminal(st) => ClaimOutcome::Terminal(st),
+            Takeover::GaveUp { attempts } => ClaimOutcome::GaveUp { attempts },
+            Takeover::Claimed(c) => ClaimOutcome::Claimed { attempt: c.attempt },
+        })
+    }
+
+    /// A delivery takes task `id` over: `attempt` += 1 (the fencing token), and in the same
+    /// step the record and the checkpoint the new attempt resumes from, so a delivery needs
+    /// no read of its own. Cancels a task whose cancel was requested and fails one whose
+    /// deliveries reached `max_deliveries`; a terminal record is left as it is (its memories
+    /// forgotten, as [`TaskStore::with_memory_cleanup`] says). `owner` names the keys those
+    /// endings refund and release; when it does not match the record, nothing is written
+    /// and the call is made again with the record's owner (one more round trip).
+    pub async fn take_over(
+        &self,
+        id: TaskId,
+        owner: &Owner,
+        worker_id: &str,
+        max_deliveries: u32,
+    ) -> Result<Takeover, StoreError> {
+        let mut owner = owner.clone();
+        // A rekey names the record's own owner, so a second one cannot happen unless the
+        // record changed hands in between; a few tries bound even that.
+        for _ in 0..3 {
+            let mut inv = self.finishing(&CLAIM, id, &owner.user_id, owner.quota_key.as_deref());
+            inv.key(self.keys.memory(id))
+                .arg(worker_id)
+                .arg(rfc3339(Utc::now()))
+                .arg(max_deliveries)
+                .arg(self.ttl())
+                .arg(&owner.user_id)
+                .arg(owner.quota_key.as_deref().unwrap_or(""))
+                .arg(self.memory.arg());
+            let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+            let bad = || StoreError::Reply(format!("{:?}", &reply[..reply.len().min(4)]));
+            let num = |s: &str| s.parse::<u32>().map_err(|_| bad());
+            let outcome = match reply.as_slice() {
+                [m] if m == "missing" => Takeover::Missing,
+                [t, st] if t == "terminal" => Takeover::Terminal(parse_status(st)?),
+                [g, n] if g == "gave_up" => Takeover::GaveUp { attempts: num(n)? },
+                [r, user, quota] if r == "rekey" => {
+                    owner = Owner { user_id: user.clone(), quota_key: (!quota.is_empty()).then(|| quota.clone()) };
+                    continue;
+                }
+                [c, n, has, cp, fields @ ..] if c == "claimed" && fields.len() % 2 == 0 => {
+                    let attempt = num(n)?;
+                    let checkpoint = (has == "1").then(|| cp.clone());
+                    let hash: HashMap<String, String> =
+                        fields.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].clone())).collect();
+                    let record = TaskRecord::from_hash(id, hash)?.ok_or_else(bad)?;
+                    Takeover::Claimed(Box::new(Claimed { attempt, record, checkpoint }))
+                }
+                _ => return Err(bad()),
+            };
+            return Ok(outcome);
         }
+        Err(StoreError::Reply("the task's owner kept changing during the claim".into()))
     }
 
     /// Records tick `tick` (1-based count of finished ticks) and the loop checkpoint.
@@ -576,8 +695,10 @@ impl TaskStore {
         })
     }
 
-    /// Writes a terminal status. `attempt: None` skips the fencing check (for envelopes
-    /// that never ran).
+    /// Writes a terminal status, and in the same step forgets the task's memories as
+    /// [`TaskStore::with_memory_cleanup`] says. `attempt: None` skips the fencing check (for
+    /// envelopes that never ran). A refused write (fenced, or already terminal) touches
+    /// nothing.
     pub async fn finish(
         &self,
         rec: &TaskRecord,
@@ -587,13 +708,15 @@ impl TaskStore {
         debug_assert!(fin.status.is_terminal());
         let result = fin.result.as_ref().map(|r| r.to_string()).unwrap_or_default();
         let mut inv = self.finishing_rec(&FINISH, rec);
-        inv.arg(attempt.map_or_else(|| "*".to_owned(), |a| a.to_string()))
+        inv.key(self.keys.memory(rec.id))
+            .arg(attempt.map_or_else(|| "*".to_owned(), |a| a.to_string()))
             .arg(fin.status.as_str())
             .arg(result)
             .arg(fin.error.clone().unwrap_or_default())
             .arg(fin.ticks_used.map(|t| t.to_string()).unwrap_or_default())
             .arg(rfc3339(Utc::now()))
-            .arg(self.ttl());
+            .arg(self.ttl())
+            .arg(self.memory.arg());
         let written: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(match written {
             1 => FinishOutcome::Written,

@@ -4,7 +4,8 @@
 //! Two stores behind [`VectorStore`]: [`qdrant::QdrantStore`] when `QDRANT_URL` is set,
 //! else [`redis::RedisStore`] (`memory:{id}`, exact search inside the agent). Both scope
 //! every read to one task *and* its user, and a task's memories are deleted when it ends
-//! unless `MEMORY_RETENTION_SECONDS` keeps them longer.
+//! unless `MEMORY_RETENTION_SECONDS` keeps them longer: Redis ones by the terminal write
+//! itself ([`Memory::cleanup_at_end`]), Qdrant ones by a delete after it.
 
 pub mod qdrant;
 pub mod redis;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use proto::TaskId;
 use proto::config::{ConfigError, Env};
+use proto::store::MemoryCleanup;
 use serde::{Deserialize, Serialize};
 
 use crate::embedding::{EmbedError, Embedder};
@@ -90,6 +92,11 @@ pub trait VectorStore: Send + Sync {
     async fn search(&self, scope: &Scope, query: &[f32], k: usize) -> Result<Vec<Recalled>, MemoryError>;
     /// Deletes the task's memories now (`retain: None`) or after `retain`.
     async fn forget(&self, task: TaskId, retain: Option<Duration>) -> Result<(), MemoryError>;
+    /// The memories live in the task store's Redis (`memory:{id}`), so the task store's
+    /// terminal write can forget them in its own step.
+    fn beside_the_task(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -193,7 +200,18 @@ impl Memory {
         self.store.search(scope, &query, self.top_k).await
     }
 
-    /// Called once the task's terminal status is written.
+    /// What the task store's terminal writes do with the memories: forget them there, in
+    /// the same step, when they live beside the task; else leave them to [`Memory::forget`].
+    pub fn cleanup_at_end(&self) -> MemoryCleanup {
+        match (self.store.beside_the_task(), self.retention) {
+            (false, _) => MemoryCleanup::Leave,
+            (true, None) => MemoryCleanup::Delete,
+            (true, Some(d)) => MemoryCleanup::Retain(d),
+        }
+    }
+
+    /// Deletes the memories (or schedules their expiry); called once the task's terminal
+    /// status is written, for a store the terminal write does not clean up.
     pub async fn forget(&self, task: TaskId) -> Result<(), MemoryError> {
         self.store.forget(task, self.retention).await
     }

@@ -4,7 +4,10 @@
 //! a task resumed on another agent finds its memories where it left them.
 //!
 //! The list carries the task record's TTL, refreshed on each write, so memories of a task
-//! whose agent died before cleaning up still expire with the task.
+//! that ends without the agent (the reconciler fails it) still expire with the task. When
+//! the agent ends it, its terminal write (claim or finish script) deletes the list, or
+//! sets its retention, in the same step: no separate `DEL`, no window where a crash after
+//! the terminal write leaves it behind.
 
 use std::cmp::Ordering;
 use std::time::Duration;
@@ -140,6 +143,10 @@ impl VectorStore for RedisStore {
                 Recalled { text: e.text.clone(), kind: e.kind, tick: e.tick, url: e.url.clone(), score }
             })
             .collect())
+    }
+
+    fn beside_the_task(&self) -> bool {
+        true
     }
 
     async fn forget(&self, task: TaskId, retain: Option<Duration>) -> Result<(), MemoryError> {

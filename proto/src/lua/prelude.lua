@@ -1,6 +1,7 @@
 -- Shared by every task script (prepended by proto::store).
 -- Finishing scripts take KEYS: [1] task, [2] quota, [3] events, [4] checkpoint, [5] user tasks,
--- [6] the owner's active-task set, [7] the webhooks due.
+-- [6] the owner's active-task set, [7] the webhooks due; the agent's (claim, finish) also
+-- [8] the task's Redis memories.
 
 -- The task id is the last part of the record key (a UUID has no ':').
 local function task_id()
@@ -35,13 +36,29 @@ local function release_claim()
   end
 end
 
+-- The task's memories in Redis (KEYS[8], passed by the agent's scripts only): `retain` ''
+-- or nil leaves them (no Redis memory store, or not the agent), '0' deletes them, n keeps
+-- them n more seconds (MEMORY_RETENTION_SECONDS).
+local function forget_memory(retain)
+  if KEYS[8] == nil or retain == nil or retain == '' then
+    return
+  end
+  if retain == '0' then
+    redis.call('DEL', KEYS[8])
+  else
+    redis.call('EXPIRE', KEYS[8], retain)
+  end
+end
+
 -- Ends the task: terminal status, refund of the unused reservation, TTLs refreshed,
--- checkpoint dropped. The caller has already checked that the transition is allowed.
-local function finish(status, result, err, ticks_used, now, ttl)
-  local max_ticks = tonumber(redis.call('HGET', KEYS[1], 'max_ticks') or '0')
+-- checkpoint dropped, memories forgotten (see forget_memory). The caller has already
+-- checked that the transition is allowed.
+local function finish(status, result, err, ticks_used, now, ttl, memory_retain)
+  local f = redis.call('HMGET', KEYS[1], 'max_ticks', 'ticks_used', 'webhook_url')
+  local max_ticks = tonumber(f[1] or '0')
   local used = ticks_used
   if used == nil then
-    used = tonumber(redis.call('HGET', KEYS[1], 'ticks_used') or '0')
+    used = tonumber(f[2] or '0')
   end
   redis.call('HSET', KEYS[1], 'status', status, 'updated_at', now, 'finished_at', now, 'ticks_used', used)
   if result ~= nil and result ~= '' then
@@ -61,10 +78,11 @@ local function finish(status, result, err, ticks_used, now, ttl)
   -- Every terminal transition frees the owner's active-task slot.
   redis.call('SREM', KEYS[6], task_id())
   -- and, with the same write, schedules the end's webhook: no way to end a task loses it.
-  if redis.call('HEXISTS', KEYS[1], 'webhook_url') == 1 then
+  if f[3] then
     local t = redis.call('TIME')
     redis.call('ZADD', KEYS[7], 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), task_id())
     redis.call('HSET', KEYS[1], 'webhook_state', 'pending')
   end
+  forget_memory(memory_retain)
   emit(ttl, 'status', status, 'at', now)
 end
