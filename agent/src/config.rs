@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use proto::config::{CommonSettings, ConfigError, Env};
+use proto::config::{ConfigError, Env};
+use proto::settings::CommonSettings;
 
 use crate::memory::MemorySettings;
 use crate::model::offline::OfflineSettings;

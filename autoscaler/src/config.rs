@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use proto::config::{CommonSettings, ConfigError, Env};
+use proto::config::{ConfigError, Env};
+use proto::settings::CommonSettings;
 
 use crate::policy::Bounds;
 

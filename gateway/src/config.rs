@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jsonwebtoken::jwk::Jwk;
-use proto::config::{CommonSettings, ConfigError, Env};
+use proto::config::{ConfigError, Env};
 use proto::serve::EdgeSettings;
+use proto::settings::CommonSettings;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::reconciler::ReconcilerSettings;
-use crate::webhooks::sign::parse_secret;
+use crate::webhooks::WebhookSettings;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -35,53 +35,6 @@ pub struct Settings {
     pub webhooks: Option<WebhookSettings>,
     /// `CONSOLE_DEV_TOKENS`: `POST /dev/token` mints HS256 tokens for anyone. Local use only.
     pub console_dev_tokens: bool,
-}
-
-#[derive(Clone)]
-pub struct WebhookSettings {
-    /// `WEBHOOK_SECRET` then `WEBHOOK_SECRET_PREVIOUS`, decoded; every key signs.
-    pub keys: Vec<Vec<u8>>,
-    /// `WEBHOOK_ALLOW_PRIVATE`: for tests and local receivers only.
-    pub allow_private: bool,
-    pub timeout: Duration,
-    /// The first retry's delay; it doubles per attempt up to an hour.
-    pub retry_base: Duration,
-    /// Retries stop this long after the task ended (at least a day by default).
-    pub retry_for: Duration,
-}
-
-impl std::fmt::Debug for WebhookSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookSettings")
-            .field("keys", &format_args!("[{} redacted]", self.keys.len()))
-            .field("allow_private", &self.allow_private)
-            .field("timeout", &self.timeout)
-            .field("retry_base", &self.retry_base)
-            .field("retry_for", &self.retry_for)
-            .finish()
-    }
-}
-
-impl WebhookSettings {
-    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
-        let Some(current) = env.opt_string("WEBHOOK_SECRET") else {
-            if env.opt_string("WEBHOOK_SECRET_PREVIOUS").is_some() {
-                return Err(ConfigError::new("WEBHOOK_SECRET_PREVIOUS", "needs WEBHOOK_SECRET (the current secret)"));
-            }
-            return Ok(None);
-        };
-        let mut keys = vec![parse_secret(&current).map_err(|m| ConfigError::new("WEBHOOK_SECRET", m))?];
-        if let Some(previous) = env.opt_string("WEBHOOK_SECRET_PREVIOUS") {
-            keys.push(parse_secret(&previous).map_err(|m| ConfigError::new("WEBHOOK_SECRET_PREVIOUS", m))?);
-        }
-        Ok(Some(Self {
-            keys,
-            allow_private: env.bool("WEBHOOK_ALLOW_PRIVATE", false)?,
-            timeout: Duration::from_secs(env.ranged("WEBHOOK_TIMEOUT_SECONDS", 10, 1..=60)?),
-            retry_base: Duration::from_millis(env.ranged("WEBHOOK_RETRY_BASE_MS", 5000, 100..=600_000)?),
-            retry_for: Duration::from_secs(env.ranged("WEBHOOK_RETRY_FOR_SECONDS", 90_000, 60..=30 * 86_400)?),
-        }))
-    }
 }
 
 /// Where signing keys come from and which claims a token must carry.
@@ -347,5 +300,24 @@ mod tests {
         let prev_only =
             Env::from_pairs([("SUPABASE_URL", "https://a.test"), ("SUPABASE_JWT_SECRET_PREVIOUS", &"y".repeat(40))]);
         assert_eq!(AuthSettings::from_env(&prev_only).unwrap_err().var, "SUPABASE_JWT_SECRET_PREVIOUS");
+    }
+}
+
+/// The reconciler's pacing (see [`crate::reconciler`]).
+#[derive(Debug, Clone)]
+pub struct ReconcilerSettings {
+    pub interval: Duration,
+    /// How long past `PUBLISH_TIMEOUT_MS` an unconfirmed submission is left to its gateway.
+    pub grace: Duration,
+    pub batch: usize,
+}
+
+impl ReconcilerSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            interval: env.millis("RECONCILE_INTERVAL_MS", 10_000)?,
+            grace: env.millis("RECONCILE_GRACE_MS", 20_000)?,
+            batch: env.ranged("RECONCILE_BATCH", 100, 1..=10_000)?,
+        })
     }
 }

@@ -8,7 +8,8 @@
 //! - [`publisher`]: envelope publishing with publisher confirms, and broker readiness.
 //! - [`undo`]: publish, mark confirmed, or undo with retries off the request path.
 //! - [`reconciler`]: ends records nobody else will (never enqueued, dead-lettered).
-//! - [`events`]: following a task's progress as Server-Sent Events, over one Redis reader.
+//! - [`events`]: following a task's progress as Server-Sent Events; [`event_hub`]: the one
+//!   Redis reader that wakes every follower.
 //! - [`webhooks`]: signed task-end webhooks, delivered from a durable Redis queue.
 //! - [`routes`]: the HTTP API (ARCHITECTURE §2).
 //! - [`http_metrics`]: per-route metrics and the request deadline.
@@ -21,6 +22,7 @@
 pub mod auth;
 pub mod config;
 pub mod edge;
+pub mod event_hub;
 pub mod events;
 pub mod extract;
 pub mod http_metrics;
@@ -47,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Jwks, Verifier};
 use crate::config::Settings;
-use crate::events::hub::{self, EventHub};
+use crate::event_hub::{self as hub, EventHub};
 use crate::publisher::Publisher;
 use crate::state::{AppState, Inner};
 use crate::webhooks::Dispatcher;

@@ -16,36 +16,18 @@
 
 use std::time::Duration;
 
+use crate::config::ReconcilerSettings;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::AMQPValue;
 use lapin::{Channel, Connection};
 use proto::TaskEnvelope;
-use proto::config::{ConfigError, Env};
 use proto::connect::Endpoint;
 use proto::reconcile::CloseOutcome;
 use proto::store::{StoreError, TaskStore};
 use proto::topology::Topology;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Debug, Clone)]
-pub struct ReconcilerSettings {
-    pub interval: Duration,
-    /// How long past `PUBLISH_TIMEOUT_MS` an unconfirmed submission is left to its gateway.
-    pub grace: Duration,
-    pub batch: usize,
-}
-
-impl ReconcilerSettings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            interval: env.millis("RECONCILE_INTERVAL_MS", 10_000)?,
-            grace: env.millis("RECONCILE_GRACE_MS", 20_000)?,
-            batch: env.ranged("RECONCILE_BATCH", 100, 1..=10_000)?,
-        })
-    }
-}
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
 use crate::config::Settings;
-use crate::events::hub::EventHub;
+use crate::event_hub::EventHub;
 use crate::publisher::Publisher;
 
 #[derive(Clone)]

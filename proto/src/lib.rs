@@ -6,7 +6,8 @@
 //! - [`envelope`]: the `TaskEnvelope` published to RabbitMQ.
 //! - [`keys`]: the one definition of every Redis key.
 //! - [`store`]: every atomic Redis write (Lua scripts) on task records, quota and events;
-//!   [`lua`] runs them by hash with a one-round-trip NOSCRIPT fallback.
+//!   [`lua`] runs them by hash with a one-round-trip NOSCRIPT fallback, [`preload`] loads
+//!   them all at start.
 //! - [`reconcile`]: the reconciler's writes: confirmed marks, closing stuck submissions.
 //! - [`group_commit`]: concurrent callers' small writes batched into one script call.
 //! - [`presence`]: agent heartbeats and the live/busy agent count.
@@ -16,6 +17,7 @@
 //! - [`connect`]: Redis and RabbitMQ connections with timeouts and backoff.
 //! - [`tls`]: rustls for `rediss://` / `amqps://`: system roots plus a private CA file.
 //! - [`config`]: typed environment parsing that names the variable on error.
+//! - [`settings`]: the settings every process shares (Redis, RabbitMQ, prefix, queue).
 //! - [`serve`]: the hardened HTTP accept loop of every listener.
 //! - [`address_policy`]: public-internet-only outbound requests (visits, webhooks).
 //! - [`telemetry`], [`shutdown`], [`backoff`], [`ops`]: runtime plumbing every service shares.
@@ -30,10 +32,12 @@ pub mod group_commit;
 pub mod keys;
 pub mod lua;
 pub mod ops;
+pub mod preload;
 pub mod presence;
 pub mod reconcile;
 pub mod samples;
 pub mod serve;
+pub mod settings;
 pub mod shutdown;
 pub mod store;
 pub mod task;

@@ -34,8 +34,7 @@ pub(crate) fn scripts() -> [&'static Lua; 5] {
     [&CONFIRM, &CLOSE_UNCONFIRMED, &CLOSE_DEAD_LETTER, &LEASE, &RELEASE]
 }
 
-/// The error a never-confirmed submission ends with (the same words as the gateway's undo).
-pub const NOT_ENQUEUED: &str = "not enqueued: the task queue was unavailable";
+pub use crate::store::NOT_ENQUEUED;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseOutcome {

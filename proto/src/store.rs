@@ -52,6 +52,10 @@ impl StoreError {
     }
 }
 
+/// The error a never-confirmed submission ends with, whether the gateway's undo or the
+/// reconciler closes it.
+pub const NOT_ENQUEUED: &str = "not enqueued: the task queue was unavailable";
+
 /// A task about to be submitted.
 #[derive(Debug, Clone)]
 pub struct NewTask {
@@ -471,7 +475,7 @@ impl TaskStore {
         let quota = self.quota_key(&task.user_id, task.created_at);
         let mut inv = self.finishing(&ABORT_SUBMIT, task.id, &task.user_id, Some(&quota));
         inv.key(self.keys.unconfirmed())
-            .arg(crate::reconcile::NOT_ENQUEUED)
+            .arg(NOT_ENQUEUED)
             .arg(rfc3339(Utc::now()))
             .arg(self.ttl())
             .arg(task.id.to_string());
@@ -725,19 +729,14 @@ impl TaskStore {
         })
     }
 
-    /// Loads every script into Redis's script cache (one round trip). Called when a process
-    /// connects; after a restart the first call of each script falls back to one `EVAL`.
-    pub async fn load_scripts(&self) -> Result<(), StoreError> {
-        let mut all: Vec<&Lua> = vec![&SUBMIT, &ADOPT, &ABORT_SUBMIT, &CANCEL, &CLAIM, &PROGRESS, &FINISH];
-        all.extend(crate::reconcile::scripts());
-        all.push(&crate::webhook_queue::CLAIM);
-        crate::lua::load_all(&all, &mut self.conn.clone()).await?;
-        Ok(())
-    }
-
     pub async fn checkpoint(&self, id: TaskId) -> Result<Option<String>, StoreError> {
         Ok(self.conn.clone().get(self.keys.checkpoint(id)).await?)
     }
+}
+
+/// This module's scripts, for [`crate::preload`].
+pub(crate) fn scripts() -> [&'static Lua; 7] {
+    [&SUBMIT, &ADOPT, &ABORT_SUBMIT, &CANCEL, &CLAIM, &PROGRESS, &FINISH]
 }
 
 fn parse_status(s: &str) -> Result<TaskStatus, StoreError> {

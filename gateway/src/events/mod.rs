@@ -1,12 +1,10 @@
 //! Following a task: its `events:{id}` stream as Server-Sent Events.
 //!
-//! A follower replays the stream after its resume position, then waits on the [`hub`] for
+//! A follower replays the stream after its resume position, then waits on the [`crate::event_hub`] for
 //! more, and ends after the terminal `status` event. Every event carries the stream entry id
 //! as its SSE `id`, so `Last-Event-ID` (or `?after=`) resumes exactly after it. A stream
 //! also ends at its deadline (`SSE_MAX_SECONDS`, the client reconnects with its last id), at
 //! gateway shutdown, and when the client goes away.
-
-pub mod hub;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

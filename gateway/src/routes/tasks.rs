@@ -284,7 +284,7 @@ pub async fn events(
         Some(v) => Some(v.to_str().unwrap_or("").to_owned()),
         None => q.get("after").cloned(),
     };
-    if after.as_deref().is_some_and(|a| crate::events::hub::parse_id(a).is_none()) {
+    if after.as_deref().is_some_and(|a| crate::event_hub::parse_id(a).is_none()) {
         return Err(ApiError::BadRequest("Last-Event-ID / after: not an event id from this stream".into()));
     }
     let keep_alive = KeepAlive::new().interval(state.settings.sse_keepalive);

@@ -10,7 +10,10 @@
 //! deduplicate on it), `webhook-timestamp` is the attempt's, and the body is the same
 //! every time.
 
+mod settings;
 pub mod sign;
+
+pub use settings::WebhookSettings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +27,6 @@ use proto::webhook_queue::{Settled, WebhookQueue};
 use proto::{TaskId, TaskStatus};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-
-use crate::config::WebhookSettings;
 
 /// Deliveries taken per claim, and sent at once.
 const BATCH: usize = 32;

@@ -6,7 +6,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gateway::reconciler::{ReconcilerSettings, Role};
+use gateway::config::ReconcilerSettings;
+use gateway::reconciler::Role;
 use lapin::options::{BasicGetOptions, BasicRejectOptions};
 use proto::store::NewTask;
 use proto::topology::Topology;
