@@ -57,7 +57,7 @@ async fn stack(bins: &Bins, redis_url: &str, rabbit_url: &str, env: &[(&'static 
     Stack::new(bins, redis_url, rabbit_url, &env).await
 }
 
-async fn finish(stack: Stack, name: &str, started: Instant, note: String) -> Tally {
+async fn finish(mut stack: Stack, name: &str, started: Instant, note: String) -> Tally {
     let settled = stack.settle(SETTLE).await;
     let note = format!("{note} settled in {:.1}s; {} got 503/error.", settled.as_secs_f64(), stack.rejected());
     let t = stack.tally(name, started, note).await;
