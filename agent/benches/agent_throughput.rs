@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::options::ConfirmSelectOptions;
-use proto::TaskEnvelope;
 use proto::connect::Endpoint;
 use proto::store::{Limits, NewTask, SubmitOutcome, TaskStore};
 use proto::topology::Topology;
@@ -91,14 +90,7 @@ async fn main() {
                 let task = NewTask::new(USER, mandate, 5);
                 let accepted = store.submit(&task, &Limits::NONE).await.expect("submit");
                 assert!(matches!(accepted, SubmitOutcome::Accepted { .. }), "{accepted:?}");
-                let envelope = TaskEnvelope {
-                    correlation_id: task.id,
-                    mandate: task.mandate.clone(),
-                    max_ticks: task.max_ticks,
-                    user_id: Some(task.user_id.clone()),
-                    submitted_at: Some(task.created_at),
-                    v: Some(proto::envelope::ENVELOPE_VERSION),
-                };
+                let envelope = task.envelope();
                 publish_all(&channel, &queue, vec![(task.id.to_string(), envelope.to_json())], 1).await;
                 assert!(store.confirm(task.id).await.expect("confirm"), "confirm refused");
                 task.id

@@ -98,6 +98,18 @@ impl NewTask {
         }
     }
 
+    /// The envelope published for this task (the inverse of [`Self::from_envelope`]).
+    pub fn envelope(&self) -> crate::TaskEnvelope {
+        crate::TaskEnvelope {
+            correlation_id: self.id,
+            mandate: self.mandate.clone(),
+            max_ticks: self.max_ticks,
+            user_id: Some(self.user_id.clone()),
+            submitted_at: Some(self.created_at),
+            v: Some(crate::envelope::ENVELOPE_VERSION),
+        }
+    }
+
     /// The task's first record, `in_queue` with nothing used: what submit and adopt write,
     /// and (as [`TaskRecord::to_response`]) the body of the `202`.
     pub fn record(&self, quota_key: Option<String>) -> TaskRecord {

@@ -10,7 +10,7 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use proto::store::{CancelOutcome, Claim, Idempotency, NewTask, SubmitOutcome};
 use proto::task::{TaskRecord, TaskResponse, TaskStatus};
-use proto::{Mandate, MaxTicks, TaskEnvelope, TaskId};
+use proto::{Mandate, MaxTicks, TaskId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -123,14 +123,7 @@ pub async fn submit(
         refused => return Err(refusal(s, &task, &refused)),
     }
 
-    let envelope = TaskEnvelope {
-        correlation_id: task.id,
-        mandate: task.mandate.clone(),
-        max_ticks: task.max_ticks,
-        user_id: Some(task.user_id.clone()),
-        submitted_at: Some(task.created_at),
-        v: Some(proto::envelope::ENVELOPE_VERSION),
-    };
+    let envelope = task.envelope();
     // Publish and, on failure, undo on a task of its own: a request dropped mid-way (its
     // deadline, a client that hung up, shutdown) must not strand a record in `in_queue`
     // with no message behind it and its quota reserved.
