@@ -10,9 +10,10 @@ scripts/services.sh >/dev/null
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 c=${BENCH_CONCURRENCY:-64}
 secs=${BENCH_SECONDS:-10}
-cargo build --release --locked --quiet --bin gateway --bench raw_publish
+cargo build --release --locked --quiet --bin gateway --bench raw_publish --bench http_floor
 target=${CARGO_TARGET_DIR:-target}/release
-raw_bin=$(ls -t "$target"/deps/raw_publish-* | grep -v '\.d$' | head -1)
+bench_bin() { ls -t "$target"/deps/"$1"-* | grep -v '\.d$' | head -1; }
+raw_bin=$(bench_bin raw_publish) floor_bin=$(bench_bin http_floor)
 out=bench/last-run.txt
 : > "$out"
 
@@ -24,7 +25,7 @@ export DAILY_TICK_LIMIT=0 SUBMIT_RATE_PER_MINUTE=0 MAX_ACTIVE_TASKS_PER_USER=0 R
 "$target/gateway" >/dev/null 2>&1 &
 gw=$!
 cleanup() {
-  kill "$gw" 2>/dev/null || true; wait "$gw" 2>/dev/null || true
+  kill "$gw" ${floor:-} 2>/dev/null || true; wait "$gw" ${floor:-} 2>/dev/null || true
   redis-cli -h 127.0.0.1 eval "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end" 0 "$tag:*" >/dev/null
   "$raw_bin" --delete-topology "$tag.mandates" >/dev/null 2>&1 || true
 }
@@ -36,14 +37,15 @@ export TOKEN=$("$target/gateway" token --sub bench-user --ttl 3600)
 # generator's own (GNU time), so the table can say where each request's CPU goes.
 redis_pid=$(pgrep -x redis-server | head -1); rabbit_pid=$(pgrep -f beam.smp | head -1)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-snapshot() { echo "$(ticks "$gw") $(ticks "$redis_pid") $(ticks "$rabbit_pid")"; }
+front=$gw # the HTTP server under load: the gateway, or the floor server while it runs
+snapshot() { echo "$(ticks "$front") $(ticks "$redis_pid") $(ticks "$rabbit_pid")"; }
 cpu_line() { # name, before-snapshot, load generator's CPU seconds, operations
   python3 - "$1" "$2" "$(snapshot)" "$3" "$4" "$(getconf CLK_TCK)" <<'PY' | tee -a "$out"
 import sys
 name, before, after, load, ops, hz = sys.argv[1:7]
 d = [(int(a) - int(b)) / int(hz) for a, b in zip(after.split(), before.split())]
 ops = max(int(ops), 1)
-parts = dict(zip(["gateway", "redis", "rabbitmq"], d), load=float(load))
+parts = dict(zip(["front", "redis", "rabbitmq"], d), load=float(load))
 print(f"cpu {name}: " + ", ".join(f"{k} {v * 1e6 / ops:.1f} us/op" for k, v in parts.items())
       + f", total {sum(parts.values()) * 1e6 / ops:.1f} us/op")
 PY
@@ -55,35 +57,46 @@ before=$(snapshot)
 raw_line=$(grep '^raw_publish:' "$out" | tail -n 1)
 cpu_line raw "$before" "$(awk '{print $1 + $2}' /tmp/$tag.time)" "$(sed -E 's/.* ([0-9]+) messages.*/\1/' <<<"$raw_line")"
 
-rss_peak() { # samples the gateway's RSS while wrk runs; prints the peak in MB
+rss_peak() { # samples the HTTP server's RSS while wrk runs; prints the peak in MB
   local peak=0 r
   while kill -0 "$1" 2>/dev/null; do
-    r=$(ps -o rss= -p "$gw" 2>/dev/null | tr -d ' '); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r
+    r=$(ps -o rss= -p "$front" 2>/dev/null | tr -d ' '); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r
     sleep 0.5
   done
   echo $((peak / 1024))
 }
-wrk_run() { # name, script
+wrk_run() { # name, script[, port]
   echo "== $1 (c=$c, ${secs}s)" | tee -a "$out"
   local before; before=$(snapshot)
-  /usr/bin/time -f "%U %S" -o /tmp/$tag.time wrk -t2 -c"$c" -d"${secs}s" --latency -s "$2" "http://127.0.0.1:$port" > /tmp/$tag.wrk &
+  /usr/bin/time -f "%U %S" -o /tmp/$tag.time wrk -t2 -c"$c" -d"${secs}s" --latency -s "$2" "http://127.0.0.1:${3:-$port}" > /tmp/$tag.wrk &
   local w=$!
   local rss; rss=$(rss_peak $w)
   wait $w
-  cat /tmp/$tag.wrk >> "$out"; echo "gateway peak RSS: ${rss} MB" >> "$out"
+  cat /tmp/$tag.wrk >> "$out"; echo "server peak RSS: ${rss} MB" >> "$out"
   cpu_line "$1" "$before" "$(awk '{print $1 + $2}' /tmp/$tag.time)" "$(awk '/requests in/{print $1}' /tmp/$tag.wrk)"
   rm -f /tmp/$tag.wrk /tmp/$tag.time
 }
+# The floor: HTTP plus the confirmed publish and nothing else (gateway/benches/http_floor.rs).
+floor_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+FLOOR_ADDR=127.0.0.1:$floor_port "$floor_bin" --bench >/dev/null 2>&1 &
+floor=$!
+for _ in $(seq 1 50); do curl -fsS -o /dev/null -X POST "http://127.0.0.1:$floor_port/tasks" 2>/dev/null && break; sleep 0.2; done
+front=$floor
+wrk_run "floor: HTTP + publish + confirm" bench/post.lua "$floor_port"
+floor_block=$(awk '/== floor/{f=1} /== POST/{f=0} f' "$out")
+kill -TERM "$floor"; wait "$floor" 2>/dev/null || true
+front=$gw
+
 wrk_run "POST /tasks" bench/post.lua
-post_block=$(awk '/== POST/{f=1} f' "$out")
+post_block=$(awk '/== POST/{f=1} /== GET/{f=0} f' "$out")
 export TASK_ID=$(curl -fsS -X POST "http://127.0.0.1:$port/tasks" -H "Authorization: Bearer $TOKEN" \
   -H 'Content-Type: application/json' -d '{"mandate":"read me","max_ticks":1}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["correlation_id"])')
 wrk_run "GET /tasks/{id}" bench/get.lua
 get_block=$(awk '/== GET/{f=1} f' "$out")
 
-python3 - "$raw_line" "$post_block" "$get_block" <<'PY'
+python3 - "$raw_line" "$floor_block" "$post_block" "$get_block" <<'PY'
 import re, sys
-raw, post, get = sys.argv[1:4]
+raw, floor, post, get = sys.argv[1:5]
 def rate(b): return float(re.search(r"Requests/sec:\s+([\d.]+)", b).group(1))
 def p99(b):
     v, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", b).groups()
@@ -95,11 +108,14 @@ def rss(b): return re.search(r"peak RSS: (\d+) MB", b).group(1)
 raw_rate = float(re.search(r"([\d.]+) msg/s", raw).group(1)); raw_p99 = float(re.search(r"p99 ([\d.]+) ms", raw).group(1))
 pr, pp, (pn, pe) = rate(post), p99(post), non2xx(post)
 gr, gp, (gn, ge) = rate(get), p99(get), non2xx(get)
+fr, fp, (fn, fe) = rate(floor), p99(floor), non2xx(floor)
 print()
-print("| | throughput | p99 | non-2xx | gateway RSS |")
+print("| | throughput | p99 | non-2xx | server RSS |")
 print("|---|---|---|---|---|")
 print(f"| raw publish + confirm | {raw_rate:,.0f} msg/s | {raw_p99:.1f} ms | — | — |")
+print(f"| floor: HTTP + publish + confirm | {fr:,.0f} req/s | {fp:.1f} ms | {fn} | {rss(floor)} MB |")
 print(f"| `POST /tasks` | {pr:,.0f} req/s | {pp:.1f} ms | {pn} | {rss(post)} MB |")
 print(f"| `GET /tasks/{{id}}` | {gr:,.0f} req/s | {gp:.1f} ms | {gn} | {rss(get)} MB |")
 print(f"\nratio POST/raw: {pr / raw_rate:.2f}  (p99 {pp / raw_p99:.1f}x the raw p99; socket errors: POST {pe}, GET {ge})")
+print(f"ratio floor/raw: {fr / raw_rate:.2f}, POST/floor: {pr / fr:.2f}  (floor socket errors: {fe})")
 PY
