@@ -106,6 +106,11 @@ impl Jwks {
         Some(if fits(key, alg) { Ok(key.decoding.clone()) } else { Err(KeyMiss::WrongKeyType) })
     }
 
+    /// Bumped each time a fetched set replaces the one in use.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// The key named `kid`, fit for `alg`; refetches the set once on a miss (rate-limited).
     pub async fn key(&self, kid: &str, alg: Algorithm) -> Result<DecodingKey, KeyMiss> {
         let seen = self.generation.load(Ordering::Acquire);

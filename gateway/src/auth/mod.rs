@@ -3,6 +3,7 @@
 
 pub mod dev_token;
 pub mod jwks;
+pub mod token_cache;
 pub mod verifier;
 
 use std::sync::Arc;

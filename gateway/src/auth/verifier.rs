@@ -19,6 +19,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::jwks::{Jwks, KeyMiss};
+use super::token_cache::{self, TokenCache};
 use crate::config::AuthSettings;
 
 /// Clock skew tolerated on `exp` and `nbf`.
@@ -28,6 +29,9 @@ const MAX_SUB_BYTES: usize = 255;
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    /// Required and checked by jsonwebtoken; kept for [`TokenCache`]. A NumericDate may
+    /// have a fraction.
+    exp: f64,
     #[serde(default)]
     role: Option<String>,
     /// A string only: an array fails to deserialize and the token is refused.
@@ -51,6 +55,7 @@ pub struct Verifier {
     base: Validation,
     issuer: Option<String>,
     allow_anonymous: bool,
+    cache: TokenCache,
 }
 
 impl Verifier {
@@ -67,6 +72,7 @@ impl Verifier {
             base,
             issuer: auth.issuer.clone(),
             allow_anonymous: auth.allow_anonymous,
+            cache: TokenCache::new(token_cache::MAX_ENTRIES),
         }
     }
 
@@ -76,6 +82,20 @@ impl Verifier {
 
     /// The user id (`sub`) of a valid token.
     pub async fn verify(&self, token: &str) -> Result<String, Rejection> {
+        // Read before verifying: a key set replaced meanwhile leaves the entry stale, not
+        // wrongly fresh.
+        let generation = self.jwks.as_ref().map_or(0, |j| j.generation());
+        let key = TokenCache::key(token);
+        if let Some(sub) = self.cache.get(&key, generation, chrono::Utc::now().timestamp()) {
+            return Ok(sub);
+        }
+        let (sub, exp) = self.verify_uncached(token).await?;
+        self.cache.insert(key, &sub, exp, generation);
+        Ok(sub)
+    }
+
+    /// The user id and `exp` of a valid token, checked in full.
+    async fn verify_uncached(&self, token: &str) -> Result<(String, i64), Rejection> {
         let header = decode_header(token).map_err(|_| Rejection::Invalid("malformed token"))?;
         if header.crit.is_some() {
             return Err(Rejection::Invalid("crit header"));
@@ -96,7 +116,8 @@ impl Verifier {
             }
             _ => return Err(Rejection::Invalid("algorithm not accepted")),
         };
-        self.check(claims)
+        let exp = claims.exp.floor() as i64;
+        Ok((self.check(claims)?, exp))
     }
 
     fn verify_hs256(&self, token: &str, validation: &Validation) -> Result<Claims, Rejection> {
@@ -278,5 +299,28 @@ mod tests {
         let es = format!("{}.{}.c2ln", b64(r#"{"alg":"ES256","kid":"k"}"#), b64(&good().to_string()));
         assert!(v.verify(&es).await.is_err());
         assert!(v.verify("garbage").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_answered_from_the_cache_and_a_refusal_never_is() {
+        let mut v = verifier();
+        let token = sign(&good());
+        assert_eq!(v.verify(&token).await, Ok("alice".into()));
+        // Real verification of anything signed with SECRET now fails: only a hit can accept.
+        v.hs256 = vec![DecodingKey::from_secret(b"another-secret-another-secret-0000")];
+        assert_eq!(v.verify(&token).await, Ok("alice".into()), "answered from the cache");
+        assert_eq!(v.verify(&sign(&with("sub", json!("bob")))).await, Err(Rejection::Invalid("bad signature")));
+
+        let v = verifier();
+        let anonymous = sign(&with("is_anonymous", json!(true)));
+        for _ in 0..2 {
+            assert_eq!(v.verify(&anonymous).await, Err(Rejection::Anonymous), "refused every time");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exp_with_a_fraction_is_a_numeric_date() {
+        let v = verifier();
+        assert_eq!(v.verify(&sign(&with("exp", json!(now() as f64 + 600.5)))).await, Ok("alice".into()));
     }
 }
