@@ -86,11 +86,12 @@ mod tests {
     fn a_hit_answers_until_the_token_expires_with_the_leeway() {
         let cache = TokenCache::new(10);
         let k = TokenCache::key("a.b.c");
-        cache.insert(k, "alice", now() + 60, 0);
-        assert_eq!(cache.get(&k, 0, now()).as_deref(), Some("alice"));
-        assert_eq!(cache.get(&k, 0, now() + 60 + LEEWAY_SECONDS as i64).as_deref(), Some("alice"), "last second");
-        assert_eq!(cache.get(&k, 0, now() + 61 + LEEWAY_SECONDS as i64), None, "expired");
-        assert_eq!(cache.get(&k, 0, now()), None, "an expired entry is gone, not kept for an earlier clock");
+        let t = now();
+        cache.insert(k, "alice", t + 60, 0);
+        assert_eq!(cache.get(&k, 0, t).as_deref(), Some("alice"));
+        assert_eq!(cache.get(&k, 0, t + 60 + LEEWAY_SECONDS as i64).as_deref(), Some("alice"), "last second");
+        assert_eq!(cache.get(&k, 0, t + 61 + LEEWAY_SECONDS as i64), None, "expired");
+        assert_eq!(cache.get(&k, 0, t), None, "an expired entry is gone, not kept for an earlier clock");
     }
 
     #[test]
