@@ -13,9 +13,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
+use lapin::Channel;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel};
 use proto::connect::Endpoint;
 use proto::topology::Topology;
 
@@ -34,13 +33,7 @@ async fn submit(state: axum::extract::State<Arc<Floor>>, body: axum::body::Bytes
         "mandate": String::from_utf8_lossy(&body), "max_ticks": 5,
         "created_at": chrono::Utc::now().to_rfc3339(),
     });
-    let sid: ShortString = id.to_string().into();
-    let props = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_message_id(sid.clone())
-        .with_correlation_id(sid)
-        .with_timestamp(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0));
+    let props = proto::envelope::properties(&id.to_string());
     let published = state
         .channel
         .basic_publish(

@@ -12,8 +12,8 @@
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionStatus};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionStatus};
 use proto::TaskEnvelope;
 use proto::connect::Endpoint;
 use proto::topology::Topology;
@@ -127,13 +127,7 @@ impl Publisher {
                 metrics::counter!("gateway_publish_blocked_total").increment(1);
                 return Err(PublishError::Blocked);
             }
-            let id: ShortString = envelope.correlation_id.to_string().into();
-            let props = BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_delivery_mode(2)
-                .with_message_id(id.clone())
-                .with_correlation_id(id)
-                .with_timestamp(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0));
+            let props = proto::envelope::properties(&envelope.correlation_id.to_string());
             let confirm = channel
                 .basic_publish(
                     "".into(),

@@ -2,6 +2,8 @@
 //! an envelope with only `correlation_id`, `mandate` and `max_ticks` is valid.
 
 use chrono::{DateTime, Utc};
+use lapin::BasicProperties;
+use lapin::types::ShortString;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::TaskId;
@@ -66,6 +68,18 @@ impl TaskEnvelope {
         // Serializing plain data into a Vec cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+/// The message properties a task envelope is published with: persistent, JSON, and the task
+/// id as message and correlation id (the agent reads the message id).
+pub fn properties(task_id: &str) -> BasicProperties {
+    let id: ShortString = task_id.into();
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(id.clone())
+        .with_correlation_id(id)
+        .with_timestamp(u64::try_from(Utc::now().timestamp()).unwrap_or(0))
 }
 
 #[cfg(test)]

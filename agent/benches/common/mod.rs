@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use lapin::Channel;
 use lapin::options::BasicPublishOptions;
-use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel};
 
 pub fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -63,17 +62,6 @@ pub fn cpu_report(parts: &[(String, u64, u64)], ops: u64) -> String {
     out.join(", ")
 }
 
-/// The properties the gateway publishes an envelope with (`gateway/src/publisher.rs`).
-pub fn envelope_properties(id: &str) -> BasicProperties {
-    let id: ShortString = id.into();
-    BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_message_id(id.clone())
-        .with_correlation_id(id)
-        .with_timestamp(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0))
-}
-
 /// Publishes persistent messages `(id, body)` on a confirm channel, `concurrency` in
 /// flight, and waits for every confirm. Panics on a nack or a returned message.
 pub async fn publish_all(channel: &Channel, queue: &str, messages: Vec<(String, Vec<u8>)>, concurrency: usize) {
@@ -85,7 +73,7 @@ pub async fn publish_all(channel: &Channel, queue: &str, messages: Vec<(String, 
                     queue.into(),
                     BasicPublishOptions { mandatory: true, ..Default::default() },
                     &body,
-                    envelope_properties(&id),
+                    proto::envelope::properties(&id),
                 )
                 .await
                 .expect("publish")
