@@ -368,14 +368,23 @@ async fn purge_keys(redis: &Endpoint, prefix: &str) {
     }
 }
 
+/// How long a cleanup may take: a broker call that never answers (a queue delete hung once,
+/// holding a whole CI run) must cost a test this much and a warning, not the suite.
+const PURGE_LIMIT: Duration = Duration::from_secs(30);
+
 /// Deletes every key under the prefix and the namespace's queues and exchange.
 pub async fn purge(ns: &Namespace) {
-    purge_keys(&ns.services.redis, &ns.prefix).await;
-    if let Ok(conn) = proto::connect::amqp(&ns.services.rabbitmq, "testkit-purge").await {
-        if let Ok(ch) = conn.create_channel().await {
-            let _ = Topology::new(ns.queue.clone(), 1).delete(&ch).await;
+    let work = async {
+        purge_keys(&ns.services.redis, &ns.prefix).await;
+        if let Ok(conn) = proto::connect::amqp(&ns.services.rabbitmq, "testkit-purge").await {
+            if let Ok(ch) = conn.create_channel().await {
+                let _ = Topology::new(ns.queue.clone(), 1).delete(&ch).await;
+            }
+            let _ = conn.close(200, "purged".into()).await;
         }
-        let _ = conn.close(200, "purged".into()).await;
+    };
+    if tokio::time::timeout(PURGE_LIMIT, work).await.is_err() {
+        eprintln!("testkit: cleanup of {} did not finish within {PURGE_LIMIT:?}; leaving it", ns.prefix);
     }
 }
 
