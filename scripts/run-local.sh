@@ -12,8 +12,10 @@ cargo build --bins
 bin=${CARGO_TARGET_DIR:-target}/debug
 
 export SUPABASE_JWT_SECRET=${SUPABASE_JWT_SECRET:-local-dev-secret-change-me-0123456789}
-# The console's "Development token" button (POST /dev/token): local use only.
+# The console's "Development token" button (POST /dev/token) mints a token for any user, so
+# the gateway listens on loopback only (and answers /dev/token to loopback clients only).
 export CONSOLE_DEV_TOKENS=${CONSOLE_DEV_TOKENS:-true}
+export GATEWAY_ADDR=${GATEWAY_ADDR:-127.0.0.1:8080}
 # Room for a first session of quick submissions (the production default is 256 ticks a day).
 export DAILY_TICK_LIMIT=${DAILY_TICK_LIMIT:-5000}
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
@@ -46,7 +48,7 @@ start gateway "$bin/gateway"
 start metrics "$bin/metrics-sidecar"
 # The autoscaler's children log through it; it replaces agents that die (even kill -9).
 start autoscaler "$bin/autoscaler" local
-echo "[run-local] console on http://127.0.0.1:8080/ — or mint a token with: $bin/gateway token --sub alice"
+echo "[run-local] console on http://$GATEWAY_ADDR/ — or mint a token with: scripts/token.sh alice"
 # The run ends when any of the three exits, or on Ctrl-C.
 done_pid=""
 set +e

@@ -31,6 +31,16 @@ pub struct Settings {
     /// `SSE_MAX_SECONDS`: an event stream ends after this long; the client resumes with
     /// `Last-Event-ID`.
     pub sse_max: Duration,
+    /// Event streams (`GET /tasks/{id}/events`) one user may hold at once, across replicas.
+    pub sse_max_streams_per_user: usize,
+    /// Event streams this gateway serves at once, for everyone: a share of the connection cap,
+    /// so streams never take every connection.
+    pub sse_max_streams: usize,
+    /// Connections served past `GATEWAY_MAX_CONNECTIONS` for health checks only.
+    pub probe_reserve: usize,
+    /// `OPS_SAMPLES_CACHE_SECONDS`: how long one read of the fleet samples answers
+    /// `GET /ops/samples` (the sidecar writes one sample per interval).
+    pub samples_cache: Duration,
     /// Task-end webhooks; `None` without `WEBHOOK_SECRET` (then `webhook_url` is refused).
     pub webhooks: Option<WebhookSettings>,
     /// `CONSOLE_DEV_TOKENS`: `POST /dev/token` mints HS256 tokens for anyone. Local use only.
@@ -81,10 +91,14 @@ impl Settings {
             return Err(ConfigError::new("REQUEST_TIMEOUT_SECONDS", "must be longer than PUBLISH_TIMEOUT_MS"));
         }
         let common = CommonSettings::from_env(env)?;
+        let max_connections = env.ranged("GATEWAY_MAX_CONNECTIONS", 10_000, 1..=1_000_000)?;
         let edge = EdgeSettings {
             header_timeout: common.http_header_timeout,
-            max_connections: env.ranged("GATEWAY_MAX_CONNECTIONS", 10_000, 1..=1_000_000)?,
+            max_connections,
+            max_connections_per_peer: env.ranged("GATEWAY_MAX_CONNECTIONS_PER_PEER", 256, 0..=1_000_000)?,
+            trusted_proxies: trusted_proxies(env)?,
         };
+        let sse_max_streams = env.ranged("SSE_MAX_STREAMS", (max_connections / 2).max(1), 1..=max_connections)?;
         Ok(Self {
             addr: env.parse("GATEWAY_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             common,
@@ -104,6 +118,10 @@ impl Settings {
             edge,
             sse_keepalive: Duration::from_secs(env.ranged("SSE_KEEPALIVE_SECONDS", 15, 1..=15)?),
             sse_max: Duration::from_secs(env.ranged("SSE_MAX_SECONDS", 600, 1..=86_400)?),
+            sse_max_streams_per_user: env.ranged("SSE_MAX_STREAMS_PER_USER", 8, 1..=10_000)?,
+            sse_max_streams,
+            probe_reserve: env.ranged("GATEWAY_PROBE_RESERVE", 32, 1..=10_000)?,
+            samples_cache: Duration::from_secs(env.ranged("OPS_SAMPLES_CACHE_SECONDS", 10, 1..=300)?),
             webhooks: WebhookSettings::from_env(env)?,
             console_dev_tokens: env.bool("CONSOLE_DEV_TOKENS", false)?,
         })
@@ -195,6 +213,21 @@ impl AdmissionSettings {
     }
 }
 
+/// `TRUSTED_PROXIES`: comma-separated addresses or CIDR blocks of the load balancers and
+/// proxies in front of the gateway.
+fn trusted_proxies(env: &Env) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let Some(raw) = env.opt_string("TRUSTED_PROXIES") else { return Ok(Vec::new()) };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::new("TRUSTED_PROXIES", format!("{s:?} is not an address or CIDR block")))
+        })
+        .collect()
+}
+
 fn check_http_url(var: &str, raw: &str) -> Result<String, ConfigError> {
     let ok = url::Url::parse(raw).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
     if ok { Ok(raw.to_owned()) } else { Err(ConfigError::new(var, format!("{raw:?} is not an http(s) URL"))) }
@@ -216,10 +249,11 @@ Signing keys (one of): SUPABASE_URL, SUPABASE_JWKS_URL, SUPABASE_JWT_PUBLIC_JWK,
 SUPABASE_JWT_SECRET (+ SUPABASE_JWT_SECRET_PREVIOUS). Claims: AUTH_AUDIENCE, AUTH_ISSUER,
 AUTH_ALLOW_ANONYMOUS, JWKS_CACHE_SECONDS. Admission: DAILY_TICK_LIMIT,
 SUBMIT_RATE_PER_MINUTE, SUBMIT_BURST, MAX_ACTIVE_TASKS_PER_USER, IDEMPOTENCY_TTL_SECONDS.
-HTTP: GATEWAY_ADDR (0.0.0.0:8080), GATEWAY_MAX_CONNECTIONS, HTTP_HEADER_TIMEOUT_SECONDS,
-MAX_BODY_BYTES, REQUEST_TIMEOUT_SECONDS, PUBLISH_TIMEOUT_MS, SSE_KEEPALIVE_SECONDS,
-SSE_MAX_SECONDS. Webhooks: WEBHOOK_SECRET (whsec_...), WEBHOOK_SECRET_PREVIOUS,
-WEBHOOK_ALLOW_PRIVATE, WEBHOOK_TIMEOUT_SECONDS, WEBHOOK_RETRY_BASE_MS,
+HTTP: GATEWAY_ADDR (0.0.0.0:8080), GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_CONNECTIONS_PER_PEER,
+GATEWAY_PROBE_RESERVE, TRUSTED_PROXIES, HTTP_HEADER_TIMEOUT_SECONDS, MAX_BODY_BYTES,
+REQUEST_TIMEOUT_SECONDS, PUBLISH_TIMEOUT_MS, SSE_KEEPALIVE_SECONDS, SSE_MAX_SECONDS,
+SSE_MAX_STREAMS_PER_USER, SSE_MAX_STREAMS, OPS_SAMPLES_CACHE_SECONDS. Webhooks: WEBHOOK_SECRET
+(whsec_...), WEBHOOK_SECRET_PREVIOUS, WEBHOOK_ALLOW_PRIVATE, WEBHOOK_PROXY, WEBHOOK_TIMEOUT_SECONDS, WEBHOOK_RETRY_BASE_MS,
 WEBHOOK_RETRY_FOR_SECONDS. Console: CONSOLE_DEV_TOKENS (local only). Tasks: MAX_MANDATE_CHARS,
 MAX_TICKS_LIMIT, DEFAULT_MAX_TICKS. Common: REDIS_URL, RABBITMQ_URL (rediss:// / amqps://
 for TLS), REDIS_CA_FILE, RABBITMQ_CA_FILE, REDIS_KEY_PREFIX,
@@ -246,7 +280,20 @@ mod tests {
         assert_eq!(s.admission.idempotency_ttl, Duration::from_secs(86_400));
         assert_eq!(s.publish_timeout, Duration::from_secs(5));
         assert_eq!(s.common.input_queue, "agent.mandates");
-        assert_eq!(s.edge, EdgeSettings { header_timeout: Duration::from_secs(10), max_connections: 10_000 });
+        assert_eq!(
+            s.edge,
+            EdgeSettings {
+                header_timeout: Duration::from_secs(10),
+                max_connections: 10_000,
+                max_connections_per_peer: 256,
+                trusted_proxies: Vec::new(),
+            }
+        );
+        assert_eq!((s.sse_max_streams_per_user, s.sse_max_streams, s.probe_reserve), (8, 5_000, 32));
+        let e = base().with("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7");
+        let s = Settings::from_env(&e).expect("valid");
+        assert!(s.edge.trusts("10.3.4.5".parse().expect("ip")) && s.edge.trusts("192.0.2.7".parse().expect("ip")));
+        assert!(!s.edge.trusts("192.0.2.8".parse().expect("ip")));
         assert_eq!((s.auth.jwks_url.as_deref(), s.auth.issuer.as_deref()), (None, None));
         assert_eq!(s.auth.jwks_cache, Duration::from_secs(600));
         assert!(!s.auth.allow_anonymous);
@@ -294,6 +341,9 @@ mod tests {
             ("SUBMIT_BURST", "0"),
             ("GATEWAY_MAX_CONNECTIONS", "0"),
             ("HTTP_HEADER_TIMEOUT_SECONDS", "0"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("SSE_MAX_STREAMS_PER_USER", "0"),
+            ("SSE_MAX_STREAMS", "20000"),
         ] {
             assert_eq!(Settings::from_env(&base().with(var, value)).unwrap_err().var, var, "{var}={value}");
         }

@@ -3,7 +3,7 @@
 //! (unknown route, wrong method, a path that is not UTF-8) becomes problem+json like ours.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -56,6 +56,50 @@ pub async fn problem_errors(req: Request, next: Next) -> Response {
     problem
 }
 
+/// Every response: `nosniff`, and `no-store` unless the route chose its own caching (the
+/// console's assets): API answers carry one user's tasks and must not sit in shared caches.
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// A client's `X-Request-Id` is kept only when it is a plausible id (1..=64 of
+/// `[A-Za-z0-9._:-]`); anything else is dropped so a fresh one is made. It reaches our logs
+/// and is echoed back, so it must not carry a megabyte or a forged log line.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let valid = req.headers().get(X_REQUEST_ID).is_none_or(|v| well_formed_id(v.as_bytes()));
+    if !valid {
+        req.headers_mut().remove(X_REQUEST_ID);
+    }
+    next.run(req).await
+}
+
+const X_REQUEST_ID: &str = "x-request-id";
+
+pub fn well_formed_id(id: &[u8]) -> bool {
+    (1..=64).contains(&id.len()) && id.iter().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
+}
+
 fn is_bare(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_none_or(|v| v.as_bytes().starts_with(b"text/plain"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::well_formed_id;
+
+    #[test]
+    fn request_ids() {
+        for ok in ["a", "0f8e-11", "req_1.2:3", &"x".repeat(64)] {
+            assert!(well_formed_id(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["", " ", "a b", "id\nforged log line", "<script>", &"x".repeat(65), "é"] {
+            assert!(!well_formed_id(bad.as_bytes()), "{bad:?}");
+        }
+    }
 }

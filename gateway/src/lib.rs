@@ -8,6 +8,7 @@
 //! - [`publisher`]: envelope publishing with publisher confirms, and broker readiness.
 //! - [`undo`]: publish, mark confirmed, or undo with retries off the request path.
 //! - [`reconciler`]: ends records nobody else will (never enqueued, dead-lettered).
+//! - [`streams`]: per-user and per-gateway bounds on open event streams.
 //! - [`events`]: following a task's progress as Server-Sent Events; [`event_hub`]: the one
 //!   Redis reader that wakes every follower.
 //! - [`webhooks`]: signed task-end webhooks, delivered from a durable Redis queue.
@@ -32,6 +33,7 @@ pub mod publisher;
 pub mod reconciler;
 pub mod routes;
 pub mod state;
+pub mod streams;
 pub mod undo;
 pub mod webhooks;
 
@@ -51,6 +53,9 @@ use crate::auth::{Jwks, Verifier};
 use crate::config::Settings;
 use crate::event_hub::{self as hub, EventHub};
 use crate::publisher::Publisher;
+use crate::routes::samples::SamplesCache;
+use crate::streams::StreamLimits;
+use proto::stream_leases::StreamLeases;
 use crate::state::{AppState, Inner};
 use crate::webhooks::Dispatcher;
 use proto::address_policy::{Lookup, SystemLookup};
@@ -91,7 +96,8 @@ pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let lookup: Arc<dyn Lookup> = Arc::new(SystemLookup);
     if let Some(w) = &settings.webhooks {
         let queue = WebhookQueue::new(redis.clone(), store.keys().clone());
-        Dispatcher::new(queue, store.clone(), w.clone(), lookup.clone())?.spawn(shutdown.clone());
+        // It stops with `shutdown`, after draining its attempts in flight (bounded).
+        drop(Dispatcher::new(queue, store.clone(), w.clone(), lookup.clone())?.spawn(shutdown.clone()));
     }
     let submits = {
         let store = store.clone();
@@ -107,6 +113,12 @@ pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             async move { Ok(store.confirm_many(&ids).await?.into_iter().map(Ok).collect()) }
         })
     };
+    let streams = StreamLimits::new(
+        StreamLeases::new(redis.clone(), store.keys().clone()),
+        settings.sse_max_streams,
+        settings.sse_max_streams_per_user,
+    );
+    let samples = SamplesCache::new(settings.samples_cache);
     Ok(AppState::new(Inner {
         settings,
         store,
@@ -118,6 +130,8 @@ pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         limits,
         hub,
         shutdown,
+        streams,
+        samples,
         lookup,
     }))
 }
@@ -173,6 +187,7 @@ pub async fn run(
         tracing::warn!("CONSOLE_DEV_TOKENS=true: POST /dev/token mints tokens for anyone; local use only");
     }
     let app = routes::router(state.clone());
+    let reserve = proto::serve::Reserve { app: routes::reserve_router(state.clone()), connections: state.settings.probe_reserve };
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     // Cancelling `background` at the signal ends event streams, so the drain does not wait
     // for followers that would otherwise stay for minutes.
@@ -181,7 +196,7 @@ pub async fn run(
         shutdown.await;
         stop.cancel();
     };
-    proto::serve::serve(listener, app, state.settings.edge, SHUTDOWN_GRACE, signal).await;
+    proto::serve::serve(listener, app, Some(reserve), state.settings.edge.clone(), SHUTDOWN_GRACE, signal).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), reconciler).await;
     state.publisher.close().await;
     tracing::info!("gateway stopped");

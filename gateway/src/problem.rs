@@ -14,6 +14,8 @@ pub enum ApiError {
     MissingToken,
     #[error("not a bearer token")]
     NotBearer,
+    #[error("empty bearer token")]
+    EmptyToken,
     #[error("invalid token")]
     InvalidToken,
     #[error("{0}")]
@@ -50,7 +52,7 @@ struct Problem<'a> {
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
-            Self::MissingToken | Self::NotBearer | Self::InvalidToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::MissingToken | Self::NotBearer | Self::EmptyToken | Self::InvalidToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not-found"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
@@ -93,6 +95,10 @@ impl IntoResponse for ApiError {
             Self::NotBearer => {
                 "the Authorization header must use the Bearer scheme: Authorization: Bearer <JWT>".to_owned()
             }
+            Self::EmptyToken => {
+                "the bearer token is empty: send Authorization: Bearer <JWT> (is the variable holding the token set?)"
+                    .to_owned()
+            }
             Self::InvalidToken => "the bearer token is invalid or expired".to_owned(),
             Self::NotFound => "no such resource".to_owned(),
             other => other.to_string(),
@@ -100,7 +106,7 @@ impl IntoResponse for ApiError {
         let mut resp = problem_response(status, slug, detail);
         let headers = resp.headers_mut();
         match &self {
-            Self::MissingToken | Self::NotBearer | Self::InvalidToken => {
+            Self::MissingToken | Self::NotBearer | Self::EmptyToken | Self::InvalidToken => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
             Self::TooManyRequests { retry_after, .. } | Self::Unavailable { retry_after, .. } => {

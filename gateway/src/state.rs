@@ -15,6 +15,8 @@ use crate::auth::Verifier;
 use crate::config::Settings;
 use crate::event_hub::EventHub;
 use crate::publisher::Publisher;
+use crate::routes::samples::SamplesCache;
+use crate::streams::StreamLimits;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -35,6 +37,10 @@ pub struct Inner {
     pub hub: EventHub,
     /// Cancelled when the gateway shuts down, so event streams end cleanly.
     pub shutdown: CancellationToken,
+    /// Per-user and per-gateway bounds on open event streams.
+    pub streams: StreamLimits,
+    /// `GET /ops/samples`, read from Redis at most once per cache period.
+    pub samples: SamplesCache,
     /// Name resolution for checking webhook URLs at submit.
     pub lookup: Arc<dyn Lookup>,
 }

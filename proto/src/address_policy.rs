@@ -12,8 +12,13 @@
 //!   before each request, after the URL parser has normalised decimal, octal and hex forms
 //!   (`http://2130706433/`, `http://0177.0.0.1/`) to dotted quads.
 //!
-//! A refusal's message names the host and the class of address, never the address a name
-//! resolved to: it reaches task results and API clients. Callers log the address.
+//! A refusal's message names the host and says only "not a public address": it reaches task
+//! results and API clients, and naming the kind of address (or the address) a name resolved
+//! to would let a client map our internal DNS. Callers log the address and its class.
+//!
+//! Every client that follows the policy is built by [`guarded_client`]: no proxy from the
+//! environment (a proxy would resolve and connect on our behalf, past the resolver), and an
+//! explicit proxy only with the target checked before each request.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -79,7 +84,7 @@ pub fn classify(ip: IpAddr) -> Option<&'static str> {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("refused {host}: it is or resolves to a {class} address, and only public addresses are allowed")]
+#[error("refused {host}: not a public address")]
 pub struct Blocked {
     pub host: String,
     pub ip: IpAddr,
@@ -128,6 +133,8 @@ impl Lookup for SystemLookup {
 pub struct GuardedResolver {
     pub lookup: Arc<dyn Lookup>,
     pub policy: Policy,
+    /// Names resolved without the check: the operator's own proxy, which may well be private.
+    pub exempt_hosts: Vec<String>,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
@@ -135,17 +142,59 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let lookup = self.lookup.clone();
         let policy = self.policy.clone();
         let host = name.as_str().to_owned();
+        let exempt = self.exempt_hosts.iter().any(|h| h.eq_ignore_ascii_case(&host));
         Box::pin(async move {
             let ips = lookup.lookup(&host).await?;
             if ips.is_empty() {
                 return Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no addresses")).into());
             }
-            for ip in &ips {
-                policy.check(&host, *ip)?;
+            if !exempt {
+                for ip in &ips {
+                    policy.check(&host, *ip)?;
+                }
             }
             let addrs: Vec<SocketAddr> = ips.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect();
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
+    }
+}
+
+/// An HTTP client for requests a user can aim: names resolved through [`GuardedResolver`],
+/// redirects not followed (each hop would need the policy again; callers that follow them
+/// check each one), and no proxy unless `proxy` is given. Through a proxy the resolver never
+/// sees the target, so callers must run [`check_target`] before each request
+/// ([`Outbound::precheck`] does).
+pub fn guarded_client(
+    lookup: Arc<dyn Lookup>,
+    policy: Policy,
+    proxy: Option<&url::Url>,
+) -> reqwest::Result<reqwest::ClientBuilder> {
+    let mut exempt_hosts = Vec::new();
+    let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy();
+    if let Some(proxy) = proxy {
+        if let Some(url::Host::Domain(name)) = proxy.host() {
+            exempt_hosts.push(name.to_owned());
+        }
+        builder = builder.proxy(reqwest::Proxy::all(proxy.as_str())?);
+    }
+    Ok(builder.dns_resolver(Arc::new(GuardedResolver { lookup, policy, exempt_hosts })))
+}
+
+/// The policy as one outbound client applies it before each request.
+#[derive(Clone)]
+pub struct Outbound {
+    pub policy: Policy,
+    pub lookup: Arc<dyn Lookup>,
+    /// A proxy is in use: the resolver will not see targets, so they are resolved here.
+    pub proxied: bool,
+}
+
+impl Outbound {
+    /// Refuses a target before any connection: an IP literal outside the policy always, and
+    /// through a proxy also a name that resolves outside it now. (The proxy resolves again
+    /// when it connects; a proxy that itself refuses private destinations closes that gap.)
+    pub async fn precheck(&self, url: &url::Url) -> Result<(), TargetError> {
+        if self.proxied { check_target(&self.policy, self.lookup.as_ref(), url).await } else { Ok(check_literal_host(&self.policy, url)?) }
     }
 }
 
@@ -267,10 +316,8 @@ mod tests {
         assert!(Policy { allow_private: true, exempt: vec![] }.check("h", lo).is_ok());
         assert!(Policy { allow_private: false, exempt: vec![lo] }.check("h", lo).is_ok());
         let e = Policy::default().check("meta", "169.254.169.254".parse().expect("ip")).expect_err("blocked");
-        assert_eq!(
-            e.to_string(),
-            "refused meta: it is or resolves to a link-local address, and only public addresses are allowed"
-        );
+        assert_eq!(e.to_string(), "refused meta: not a public address");
         assert!(!e.to_string().contains("169.254"), "the address stays in the logs");
+        assert!(!e.to_string().contains("link-local"), "so does its class");
     }
 }

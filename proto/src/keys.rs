@@ -42,6 +42,11 @@ impl Keys {
         format!("{}active:{sub}", self.prefix)
     }
 
+    /// The user's open event streams (stream id → lease expiry, Redis ms), across replicas.
+    pub fn streams(&self, sub: &str) -> String {
+        format!("{}streams:{sub}", self.prefix)
+    }
+
     /// `day` is `YYYYMMDD` in UTC.
     pub fn quota(&self, sub: &str, day: &str) -> String {
         format!("{}quota:{sub}:{day}", self.prefix)

@@ -14,6 +14,7 @@
 //! - [`samples`]: the fleet's sampled history (`metrics:samples`) for the console.
 //! - [`topology`]: queue, dead-letter exchange and dead-letter queue declaration.
 //! - [`webhook_queue`]: the durable queue of task-end webhooks.
+//! - [`stream_leases`]: per-user leases on open event streams, shared by every replica.
 //! - [`connect`]: Redis and RabbitMQ connections with timeouts and backoff.
 //! - [`tls`]: rustls for `rediss://` / `amqps://`: system roots plus a private CA file.
 //! - [`config`]: typed environment parsing that names the variable on error.
@@ -40,6 +41,7 @@ pub mod serve;
 pub mod settings;
 pub mod shutdown;
 pub mod store;
+pub mod stream_leases;
 pub mod task;
 pub mod telemetry;
 pub mod time;

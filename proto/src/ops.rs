@@ -55,8 +55,13 @@ pub fn router() -> Router {
 /// Serves [`router`] on `listener` through the hardened accept loop until `stop` is
 /// cancelled; the agent and the metrics sidecar each run one.
 pub fn spawn(listener: TcpListener, header_timeout: Duration, stop: CancellationToken) -> JoinHandle<()> {
-    let edge = EdgeSettings { header_timeout, max_connections: OPS_MAX_CONNECTIONS };
-    tokio::spawn(serve(listener, router(), edge, OPS_GRACE, async move { stop.cancelled().await }))
+    let edge = EdgeSettings {
+        header_timeout,
+        max_connections: OPS_MAX_CONNECTIONS,
+        max_connections_per_peer: 0,
+        trusted_proxies: Vec::new(),
+    };
+    tokio::spawn(serve(listener, router(), None, edge, OPS_GRACE, async move { stop.cancelled().await }))
 }
 
 /// A scrape or health check in flight at shutdown is short.

@@ -20,7 +20,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, USER_AGENT};
 use url::Url;
 
 use super::html;
-use proto::address_policy::{Blocked, GuardedResolver, Lookup, Policy, blocked_in, check_literal_host};
+use proto::address_policy::{Blocked, Lookup, Policy, blocked_in, check_literal_host};
 
 pub const MAX_REDIRECTS: usize = 5;
 const AGENT: &str = concat!("EuglenaAgent/", env!("CARGO_PKG_VERSION"), " (research agent)");
@@ -112,10 +112,7 @@ impl Visitor {
     /// `exempt`: addresses treated as public (tests only; see [`Policy::exempt`]).
     pub fn new(settings: VisitSettings, lookup: Arc<dyn Lookup>, exempt: Vec<IpAddr>) -> anyhow::Result<Self> {
         let policy = Policy { allow_private: settings.allow_private, exempt };
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver { lookup, policy: policy.clone() }))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
+        let client = proto::address_policy::guarded_client(lookup, policy.clone(), None)?
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .timeout(settings.timeout)
             .build()?;

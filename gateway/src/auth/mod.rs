@@ -30,7 +30,11 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(AUTHORIZATION).ok_or(ApiError::MissingToken)?;
-        let token = bearer(header.as_bytes()).ok_or(ApiError::NotBearer)?;
+        let token = match bearer(header.as_bytes()) {
+            Bearer::Token(token) => token,
+            Bearer::Empty => return Err(ApiError::EmptyToken),
+            Bearer::OtherScheme => return Err(ApiError::NotBearer),
+        };
         let verifier = Arc::<Verifier>::from_ref(state);
         match verifier.verify(token).await {
             Ok(sub) => Ok(Self(sub)),
@@ -50,25 +54,38 @@ where
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+enum Bearer<'a> {
+    Token(&'a str),
+    /// `Bearer` with nothing after it: most often a shell variable that was never set.
+    Empty,
+    OtherScheme,
+}
+
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-fn bearer(value: &[u8]) -> Option<&str> {
-    let value = std::str::from_utf8(value).ok()?;
-    let (scheme, token) = value.split_once(' ')?;
+fn bearer(value: &[u8]) -> Bearer<'_> {
+    let Ok(value) = std::str::from_utf8(value) else { return Bearer::OtherScheme };
+    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    match (scheme.eq_ignore_ascii_case("bearer"), token.is_empty()) {
+        (true, false) => Bearer::Token(token),
+        (true, true) => Bearer::Empty,
+        (false, _) => Bearer::OtherScheme,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::bearer;
+    use super::{Bearer, bearer};
 
     #[test]
     fn bearer_scheme() {
-        assert_eq!(bearer(b"Bearer abc"), Some("abc"));
-        assert_eq!(bearer(b"bearer  abc "), Some("abc"));
-        assert_eq!(bearer(b"Basic abc"), None);
-        assert_eq!(bearer(b"abc"), None);
-        assert_eq!(bearer(b"Bearer "), None);
-        assert_eq!(bearer(b"Bearer \xff"), None);
+        assert_eq!(bearer(b"Bearer abc"), Bearer::Token("abc"));
+        assert_eq!(bearer(b"bearer  abc "), Bearer::Token("abc"));
+        assert_eq!(bearer(b"Basic abc"), Bearer::OtherScheme);
+        assert_eq!(bearer(b"abc"), Bearer::OtherScheme);
+        assert_eq!(bearer(b"Bearer "), Bearer::Empty);
+        assert_eq!(bearer(b"Bearer"), Bearer::Empty);
+        assert_eq!(bearer(b"Bearer \xff"), Bearer::OtherScheme);
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::state::AppState;
+use crate::streams::StreamSlot;
 
 /// Entries read per `XRANGE`.
 const PAGE: usize = 200;
@@ -71,10 +72,13 @@ pub fn follow(
     state: AppState,
     rec: TaskRecord,
     after: Option<String>,
+    slot: StreamSlot,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let (tx, rx) = mpsc::channel(64);
     let deadline = Instant::now() + state.settings.sse_max;
     tokio::spawn(async move {
+        // The stream's place is given back when its producer ends, whichever way it ends.
+        let _slot = slot;
         if let Err(e) = produce(&state, &rec, after, &tx, deadline).await {
             tracing::warn!(correlation_id = %rec.id, error = %e, "event stream ended by a store error");
             let data = json!({"detail": "the task's events are unavailable right now; reconnect to resume"});

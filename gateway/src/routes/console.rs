@@ -1,13 +1,12 @@
 //! The web console (`GET /`): static assets compiled into the binary, served with a strict
-//! Content-Security-Policy (same origin only, no inline code), plus the two small endpoints
-//! it needs beyond the API: the fleet's sampled history and, in local mode only,
-//! development tokens.
+//! Content-Security-Policy (same origin only, no inline code), plus, in local mode only,
+//! development tokens. The fleet's sampled history it charts is [`super::samples`].
 
-use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::LazyLock;
 
-use axum::Json;
-use axum::extract::{Query, State};
+use axum::{Extension, Json};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -85,35 +84,6 @@ pub async fn config(State(state): State<AppState>) -> Json<ConsoleConfig> {
     Json(ConsoleConfig { dev_tokens: dev_secret(&state).is_some() })
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Samples {
-    /// Oldest first; a value the sidecar could not read is absent, never zero.
-    samples: Vec<proto::samples::Sample>,
-}
-
-/// The metrics sidecar's samples of the last `minutes` (default 60, at most 1440): queue
-/// depth, in-flight tasks, live and busy agents, dead letters. Public, like the agent count:
-/// no task or user data.
-#[utoipa::path(get, path = "/ops/samples", tag = "console",
-    params(("minutes" = Option<u32>, Query, minimum = 1, maximum = 1440, description = "How far back (default 60)")),
-    responses((status = 200, description = "Samples", body = Samples),
-        (status = 400, description = "Unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "minutes out of range", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json")))]
-pub async fn samples(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Samples>, ApiError> {
-    crate::extract::only_params(&q, &["minutes"])?;
-    let minutes = crate::extract::ranged_param(&q, "minutes", 60, 1..=1440)?;
-    let since = chrono::Utc::now().timestamp_millis() - minutes * 60_000;
-    // A day at the sidecar's fastest useful rate; the chart needs far fewer.
-    let samples = proto::samples::since(&mut state.redis.clone(), state.store.keys(), since, 20_000)
-        .await
-        .map_err(proto::store::StoreError::Redis)?;
-    Ok(Json(Samples { samples }))
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevTokenRequest {
@@ -134,20 +104,32 @@ pub struct DevToken {
 const DEV_TOKEN_TTL: u64 = 3600;
 
 /// Local mode only (`CONSOLE_DEV_TOKENS=true`): an HS256 token for any `sub`, so the console
-/// can be tried without a Supabase project. `404` everywhere else.
+/// can be tried without a Supabase project. `404` everywhere else. Answered only to a client
+/// on this machine (a loopback peer that no proxy forwarded), `403` to anyone else: a token
+/// for any user must never be one request away for whoever can reach the port.
 #[utoipa::path(post, path = "/dev/token", tag = "console",
     request_body(content = DevTokenRequest, content_type = "application/json"),
     responses((status = 200, description = "A development token", body = DevToken),
         (status = 400, description = "Malformed JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not asked from this machine", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Development tokens are off", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "sub is empty, too long or has control characters", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn dev_token(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     crate::extract::JsonBody(req): crate::extract::JsonBody<DevTokenRequest>,
 ) -> Result<Json<DevToken>, ApiError> {
     let secret = dev_secret(&state).ok_or(ApiError::NotFound)?;
+    let local = peer.is_some_and(|Extension(ConnectInfo(p))| p.ip().is_loopback())
+        && !headers.contains_key("x-forwarded-for")
+        && !headers.contains_key(header::FORWARDED);
+    if !local {
+        tracing::warn!("development token refused to a client that is not on this machine");
+        return Err(ApiError::Forbidden("development tokens are issued to clients on the gateway's own machine only".into()));
+    }
     let sub = req.sub.trim();
     if sub.is_empty() || sub.len() > 64 || sub.chars().any(char::is_control) {
         return Err(ApiError::Unprocessable("sub: 1 to 64 characters, no control characters".into()));

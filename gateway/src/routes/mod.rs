@@ -1,6 +1,7 @@
 //! The HTTP surface; one module per resource.
 
 pub mod console;
+pub mod samples;
 pub mod system;
 pub mod tasks;
 
@@ -34,7 +35,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(console::app_js))
         .routes(routes!(console::app_css))
         .routes(routes!(console::config))
-        .routes(routes!(console::samples))
+        .routes(routes!(samples::samples))
         .routes(routes!(console::dev_token))
         .split_for_parts();
     openapi::publish(&doc);
@@ -54,8 +55,31 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(edge::request_id))
         .with_state(state);
     // Outside the whole router: `Router::layer` runs inside each route's method router, before
     // it adds `Allow` to a 405.
-    Router::new().fallback_service(api).layer(axum::middleware::from_fn(edge::problem_errors))
+    Router::new()
+        .fallback_service(api)
+        .layer(axum::middleware::from_fn(edge::problem_errors))
+        .layer(axum::middleware::from_fn(edge::security_headers))
+}
+
+/// What connections past `GATEWAY_MAX_CONNECTIONS` get (see `proto::serve`): the probes, so a
+/// load balancer or orchestrator never sees a healthy gateway as dead because users hold every
+/// connection, and a fast `503` for everything else instead of a wait in the backlog.
+pub fn reserve_router(state: AppState) -> Router {
+    let busy = || async {
+        metrics::counter!("http_requests_shed_total").increment(1);
+        crate::problem::ApiError::Unavailable {
+            detail: "the gateway is at its connection limit; try again shortly".into(),
+            retry_after: 1,
+        }
+    };
+    Router::new()
+        .route("/health", axum::routing::get(system::health))
+        .route("/ready", axum::routing::get(system::ready))
+        .fallback(busy)
+        .layer(axum::middleware::from_fn(edge::security_headers))
+        .with_state(state)
 }

@@ -262,7 +262,7 @@ pub async fn get(
     params(("id" = uuid::Uuid, Path, description = "The task id"),
         ("after" = Option<String>, Query, pattern = "^[0-9]+-[0-9]+$", description = "Resume after this event id"),
         ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]+-[0-9]+$", description = "Resume after this event id (wins over after)")),
-    responses((status = 200, description = "text/event-stream; each event's data is a TaskEvent", body = crate::events::StreamEvent, content_type = "text/event-stream"), (status = 400, description = "Not an event id, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "text/event-stream; each event's data is a TaskEvent", body = crate::events::StreamEvent, content_type = "text/event-stream"), (status = 400, description = "Not an event id, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "You already hold SSE_MAX_STREAMS_PER_USER event streams; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, this gateway holds SSE_MAX_STREAMS streams, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn events(
     State(state): State<AppState>,
     user: AuthUser,
@@ -280,8 +280,9 @@ pub async fn events(
     if after.as_deref().is_some_and(|a| crate::event_hub::parse_id(a).is_none()) {
         return Err(ApiError::BadRequest("Last-Event-ID / after: not an event id from this stream".into()));
     }
+    let slot = state.streams.acquire(&user.0).await?;
     let keep_alive = KeepAlive::new().interval(state.settings.sse_keepalive);
-    let mut resp = Sse::new(crate::events::follow(state, rec, after)).keep_alive(keep_alive).into_response();
+    let mut resp = Sse::new(crate::events::follow(state, rec, after, slot)).keep_alive(keep_alive).into_response();
     // Proxies that buffer (nginx) would hold events back.
     resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)

@@ -9,6 +9,13 @@
 //! Each delivery is at least once: `webhook-id` is stable across attempts (receivers
 //! deduplicate on it), `webhook-timestamp` is the attempt's, and the body is the same
 //! every time.
+//!
+//! Fairness: a dispatcher keeps up to [`PARALLEL`] attempts in flight and claims a delivery
+//! only when a place is free, so each lease starts with its attempt and outlives it (an
+//! attempt is bounded by the timeout plus [`BOOKKEEPING`]; the lease adds [`LEASE_MARGIN`]).
+//! One user has at most [`PER_USER`] attempts in flight; their other due deliveries wait
+//! (rescheduled, not counted as attempts), so a user's slow receivers hold up only that
+//! user's webhooks.
 
 mod settings;
 pub mod sign;
@@ -18,19 +25,25 @@ pub use settings::WebhookSettings;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use proto::address_policy::{
-    GuardedResolver, Lookup, Policy, TargetError, blocked_in, check_literal_host, check_target,
-};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use proto::address_policy::{Lookup, Outbound, Policy, TargetError, blocked_in, check_target, guarded_client};
 use proto::store::TaskStore;
 use proto::webhook_queue::{Settled, WebhookQueue};
 use proto::{TaskId, TaskStatus};
 use serde_json::json;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Deliveries taken per claim, and sent at once.
-const BATCH: usize = 32;
-const PARALLEL: usize = 16;
+/// Attempts in flight at once per gateway.
+pub const PARALLEL: usize = 32;
+/// Attempts in flight at once for one user's tasks.
+pub const PER_USER: usize = 4;
+/// Reading the record and settling the outcome, beyond the HTTP attempt itself.
+const BOOKKEEPING: Duration = Duration::from_secs(10);
+/// How much longer a lease lives than the attempt it covers can take.
+const LEASE_MARGIN: Duration = Duration::from_secs(20);
 /// How often an idle dispatcher looks for due deliveries.
 const POLL: Duration = Duration::from_secs(1);
 /// No retry waits longer than this, whatever the backoff or `Retry-After` say.
@@ -55,7 +68,7 @@ pub async fn check_url(settings: &WebhookSettings, lookup: &dyn Lookup, raw: &st
         Ok(Ok(())) => Ok(url.to_string()),
         Ok(Err(TargetError::Blocked(b))) => {
             tracing::info!(host = %b.host, ip = %b.ip, class = b.class, "webhook_url refused by the address policy");
-            Err(format!("webhook_url: {b}"))
+            Err("webhook_url: its host is not a public address".into())
         }
         Ok(Err(e @ TargetError::Unresolved(_))) => Err(format!("webhook_url: {e}")),
         Err(_) => Err("webhook_url: its host did not resolve in time".into()),
@@ -67,7 +80,9 @@ pub struct Dispatcher {
     store: TaskStore,
     http: reqwest::Client,
     settings: WebhookSettings,
-    policy: Policy,
+    outbound: Outbound,
+    /// Attempts in flight per user.
+    users: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Dispatcher {
@@ -78,67 +93,102 @@ impl Dispatcher {
         lookup: Arc<dyn Lookup>,
     ) -> anyhow::Result<Self> {
         let policy = Policy { allow_private: settings.allow_private, exempt: Vec::new() };
-        let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver { lookup, policy: policy.clone() }))
-            // A redirect is a failed attempt: following it would need the policy again, and
-            // receivers are expected to answer at the URL they gave.
-            .redirect(reqwest::redirect::Policy::none())
+        // A redirect is a failed attempt: receivers are expected to answer at the URL they gave.
+        let http = guarded_client(lookup.clone(), policy.clone(), settings.proxy.as_ref())?
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .user_agent(concat!("Euglena-Webhooks/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { queue, store, http, settings, policy })
+        let outbound = Outbound { policy, lookup, proxied: settings.proxy.is_some() };
+        Ok(Self { queue, store, http, settings, outbound, users: Arc::default() })
     }
 
-    pub fn spawn(self, stop: CancellationToken) {
-        tokio::spawn(async move { self.run(stop).await });
+    pub fn spawn(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(Arc::new(self).run(stop))
     }
 
-    async fn run(self, stop: CancellationToken) {
-        // Long enough for one attempt and its bookkeeping; a dispatcher that died mid-attempt
-        // leaves the delivery to another after this.
-        let lease = self.settings.timeout + Duration::from_secs(30);
+    async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let attempt_bound = self.settings.timeout + BOOKKEEPING;
+        let lease = attempt_bound + LEASE_MARGIN;
+        let mut in_flight = JoinSet::new();
         let mut backoff = proto::backoff::Backoff::reconnect();
         loop {
             match self.queue.backlog().await {
                 Ok(n) => metrics::gauge!("webhook_backlog").set(n as f64),
                 Err(e) => tracing::debug!(error = %e, "webhook backlog unknown"),
             }
-            let wait = match self.queue.claim(BATCH, lease).await {
-                Ok(ids) if ids.is_empty() => POLL,
-                Ok(ids) => {
-                    backoff = proto::backoff::Backoff::reconnect();
-                    let n = ids.len();
-                    futures_util::stream::iter(ids).for_each_concurrent(PARALLEL, |id| self.deliver(id)).await;
-                    if n == BATCH { Duration::ZERO } else { POLL }
+            let free = PARALLEL - in_flight.len();
+            let mut wait = POLL;
+            if free > 0 {
+                match self.queue.claim(free, lease).await {
+                    Ok(ids) => {
+                        backoff = proto::backoff::Backoff::reconnect();
+                        let mut started = 0;
+                        for id in &ids {
+                            if let Some(job) = self.start(*id).await {
+                                let me = self.clone();
+                                in_flight.spawn(async move {
+                                    // The lease covers this bound, so no second attempt overlaps it.
+                                    if tokio::time::timeout(attempt_bound, me.attempt(job)).await.is_err() {
+                                        tracing::warn!("webhook attempt overran its bound; its lease makes it due again");
+                                    }
+                                });
+                                started += 1;
+                            }
+                        }
+                        // More may be due at once; deliveries that were all put off are not.
+                        if ids.len() == free && started > 0 {
+                            wait = Duration::ZERO;
+                        }
+                    }
+                    Err(e) => {
+                        wait = backoff.next_delay();
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "webhook queue unavailable");
+                    }
                 }
-                Err(e) => {
-                    let d = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "webhook queue unavailable");
-                    d
-                }
-            };
+            }
             tokio::select! {
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 () = tokio::time::sleep(wait) => {}
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
+            }
+        }
+        // Attempts in flight may finish; any cut short are due again when their lease ends.
+        let drained = tokio::time::timeout(attempt_bound, async { while in_flight.join_next().await.is_some() {} });
+        if drained.await.is_err() {
+            tracing::warn!(left = in_flight.len(), "webhook attempts cut short at shutdown; they will be retried");
+            in_flight.shutdown().await;
+        }
+    }
+
+    /// Reads the delivery's record and takes a place for its user, or settles or defers it.
+    #[tracing::instrument(skip_all, fields(correlation_id = %id))]
+    async fn start(&self, id: TaskId) -> Option<Job> {
+        match self.prepare(id).await {
+            Ok(job) => job,
+            Err(e) => {
+                // The lease makes it due again; nothing is lost.
+                tracing::warn!(error = %e, "webhook bookkeeping failed; the delivery will be retried");
+                None
             }
         }
     }
 
-    #[tracing::instrument(skip_all, fields(correlation_id = %id))]
-    async fn deliver(&self, id: TaskId) {
-        if let Err(e) = self.try_deliver(id).await {
-            // The lease makes it due again; nothing is lost.
-            tracing::warn!(error = %e, "webhook bookkeeping failed; the delivery will be retried");
-        }
-    }
-
-    async fn try_deliver(&self, id: TaskId) -> Result<(), proto::store::StoreError> {
+    async fn prepare(&self, id: TaskId) -> Result<Option<Job>, proto::store::StoreError> {
         let Some(rec) = self.store.get(id).await? else {
-            return self.queue.settle(id, Settled::Orphaned, "task record gone").await;
+            self.queue.settle(id, Settled::Orphaned, "task record gone").await?;
+            return Ok(None);
         };
         let (Some(url), Some(kind)) = (rec.webhook_url.clone(), event_type(rec.status)) else {
-            return self.queue.settle(id, Settled::Orphaned, "no webhook for this task").await;
+            self.queue.settle(id, Settled::Orphaned, "no webhook for this task").await?;
+            return Ok(None);
+        };
+        let user = rec.user_id.clone();
+        let Some(place) = self.enter(&user) else {
+            // Not an attempt: the user's own slow receivers are what it waits for.
+            metrics::counter!("webhook_deliveries_total", "outcome" => "deferred").increment(1);
+            self.queue.schedule(id, self.settings.timeout).await?;
+            return Ok(None);
         };
         let ended = rec.finished_at.clone().unwrap_or_else(|| rec.updated_at.clone());
         let body = json!({
@@ -147,9 +197,30 @@ impl Dispatcher {
             "data": {"correlation_id": rec.id, "status": rec.status},
         })
         .to_string();
-        let msg_id = format!("msg_{}", rec.id.to_string().replace('-', ""));
-        let outcome = self.post(&url, &msg_id, &body).await;
-        match outcome {
+        Ok(Some(Job { id, url, body, ended, _place: place }))
+    }
+
+    fn enter(&self, user: &str) -> Option<UserPlace> {
+        let mut users = self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = users.entry(user.to_owned()).or_insert(0);
+        if *n >= PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(UserPlace { users: self.users.clone(), user: user.to_owned() })
+    }
+
+    #[tracing::instrument(skip_all, fields(correlation_id = %job.id))]
+    async fn attempt(self: Arc<Self>, job: Job) {
+        if let Err(e) = self.try_attempt(&job).await {
+            tracing::warn!(error = %e, "webhook bookkeeping failed; the delivery will be retried");
+        }
+    }
+
+    async fn try_attempt(&self, job: &Job) -> Result<(), proto::store::StoreError> {
+        let id = job.id;
+        let msg_id = format!("msg_{}", id.to_string().replace('-', ""));
+        match self.post(&job.url, &msg_id, &job.body).await {
             Attempt::Delivered(code) => {
                 metrics::counter!("webhook_deliveries_total", "outcome" => "delivered").increment(1);
                 tracing::info!(status = code, "webhook delivered");
@@ -160,8 +231,14 @@ impl Dispatcher {
                 tracing::info!("webhook receiver answered 410 Gone; not retrying");
                 self.queue.settle(id, Settled::Gone, "410").await
             }
+            Attempt::Refused => {
+                // The address will not become public by waiting; retrying for a day only
+                // keeps probing the network on the user's behalf.
+                metrics::counter!("webhook_deliveries_total", "outcome" => "gave_up").increment(1);
+                self.queue.settle(id, Settled::GaveUp, REFUSED).await
+            }
             Attempt::Failed { last, retry_after } => {
-                let since_end = chrono::DateTime::parse_from_rfc3339(&ended)
+                let since_end = chrono::DateTime::parse_from_rfc3339(&job.ended)
                     .map(|t| (chrono::Utc::now() - t.to_utc()).to_std().unwrap_or_default())
                     .unwrap_or_default();
                 if since_end >= self.settings.retry_for {
@@ -189,9 +266,15 @@ impl Dispatcher {
             Ok(u) => u,
             Err(_) => return Attempt::Failed { last: "invalid URL".into(), retry_after: None },
         };
-        if let Err(b) = check_literal_host(&self.policy, &parsed) {
-            tracing::warn!(host = %b.host, ip = %b.ip, class = b.class, "webhook refused by the address policy");
-            return Attempt::Failed { last: "refused by the address policy".into(), retry_after: None };
+        match self.outbound.precheck(&parsed).await {
+            Ok(()) => {}
+            Err(TargetError::Blocked(b)) => {
+                tracing::warn!(host = %b.host, ip = %b.ip, class = b.class, "webhook refused by the address policy");
+                return Attempt::Refused;
+            }
+            Err(TargetError::Unresolved(_)) => {
+                return Attempt::Failed { last: "host did not resolve".into(), retry_after: None };
+            }
         }
         let timestamp = chrono::Utc::now().timestamp();
         let signature = sign::signature(&self.settings.keys, msg_id, timestamp, body.as_bytes());
@@ -217,15 +300,41 @@ impl Dispatcher {
                 Attempt::Failed { last: r.status().as_u16().to_string(), retry_after }
             }
             Err(e) => {
-                let last = if let Some(b) = blocked_in(&e) {
+                if let Some(b) = blocked_in(&e) {
                     tracing::warn!(host = %b.host, ip = %b.ip, class = b.class, "webhook refused by the address policy");
-                    "refused by the address policy"
-                } else if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "connection failed"
-                };
+                    return Attempt::Refused;
+                }
+                let last = if e.is_timeout() { "timeout" } else { "connection failed" };
                 Attempt::Failed { last: last.into(), retry_after: None }
+            }
+        }
+    }
+}
+
+/// What `webhook_last` says of a delivery the address policy refused.
+const REFUSED: &str = "refused: not a public address";
+
+/// One attempt to make, holding its user's place until it ends.
+struct Job {
+    id: TaskId,
+    url: String,
+    body: String,
+    ended: String,
+    _place: UserPlace,
+}
+
+struct UserPlace {
+    users: Arc<Mutex<HashMap<String, usize>>>,
+    user: String,
+}
+
+impl Drop for UserPlace {
+    fn drop(&mut self) {
+        let mut users = self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = users.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(&self.user);
             }
         }
     }
@@ -234,6 +343,8 @@ impl Dispatcher {
 enum Attempt {
     Delivered(u16),
     Gone,
+    /// The address policy refused the target.
+    Refused,
     Failed { last: String, retry_after: Option<Duration> },
 }
 

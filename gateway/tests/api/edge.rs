@@ -49,15 +49,30 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_connection_cap_holds_and_frees_up() {
-    let app = Harness::start(&[("GATEWAY_MAX_CONNECTIONS", "2"), ("HTTP_HEADER_TIMEOUT_SECONDS", "2")]).await;
+async fn the_connection_cap_holds_probes_pass_and_it_frees_up() {
+    let app = Harness::start(&[
+        ("GATEWAY_MAX_CONNECTIONS", "2"),
+        ("GATEWAY_PROBE_RESERVE", "1"),
+        // The reserve's own header timeout is 2 s: the held reserve frees before the cap does.
+        ("HTTP_HEADER_TIMEOUT_SECONDS", "4"),
+    ])
+    .await;
     // Two clients that connect and send nothing take both slots.
     let _a = TcpStream::connect(app.addr).await.expect("connect");
     let _b = TcpStream::connect(app.addr).await.expect("connect");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let fresh = || reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    // Past the cap, the reserve answers the probes and sheds everything else at once.
+    let probe = fresh().get(app.url("/health")).timeout(Duration::from_secs(1)).send().await.expect("probe served");
+    assert_eq!(probe.status(), 200);
+    let shed = fresh().get(app.url("/agents/count")).timeout(Duration::from_secs(1)).send().await.expect("answered");
+    let (headers, _) = problem(shed, 503).await;
+    assert_eq!(header(&headers, "retry-after"), "1");
+    // With the reserve held too, a new connection waits in the backlog.
+    let _c = TcpStream::connect(app.addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let blocked = fresh().get(app.url("/health")).timeout(Duration::from_millis(800)).send().await;
-    assert!(blocked.is_err(), "a third connection must wait while two hold the slots: {blocked:?}");
+    assert!(blocked.is_err(), "a fourth connection must wait while three hold the slots: {blocked:?}");
     // Their header timeout frees the slots and the gateway answers again.
     let served = fresh().get(app.url("/health")).timeout(Duration::from_secs(10)).send().await.expect("served");
     assert_eq!(served.status(), 200);

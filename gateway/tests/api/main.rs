@@ -8,6 +8,7 @@ mod claims;
 mod common;
 mod edge;
 mod events;
+mod exhaustion;
 mod idempotency;
 mod jwks;
 mod limits;
