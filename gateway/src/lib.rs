@@ -54,11 +54,11 @@ use crate::config::Settings;
 use crate::event_hub::{self as hub, EventHub};
 use crate::publisher::Publisher;
 use crate::routes::samples::SamplesCache;
-use crate::streams::StreamLimits;
-use proto::stream_leases::StreamLeases;
 use crate::state::{AppState, Inner};
+use crate::streams::StreamLimits;
 use crate::webhooks::Dispatcher;
 use proto::address_policy::{Lookup, SystemLookup};
+use proto::stream_leases::StreamLeases;
 use proto::webhook_queue::WebhookQueue;
 
 /// In-flight requests get this long to finish after the shutdown signal.
@@ -187,7 +187,8 @@ pub async fn run(
         tracing::warn!("CONSOLE_DEV_TOKENS=true: POST /dev/token mints tokens for anyone; local use only");
     }
     let app = routes::router(state.clone());
-    let reserve = proto::serve::Reserve { app: routes::reserve_router(state.clone()), connections: state.settings.probe_reserve };
+    let reserve =
+        proto::serve::Reserve { app: routes::reserve_router(state.clone()), connections: state.settings.probe_reserve };
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     // Cancelling `background` at the signal ends event streams, so the drain does not wait
     // for followers that would otherwise stay for minutes.

@@ -52,7 +52,9 @@ struct Problem<'a> {
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
-            Self::MissingToken | Self::NotBearer | Self::EmptyToken | Self::InvalidToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::MissingToken | Self::NotBearer | Self::EmptyToken | Self::InvalidToken => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not-found"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),

@@ -44,8 +44,9 @@ impl StreamLimits {
         let permit = self.global.clone().try_acquire_owned().map_err(|_| {
             metrics::counter!("sse_streams_refused_total", "reason" => "gateway").increment(1);
             ApiError::Unavailable {
-                detail: "this gateway is serving as many event streams as it can; retry shortly or poll GET /tasks/{id}"
-                    .into(),
+                detail:
+                    "this gateway is serving as many event streams as it can; retry shortly or poll GET /tasks/{id}"
+                        .into(),
                 retry_after: RETRY_AFTER_SECONDS,
             }
         })?;

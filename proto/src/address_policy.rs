@@ -194,7 +194,11 @@ impl Outbound {
     /// through a proxy also a name that resolves outside it now. (The proxy resolves again
     /// when it connects; a proxy that itself refuses private destinations closes that gap.)
     pub async fn precheck(&self, url: &url::Url) -> Result<(), TargetError> {
-        if self.proxied { check_target(&self.policy, self.lookup.as_ref(), url).await } else { Ok(check_literal_host(&self.policy, url)?) }
+        if self.proxied {
+            check_target(&self.policy, self.lookup.as_ref(), url).await
+        } else {
+            Ok(check_literal_host(&self.policy, url)?)
+        }
     }
 }
 

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::LazyLock;
 
-use axum::{Extension, Json};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -128,7 +128,9 @@ pub async fn dev_token(
         && !headers.contains_key(header::FORWARDED);
     if !local {
         tracing::warn!("development token refused to a client that is not on this machine");
-        return Err(ApiError::Forbidden("development tokens are issued to clients on the gateway's own machine only".into()));
+        return Err(ApiError::Forbidden(
+            "development tokens are issued to clients on the gateway's own machine only".into(),
+        ));
     }
     let sub = req.sub.trim();
     if sub.is_empty() || sub.len() > 64 || sub.chars().any(char::is_control) {

@@ -130,7 +130,9 @@ impl Dispatcher {
                                 in_flight.spawn(async move {
                                     // The lease covers this bound, so no second attempt overlaps it.
                                     if tokio::time::timeout(attempt_bound, me.attempt(job)).await.is_err() {
-                                        tracing::warn!("webhook attempt overran its bound; its lease makes it due again");
+                                        tracing::warn!(
+                                            "webhook attempt overran its bound; its lease makes it due again"
+                                        );
                                     }
                                 });
                                 started += 1;
@@ -345,7 +347,10 @@ enum Attempt {
     Gone,
     /// The address policy refused the target.
     Refused,
-    Failed { last: String, retry_after: Option<Duration> },
+    Failed {
+        last: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 fn event_type(status: TaskStatus) -> Option<&'static str> {

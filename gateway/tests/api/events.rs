@@ -257,8 +257,14 @@ async fn two_hundred_streams_share_a_few_redis_connections() {
         }
     })
     .await;
-    // One user follows 200 tasks here; the per-user stream limit is not what this measures.
-    let app = Harness::start(&[("REDIS_URL", &url), ("SSE_MAX_STREAMS_PER_USER", "200")]).await;
+    // One user follows 200 tasks from one address here; the per-user and per-peer limits are
+    // not what this measures.
+    let app = Harness::start(&[
+        ("REDIS_URL", &url),
+        ("SSE_MAX_STREAMS_PER_USER", "200"),
+        ("GATEWAY_MAX_CONNECTIONS_PER_PEER", "0"),
+    ])
+    .await;
     crate::common::wait_serving(&app).await;
     let mandates: Vec<String> = (0..200).map(|i| format!("stream {i}")).collect();
     let ids: Vec<TaskId> = join_all(mandates.iter().map(|m| app.submit_ok(USER, m, 1))).await;

@@ -201,7 +201,8 @@ async fn ops_samples_reads_redis_once_per_interval() {
             .unwrap_or(0)
     };
     let stats = || async {
-        let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut app.redis.clone()).await.expect("info");
+        let info: String =
+            redis::cmd("INFO").arg("commandstats").query_async(&mut app.redis.clone()).await.expect("info");
         xrange_calls(info)
     };
     let before = stats().await;
@@ -263,8 +264,13 @@ async fn end_with_webhook(app: &Harness, base: &str, user: &str, url: &str) -> p
         .expect("uuid");
     let key = proto::Keys::new(app.ns.prefix.clone()).task(id);
     let _: () = redis::AsyncCommands::hset(&mut app.redis.clone(), key, "webhook_url", url).await.expect("hset");
-    let resp =
-        app.http.post(format!("{base}/tasks/{id}/cancel")).bearer_auth(app.token_for(user)).send().await.expect("cancel");
+    let resp = app
+        .http
+        .post(format!("{base}/tasks/{id}/cancel"))
+        .bearer_auth(app.token_for(user))
+        .send()
+        .await
+        .expect("cancel");
     assert_eq!(resp.status(), 202);
     id
 }
@@ -354,9 +360,7 @@ async fn slow_receivers_of_one_user_do_not_delay_another() {
     }
     let at = |p: &'static str| {
         let receiver = &receiver;
-        async move {
-            receiver.received_requests().await.unwrap_or_default().iter().filter(|r| r.url.path() == p).count()
-        }
+        async move { receiver.received_requests().await.unwrap_or_default().iter().filter(|r| r.url.path() == p).count() }
     };
     app.eventually("the slow receivers busy", Duration::from_secs(10), || async { at("/slow").await >= 4 }).await;
     let started = Instant::now();
