@@ -34,7 +34,6 @@ pub mod lua;
 pub mod ops;
 pub mod preload;
 pub mod presence;
-pub mod reconcile;
 pub mod samples;
 pub mod serve;
 pub mod settings;
@@ -46,6 +45,9 @@ pub mod time;
 pub mod tls;
 pub mod topology;
 pub mod webhook_queue;
+
+// The reconciler's writes keep the path they had before the store was split by phase.
+pub use store::reconcile;
 
 pub use domain::{Mandate, MaxTicks, TaskId};
 pub use envelope::TaskEnvelope;

@@ -1,6 +1,6 @@
-//! The writes behind "no task left behind": the confirmed mark a gateway sets when the
-//! broker confirms a publish, and the reconciler's closes of records nobody else will end
-//! (a submission never confirmed, a message the broker dead-lettered), plus its lease.
+//! The writes behind "no task left behind": the reconciler's closes of records nobody else
+//! will end (a submission never confirmed, a message the broker dead-lettered), plus its
+//! lease. (The confirmed mark a gateway sets when the broker confirms is in `submit`.)
 //!
 //! Every close goes through the prelude's `finish()`, so it refunds what the task did not
 //! use and releases whatever else a terminal transition releases.
@@ -11,14 +11,15 @@ use std::time::Duration;
 use chrono::Utc;
 use redis::AsyncCommands;
 
+use super::{StoreError, TaskStore, with_prelude};
 use crate::domain::TaskId;
 use crate::lua::Lua;
-use crate::store::{StoreError, TaskStore, with_prelude};
 use crate::time::rfc3339;
 
-static CONFIRM: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/confirm.lua")));
-static CLOSE_UNCONFIRMED: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/reconcile_unconfirmed.lua")));
-static CLOSE_DEAD_LETTER: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("lua/reconcile_dead_letter.lua")));
+static CLOSE_UNCONFIRMED: LazyLock<Lua> =
+    LazyLock::new(|| with_prelude(include_str!("../lua/reconcile_unconfirmed.lua")));
+static CLOSE_DEAD_LETTER: LazyLock<Lua> =
+    LazyLock::new(|| with_prelude(include_str!("../lua/reconcile_dead_letter.lua")));
 /// Take the lease when free, or extend it when we hold it.
 static LEASE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
@@ -30,11 +31,11 @@ static RELEASE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
 });
 
-pub(crate) fn scripts() -> [&'static Lua; 5] {
-    [&CONFIRM, &CLOSE_UNCONFIRMED, &CLOSE_DEAD_LETTER, &LEASE, &RELEASE]
+pub(super) fn scripts() -> [&'static Lua; 4] {
+    [&CLOSE_UNCONFIRMED, &CLOSE_DEAD_LETTER, &LEASE, &RELEASE]
 }
 
-pub use crate::store::NOT_ENQUEUED;
+pub use super::NOT_ENQUEUED;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseOutcome {
@@ -57,32 +58,11 @@ impl CloseOutcome {
 }
 
 impl TaskStore {
-    /// Marks the publish confirmed. `false` when the record was already closed without
-    /// running (the undo or the reconciler won): the client must then get a 503.
-    pub async fn confirm(&self, id: TaskId) -> Result<bool, StoreError> {
-        let ok = self.confirm_many(&[id]).await?;
-        Ok(ok.first() == Some(&true))
-    }
-
-    /// [`Self::confirm`] for several tasks in one script call, one answer per id in order.
-    pub async fn confirm_many(&self, ids: &[TaskId]) -> Result<Vec<bool>, StoreError> {
-        let mut inv = CONFIRM.prepare_invoke();
-        inv.key(self.keys().unconfirmed());
-        for id in ids {
-            inv.key(self.keys().task(*id)).arg(id.to_string());
-        }
-        let ok: Vec<i64> = inv.invoke_async(&mut self.connection()).await?;
-        if ok.len() != ids.len() {
-            return Err(StoreError::Reply(format!("{} answers for {} confirms", ok.len(), ids.len())));
-        }
-        Ok(ok.into_iter().map(|v| v == 1).collect())
-    }
-
     /// Up to `limit` unconfirmed submissions created before `cutoff_ms`, oldest first.
     /// Members that are not task ids are dropped.
     pub async fn due_unconfirmed(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<TaskId>, StoreError> {
-        let key = self.keys().unconfirmed();
-        let mut conn = self.connection();
+        let key = self.keys.unconfirmed();
+        let mut conn = self.conn.clone();
         let raw: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(&key)
             .arg("-inf")
@@ -102,16 +82,12 @@ impl TaskStore {
     /// Ends a submission that is still `in_queue`, never claimed and never confirmed.
     pub async fn close_unconfirmed(&self, id: TaskId) -> Result<CloseOutcome, StoreError> {
         let Some(rec) = self.get(id).await? else {
-            let _: i64 = self.connection().zrem(self.keys().unconfirmed(), id.to_string()).await?;
+            let _: i64 = self.conn.clone().zrem(self.keys.unconfirmed(), id.to_string()).await?;
             return Ok(CloseOutcome::Missing);
         };
         let mut inv = self.finishing_rec(&CLOSE_UNCONFIRMED, &rec);
-        inv.key(self.keys().unconfirmed())
-            .arg(NOT_ENQUEUED)
-            .arg(rfc3339(Utc::now()))
-            .arg(self.record_ttl_secs())
-            .arg(id.to_string());
-        let reply: String = inv.invoke_async(&mut self.connection()).await?;
+        inv.key(self.keys.unconfirmed()).arg(NOT_ENQUEUED).arg(rfc3339(Utc::now())).arg(self.ttl()).arg(id.to_string());
+        let reply: String = inv.invoke_async(&mut self.conn.clone()).await?;
         CloseOutcome::parse(&reply)
     }
 
@@ -122,26 +98,24 @@ impl TaskStore {
             return Ok(CloseOutcome::Missing);
         };
         let mut inv = self.finishing_rec(&CLOSE_DEAD_LETTER, &rec);
-        inv.arg(deliveries.map(|n| n.to_string()).unwrap_or_default())
-            .arg(rfc3339(Utc::now()))
-            .arg(self.record_ttl_secs());
-        let reply: String = inv.invoke_async(&mut self.connection()).await?;
+        inv.arg(deliveries.map(|n| n.to_string()).unwrap_or_default()).arg(rfc3339(Utc::now())).arg(self.ttl());
+        let reply: String = inv.invoke_async(&mut self.conn.clone()).await?;
         CloseOutcome::parse(&reply)
     }
 
     /// Takes or extends the reconciler lease for `holder`; true while `holder` has it.
     pub async fn hold_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut inv = LEASE.prepare_invoke();
-        inv.key(self.keys().reconciler_lease()).arg(holder).arg(ttl.as_millis().max(1) as u64);
-        let held: i64 = inv.invoke_async(&mut self.connection()).await?;
+        inv.key(self.keys.reconciler_lease()).arg(holder).arg(ttl.as_millis().max(1) as u64);
+        let held: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(held == 1)
     }
 
     /// Gives the lease up (at shutdown), so another gateway takes over without waiting.
     pub async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {
         let mut inv = RELEASE.prepare_invoke();
-        inv.key(self.keys().reconciler_lease()).arg(holder);
-        let _: i64 = inv.invoke_async(&mut self.connection()).await?;
+        inv.key(self.keys.reconciler_lease()).arg(holder);
+        let _: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(())
     }
 }
