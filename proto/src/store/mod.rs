@@ -132,9 +132,9 @@ impl TaskStore {
         self.keys.quota(user_id, &utc_day(at))
     }
 
-    /// An invocation of a script that may end the task, with the KEYS layout the prelude expects.
-    /// A script with the prelude's keys for task `id` of `user_id`, whose reservation (if
-    /// any) was taken from `quota_key`.
+    /// A call of `script`, which may end task `id` of `user_id`, with the seven keys the
+    /// prelude names at its top (the reservation, if any, was taken from `quota_key`); the
+    /// caller adds the script's own keys after them.
     pub(crate) fn finishing<'s>(
         &self,
         script: &'s Lua,

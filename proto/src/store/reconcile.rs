@@ -21,15 +21,8 @@ static CLOSE_UNCONFIRMED: LazyLock<Lua> =
 static CLOSE_DEAD_LETTER: LazyLock<Lua> =
     LazyLock::new(|| with_prelude(include_str!("../lua/reconcile_dead_letter.lua")));
 /// Take the lease when free, or extend it when we hold it.
-static LEASE: LazyLock<Lua> = LazyLock::new(|| {
-    Lua::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
-         if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end return 0",
-    )
-});
-static RELEASE: LazyLock<Lua> = LazyLock::new(|| {
-    Lua::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
-});
+static LEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/reconciler_lease.lua")));
+static RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/reconciler_release.lua")));
 
 pub(super) fn scripts() -> [&'static Lua; 4] {
     [&CLOSE_UNCONFIRMED, &CLOSE_DEAD_LETTER, &LEASE, &RELEASE]
