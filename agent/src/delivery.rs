@@ -109,12 +109,11 @@ pub async fn handle(worker: &Worker, msg: Received<'_>, stop: &CancellationToken
         }
     };
     let id = envelope.correlation_id;
-    let never = CancellationToken::new();
 
     // One round trip on the common path: the claim script returns the record and the
     // checkpoint with the new attempt.
     let max = worker.settings.common.max_deliveries;
-    let claimed = match crate::retry::redis(&never, || take_over(worker, &envelope, max)).await {
+    let claimed = match crate::retry::redis(|| take_over(worker, &envelope, max)).await {
         Ok(Takeover::Claimed(c)) => *c,
         Ok(Takeover::Terminal(status)) => {
             tracing::info!(%status, "task already ended; acking without running");
@@ -183,7 +182,6 @@ async fn run_claimed(
     last: bool,
 ) -> Outcome {
     let store = &worker.store;
-    let never = CancellationToken::new();
     let state = match checkpoint.as_deref().map(LoopState::decode) {
         Some(Ok(s)) => {
             tracing::info!(from_tick = s.tick, "resuming from checkpoint");
@@ -230,7 +228,7 @@ async fn run_claimed(
         }
         RunEnd::Store(e) => return store_failure(&e),
     };
-    match crate::retry::redis(&never, || store.finish(record, Some(attempt), &fin)).await {
+    match crate::retry::redis(|| store.finish(record, Some(attempt), &fin)).await {
         Ok(FinishOutcome::Written) => {
             tracing::info!(status = %fin.status, ticks = fin.ticks_used.unwrap_or(0), total_tokens = usage.total_tokens, "task finished");
             metrics::counter!("agent_tasks_total", "status" => fin.status.as_str()).increment(1);
@@ -252,8 +250,7 @@ async fn run_claimed(
 /// run again. On the broker's last allowed delivery it is dead-lettered instead, and the
 /// gateway's reconciler fails the re-created record from the dead-letter feed.
 async fn recreate(worker: &Worker, envelope: &TaskEnvelope, last: bool) -> Outcome {
-    let never = CancellationToken::new();
-    if let Err(e) = crate::retry::redis(&never, || worker.store.adopt(envelope)).await {
+    if let Err(e) = crate::retry::redis(|| worker.store.adopt(envelope)).await {
         return store_failure(&e);
     }
     metrics::counter!("agent_records_recreated_total").increment(1);
@@ -271,8 +268,7 @@ async fn recreate(worker: &Worker, envelope: &TaskEnvelope, last: bool) -> Outco
 /// over and write the result, so finished work is not thrown away.
 async fn finish_recreated(worker: &Worker, envelope: &TaskEnvelope, fin: &Finish) -> Outcome {
     let store = &worker.store;
-    let never = CancellationToken::new();
-    let written = crate::retry::redis(&never, || async {
+    let written = crate::retry::redis(|| async {
         match take_over(worker, envelope, u32::MAX).await? {
             Takeover::Claimed(c) => store.finish(&c.record, Some(c.attempt), fin).await,
             _ => Ok(FinishOutcome::Refused),
