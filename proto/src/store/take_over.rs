@@ -1,5 +1,7 @@
-//! A delivery takes its task over: the claim script makes the new attempt the owner (its
-//! number is the fencing token) and reads, in the same step, what the run resumes from.
+//! A delivery takes its task over in one call, from its envelope: the claim script makes
+//! the new attempt the owner (its number is the fencing token) and reads, in the same step,
+//! what the run resumes from; the call adopts an envelope that has no record and corrects a
+//! wrong guess of the owner.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -8,6 +10,7 @@ use chrono::Utc;
 
 use super::new_task::new_record_fields;
 use super::{NewTask, StoreError, TaskStore, parse_status, with_prelude};
+use crate::TaskEnvelope;
 use crate::domain::TaskId;
 use crate::lua::Lua;
 use crate::task::{TaskRecord, TaskStatus};
@@ -20,24 +23,21 @@ pub(super) fn scripts() -> [&'static Lua; 2] {
     [&ADOPT, &CLAIM]
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimOutcome {
-    Missing,
-    Terminal(TaskStatus),
-    GaveUp { attempts: u32 },
-    Claimed { attempt: u32 },
-}
-
-/// What [`TaskStore::take_over`] answers: [`ClaimOutcome`] with, on a claim, what the run
-/// needs, read in the claim's own step.
+/// What [`TaskStore::take_over`] answers: the run, or why there is none.
 #[derive(Debug, Clone)]
 pub enum Takeover {
+    /// The record vanished between its adoption and the claim.
     Missing,
+    /// Already ended (a cancel requested while no run was alive ends it here).
     Terminal(TaskStatus),
-    GaveUp { attempts: u32 },
+    /// Failed here: its deliveries reached the limit.
+    GaveUp {
+        attempts: u32,
+    },
     Claimed(Box<Claimed>),
 }
 
+/// The run a delivery took over.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     /// The fencing token.
@@ -48,24 +48,71 @@ pub struct Claimed {
     pub checkpoint: Option<String>,
 }
 
+/// [`TaskStore::claim`]'s answer: [`Takeover`] without the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Missing,
+    Terminal(TaskStatus),
+    GaveUp { attempts: u32 },
+    Claimed { attempt: u32 },
+}
+
 /// Whose task a delivery expects to claim: the keys of the finishing branches of the claim
 /// (quota, user tasks, active set) are named from it. A wrong guess costs a second call,
 /// never a write under the wrong keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    pub user_id: String,
-    pub quota_key: Option<String>,
+struct Owner {
+    user_id: String,
+    quota_key: Option<String>,
 }
 
 impl Owner {
-    pub fn of(rec: &TaskRecord) -> Self {
+    fn of(rec: &TaskRecord) -> Self {
         Self { user_id: rec.user_id.clone(), quota_key: rec.quota_key.clone() }
+    }
+
+    /// The owner the envelope's record should have: the gateway's envelopes carry the user
+    /// and the submission time the quota was reserved by; an adopted record has the
+    /// envelope's user (or none) and no reservation.
+    fn expected(store: &TaskStore, envelope: &TaskEnvelope) -> Self {
+        match (&envelope.user_id, envelope.submitted_at) {
+            (Some(user), Some(at)) => Self { user_id: user.clone(), quota_key: Some(store.quota_key(user, at)) },
+            (user, _) => Self { user_id: user.clone().unwrap_or_default(), quota_key: None },
+        }
     }
 }
 
 impl TaskStore {
+    /// A delivery of `envelope` takes its task over: `attempt` += 1 (the fencing token),
+    /// and in the same step the record and the checkpoint the new attempt resumes from, so a
+    /// delivery needs no read of its own. Cancels a task whose cancel was requested and fails
+    /// one whose deliveries reached `max_deliveries`; a terminal record is left as it is (its
+    /// memories forgotten, as [`TaskStore::with_memory_cleanup`] says).
+    ///
+    /// One round trip on the common path. An envelope without a record (another producer
+    /// published it) gets one first ([`Self::adopt`]). Those endings refund and release keys
+    /// named by the owner the envelope implies; when that is not the record's owner, the
+    /// script writes nothing and the claim is made again with the record's.
+    pub async fn take_over(
+        &self,
+        envelope: &TaskEnvelope,
+        worker_id: &str,
+        max_deliveries: u32,
+    ) -> Result<Takeover, StoreError> {
+        let id = envelope.correlation_id;
+        let owner = Owner::expected(self, envelope);
+        let first = self.claim_as(id, &owner, worker_id, max_deliveries).await?;
+        if !matches!(first, Takeover::Missing) {
+            return Ok(first);
+        }
+        if self.adopt(envelope).await? {
+            tracing::info!("envelope had no task record; created one");
+        }
+        self.claim_as(id, &owner, worker_id, max_deliveries).await
+    }
+
     /// Creates an `in_queue` record for an envelope that has none; false if one exists.
-    pub async fn adopt(&self, env: &crate::TaskEnvelope) -> Result<bool, StoreError> {
+    pub async fn adopt(&self, env: &TaskEnvelope) -> Result<bool, StoreError> {
         let task = NewTask::from_envelope(env);
         let rec = task.record(None);
         let mut inv = ADOPT.prepare_invoke();
@@ -83,14 +130,15 @@ impl TaskStore {
         Ok(created == 1)
     }
 
-    /// Claims the task for a new attempt of `rec` (see [`TaskStore::take_over`]).
+    /// [`Self::take_over`] of a task whose record the caller holds, without the run; only
+    /// tests call it (the gateway's, which have a record and no envelope).
     pub async fn claim(
         &self,
         rec: &TaskRecord,
         worker_id: &str,
         max_deliveries: u32,
     ) -> Result<ClaimOutcome, StoreError> {
-        Ok(match self.take_over(rec.id, &Owner::of(rec), worker_id, max_deliveries).await? {
+        Ok(match self.claim_as(rec.id, &Owner::of(rec), worker_id, max_deliveries).await? {
             Takeover::Missing => ClaimOutcome::Missing,
             Takeover::Terminal(st) => ClaimOutcome::Terminal(st),
             Takeover::GaveUp { attempts } => ClaimOutcome::GaveUp { attempts },
@@ -98,14 +146,9 @@ impl TaskStore {
         })
     }
 
-    /// A delivery takes task `id` over: `attempt` += 1 (the fencing token), and in the same
-    /// step the record and the checkpoint the new attempt resumes from, so a delivery needs
-    /// no read of its own. Cancels a task whose cancel was requested and fails one whose
-    /// deliveries reached `max_deliveries`; a terminal record is left as it is (its memories
-    /// forgotten, as [`TaskStore::with_memory_cleanup`] says). `owner` names the keys those
-    /// endings refund and release; when it does not match the record, nothing is written
-    /// and the call is made again with the record's owner (one more round trip).
-    pub async fn take_over(
+    /// claim.lua, expecting `owner`, then once more with the record's own owner if the
+    /// script says the guess was wrong.
+    async fn claim_as(
         &self,
         id: TaskId,
         owner: &Owner,
