@@ -130,9 +130,7 @@ impl TaskStore {
         let mut inv = SUBMIT.prepare_invoke();
         let mut args: Vec<String> = Vec::with_capacity(40);
         for task in tasks {
-            args.clear();
             self.submit_keys_and_args(&mut inv, &mut args, task, limits);
-            inv.arg(args.len()).arg(&args);
         }
         let replies: Vec<Vec<String>> = inv.invoke_async(&mut self.conn.clone()).await?;
         if replies.len() != tasks.len() {
@@ -141,7 +139,10 @@ impl TaskStore {
         Ok(replies.iter().map(|r| parse_submit_reply(r)).collect())
     }
 
+    /// submit.lua's keys and counted arguments for one submission of a batch (`args` is
+    /// scratch space, reused across the batch).
     fn submit_keys_and_args(&self, inv: &mut Invocation<'_>, args: &mut Vec<String>, task: &NewTask, limits: &Limits) {
+        args.clear();
         let created_ms = task.created_at.timestamp_millis();
         let ttl_ms = i64::try_from(self.record_ttl.as_millis()).unwrap_or(i64::MAX);
         let quota_key = self.quota_key(&task.user_id, task.created_at);
@@ -178,6 +179,7 @@ impl TaskStore {
             self.keys.task_prefix(),
         ]);
         new_record_fields(args, &task.record(Some(quota_key)));
+        inv.arg(args.len()).arg(&*args);
     }
 
     /// Ends a submission whose envelope the broker never confirmed: the record is marked
