@@ -1,6 +1,6 @@
-//! Processing one delivery, from envelope to ack. The consumer loop calls [`process`],
-//! which settles the delivery with the [`Outcome`] of [`handle`]; tests call [`handle`]
-//! directly with a [`Received`] message.
+//! Processing one delivery, from envelope to ack: parse, take over, run, finish, settle.
+//! The consumer loop calls [`process`], which settles the delivery with the [`Outcome`] of
+//! [`handle`] (the rest); tests call [`handle`] directly with a [`Received`] message.
 //!
 //! Order of effects: the terminal status is written *before* the ack, so a worker that
 //! dies at any point loses nothing: the broker redelivers, and the record (terminal, or
@@ -10,7 +10,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::AMQPValue;
 use proto::TaskEnvelope;
-use proto::store::{Claimed, Finish, FinishOutcome, MemoryCleanup, Owner, StoreError, Takeover};
+use proto::store::{Claimed, Finish, FinishOutcome, MemoryCleanup, StoreError, Takeover};
 use proto::task::{TaskRecord, TaskStatus};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -97,93 +97,86 @@ pub async fn process(worker: &Worker, delivery: Delivery, stop: &CancellationTok
     outcome
 }
 
-/// Handles one message up to the decision how to settle it: parse, claim (fenced by the
-/// new attempt), resume from the checkpoint or start, run, write the terminal status.
+/// Handles one message up to the decision how to settle it: parse, take over (fenced by
+/// the new attempt), run from the checkpoint or the start, write the terminal status.
 pub async fn handle(worker: &Worker, msg: Received<'_>, stop: &CancellationToken) -> Outcome {
-    let envelope = match TaskEnvelope::parse(msg.data) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(error = %e, "invalid envelope; dead-lettering");
-            mark_invalid(worker, msg.data, msg.message_id).await;
-            return Outcome::DeadLettered;
-        }
+    let Some(envelope) = parse(worker, &msg).await else {
+        return Outcome::DeadLettered;
     };
+    let claimed = match take_over(worker, &envelope).await {
+        Ok(claimed) => claimed,
+        Err(outcome) => return outcome,
+    };
+    tracing::Span::current().record("attempt", claimed.attempt);
+
     let id = envelope.correlation_id;
-    let never = CancellationToken::new();
-
-    // One round trip on the common path: the claim script returns the record and the
-    // checkpoint with the new attempt.
-    let max = worker.settings.common.max_deliveries;
-    let claimed = match crate::retry::redis(&never, || take_over(worker, &envelope, max)).await {
-        Ok(Takeover::Claimed(c)) => *c,
-        Ok(Takeover::Terminal(status)) => {
-            tracing::info!(%status, "task already ended; acking without running");
-            // The agent that ended it may have died before cleaning up.
-            forget(worker, id).await;
-            return Outcome::Acked;
-        }
-        Ok(Takeover::GaveUp { attempts }) => {
-            tracing::warn!(attempts, "delivery limit reached; task failed, message dead-lettered");
-            forget(worker, id).await;
-            return Outcome::DeadLettered;
-        }
-        Ok(Takeover::Missing) => {
-            tracing::warn!("task record vanished before the claim; dead-lettering");
-            return Outcome::DeadLettered;
-        }
-        Err(e) => return store_failure(&e),
-    };
-    let Claimed { attempt, record, checkpoint } = claimed;
-    tracing::Span::current().record("attempt", attempt);
-
     worker.registry.start(id);
     // The broker dead-letters a message returned once more than its delivery limit, without
     // telling us: on the last delivery it allows, a task that would be handed back is failed
     // here instead, so its record does not stay `in_progress` with its quota reserved.
     let last = msg.delivery_count >= i64::from(worker.settings.common.max_deliveries);
-    let outcome = run_claimed(worker, &envelope, &record, attempt, checkpoint, stop, last).await;
+    let outcome = match run(worker, &envelope, &claimed, stop, last).await {
+        Ok(ended) => finish(worker, &envelope, &claimed, &ended).await,
+        Err(outcome) => outcome,
+    };
     worker.registry.finish(id);
     outcome
 }
 
-/// Claims the envelope's task, creating its record first when it has none (another
-/// producer published it): one round trip when the record exists.
-async fn take_over(worker: &Worker, envelope: &TaskEnvelope, max_deliveries: u32) -> Result<Takeover, StoreError> {
-    let store = &worker.store;
-    let id = envelope.correlation_id;
-    let owner = expected_owner(store, envelope);
-    let worker_id = &worker.settings.worker_id;
-    let first = store.take_over(id, &owner, worker_id, max_deliveries).await?;
-    if !matches!(first, Takeover::Missing) {
-        return Ok(first);
-    }
-    if store.adopt(envelope).await? {
-        tracing::info!("envelope had no task record; created one");
-    }
-    store.take_over(id, &expected_owner(store, envelope), worker_id, max_deliveries).await
-}
-
-/// The owner the envelope's record should have: the gateway's envelopes carry the user and
-/// the submission time the quota was reserved by; an adopted record has the envelope's
-/// user (or none) and no reservation. A wrong guess only costs the claim a second call.
-fn expected_owner(store: &proto::store::TaskStore, envelope: &TaskEnvelope) -> Owner {
-    match (&envelope.user_id, envelope.submitted_at) {
-        (Some(user), Some(at)) => Owner { user_id: user.clone(), quota_key: Some(store.quota_key(user, at)) },
-        (user, _) => Owner { user_id: user.clone().unwrap_or_default(), quota_key: None },
+/// The envelope, or `None` for an invalid one, whose record (when its id can be salvaged)
+/// is failed here; the message is then dead-lettered.
+async fn parse(worker: &Worker, msg: &Received<'_>) -> Option<TaskEnvelope> {
+    match TaskEnvelope::parse(msg.data) {
+        Ok(envelope) => Some(envelope),
+        Err(e) => {
+            tracing::warn!(error = %e, "invalid envelope; dead-lettering");
+            mark_invalid(worker, msg.data, msg.message_id).await;
+            None
+        }
     }
 }
 
-async fn run_claimed(
+/// The run this delivery took over, or how to settle a delivery that has none.
+async fn take_over(worker: &Worker, envelope: &TaskEnvelope) -> Result<Claimed, Outcome> {
+    let (worker_id, max) = (&worker.settings.worker_id, worker.settings.common.max_deliveries);
+    match crate::retry::redis(|| worker.store.take_over(envelope, worker_id, max)).await {
+        Ok(Takeover::Claimed(c)) => Ok(*c),
+        Ok(Takeover::Terminal(status)) => {
+            tracing::info!(%status, "task already ended; acking without running");
+            // The agent that ended it may have died before cleaning up.
+            forget(worker, envelope.correlation_id).await;
+            Err(Outcome::Acked)
+        }
+        Ok(Takeover::GaveUp { attempts }) => {
+            tracing::warn!(attempts, "delivery limit reached; task failed, message dead-lettered");
+            forget(worker, envelope.correlation_id).await;
+            Err(Outcome::DeadLettered)
+        }
+        Ok(Takeover::Missing) => {
+            tracing::warn!("task record vanished before the claim; dead-lettering");
+            Err(Outcome::DeadLettered)
+        }
+        Err(e) => Err(store_failure(&e)),
+    }
+}
+
+/// A run that reached a terminal status, for [`finish`] to write.
+struct Ended {
+    fin: Finish,
+    usage: Usage,
+}
+
+/// Runs the task from its checkpoint. `Err` is how to settle a run that ends without a
+/// terminal write of its own (fenced, interrupted, its record gone, Redis down), after
+/// what that takes (a re-created record, a give-up on the last delivery).
+async fn run(
     worker: &Worker,
     envelope: &TaskEnvelope,
-    record: &TaskRecord,
-    attempt: u32,
-    checkpoint: Option<String>,
+    claimed: &Claimed,
     stop: &CancellationToken,
     last: bool,
-) -> Outcome {
-    let store = &worker.store;
-    let never = CancellationToken::new();
+) -> Result<Ended, Outcome> {
+    let Claimed { attempt, record, checkpoint } = claimed;
     let state = match checkpoint.as_deref().map(LoopState::decode) {
         Some(Ok(s)) => {
             tracing::info!(from_tick = s.tick, "resuming from checkpoint");
@@ -197,12 +190,12 @@ async fn run_claimed(
     };
     tracing::info!(max_ticks = record.max_ticks, model = worker.model.name(), "task started");
     let run = Run {
-        store,
+        store: &worker.store,
         model: worker.model.as_ref(),
         tools: &worker.tools,
         memory: &worker.memory,
         record,
-        attempt,
+        attempt: *attempt,
         timeout: worker.settings.task_timeout,
         stop,
         meter: Meter::starting_at(state.usage),
@@ -210,27 +203,34 @@ async fn run_claimed(
     let end = run.execute(state).await;
     let usage = run.meter.total();
     let fin = match end {
-        RunEnd::Completed(result, ticks) => finish(TaskStatus::Completed, result, None, ticks, usage),
-        RunEnd::Cancelled(result, ticks) => finish(TaskStatus::Cancelled, result, None, ticks, usage),
-        RunEnd::TimedOut(result, ticks) => finish(TaskStatus::Failed, result, Some("timed out".into()), ticks, usage),
-        RunEnd::Failed(error, result, ticks) => finish(TaskStatus::Failed, result, Some(error), ticks, usage),
+        RunEnd::Completed(result, ticks) => terminal(TaskStatus::Completed, result, None, ticks, usage),
+        RunEnd::Cancelled(result, ticks) => terminal(TaskStatus::Cancelled, result, None, ticks, usage),
+        RunEnd::TimedOut(result, ticks) => terminal(TaskStatus::Failed, result, Some("timed out".into()), ticks, usage),
+        RunEnd::Failed(error, result, ticks) => terminal(TaskStatus::Failed, result, Some(error), ticks, usage),
         RunEnd::Fenced => {
             tracing::warn!("a newer delivery owns this task; stopping without writing");
-            return Outcome::Acked;
+            return Err(Outcome::Acked);
         }
-        RunEnd::Missing => return recreate(worker, envelope, last).await,
-        RunEnd::Interrupted if last => return give_up(worker, record, attempt).await,
+        RunEnd::Missing => return Err(recreate(worker, envelope, last).await),
+        RunEnd::Interrupted if last => return Err(give_up(worker, record, *attempt).await),
         RunEnd::Interrupted => {
             tracing::info!("interrupted; checkpoint saved, requeueing");
-            return Outcome::Requeued;
+            return Err(Outcome::Requeued);
         }
         RunEnd::Store(e) if last => {
             tracing::error!(error = %e, "task store unavailable on the last allowed delivery");
-            return give_up(worker, record, attempt).await;
+            return Err(give_up(worker, record, *attempt).await);
         }
-        RunEnd::Store(e) => return store_failure(&e),
+        RunEnd::Store(e) => return Err(store_failure(&e)),
     };
-    match crate::retry::redis(&never, || store.finish(record, Some(attempt), &fin)).await {
+    Ok(Ended { fin, usage })
+}
+
+/// The terminal write, fenced by the attempt; the delivery is acked once it is written.
+async fn finish(worker: &Worker, envelope: &TaskEnvelope, claimed: &Claimed, ended: &Ended) -> Outcome {
+    let Ended { fin, usage } = ended;
+    let (record, attempt) = (&claimed.record, claimed.attempt);
+    match crate::retry::redis(|| worker.store.finish(record, Some(attempt), fin)).await {
         Ok(FinishOutcome::Written) => {
             tracing::info!(status = %fin.status, ticks = fin.ticks_used.unwrap_or(0), total_tokens = usage.total_tokens, "task finished");
             metrics::counter!("agent_tasks_total", "status" => fin.status.as_str()).increment(1);
@@ -241,7 +241,7 @@ async fn run_claimed(
             tracing::warn!("terminal write refused (fenced or already terminal); acking");
             Outcome::Acked
         }
-        Ok(FinishOutcome::Missing) => finish_recreated(worker, envelope, &fin).await,
+        Ok(FinishOutcome::Missing) => finish_recreated(worker, envelope, fin).await,
         Err(e) => store_failure(&e),
     }
 }
@@ -252,8 +252,7 @@ async fn run_claimed(
 /// run again. On the broker's last allowed delivery it is dead-lettered instead, and the
 /// gateway's reconciler fails the re-created record from the dead-letter feed.
 async fn recreate(worker: &Worker, envelope: &TaskEnvelope, last: bool) -> Outcome {
-    let never = CancellationToken::new();
-    if let Err(e) = crate::retry::redis(&never, || worker.store.adopt(envelope)).await {
+    if let Err(e) = crate::retry::redis(|| worker.store.adopt(envelope)).await {
         return store_failure(&e);
     }
     metrics::counter!("agent_records_recreated_total").increment(1);
@@ -270,10 +269,9 @@ async fn recreate(worker: &Worker, envelope: &TaskEnvelope, last: bool) -> Outco
 /// The record vanished between the last tick and the terminal write: re-create it, take it
 /// over and write the result, so finished work is not thrown away.
 async fn finish_recreated(worker: &Worker, envelope: &TaskEnvelope, fin: &Finish) -> Outcome {
-    let store = &worker.store;
-    let never = CancellationToken::new();
-    let written = crate::retry::redis(&never, || async {
-        match take_over(worker, envelope, u32::MAX).await? {
+    let (store, worker_id) = (&worker.store, &worker.settings.worker_id);
+    let written = crate::retry::redis(|| async {
+        match store.take_over(envelope, worker_id, u32::MAX).await? {
             Takeover::Claimed(c) => store.finish(&c.record, Some(c.attempt), fin).await,
             _ => Ok(FinishOutcome::Refused),
         }
@@ -294,9 +292,9 @@ async fn finish_recreated(worker: &Worker, envelope: &TaskEnvelope, fin: &Finish
     }
 }
 
-/// The terminal write. The result is the contract's `{success, deliverables, notes, sources}`
-/// plus `usage`, the task's summed token counts.
-fn finish(
+/// What the terminal write writes. The result is the contract's `{success, deliverables,
+/// notes, sources}` plus `usage`, the task's summed token counts.
+fn terminal(
     status: TaskStatus,
     mut result: proto::TaskResult,
     error: Option<String>,

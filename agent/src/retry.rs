@@ -9,23 +9,47 @@ use tokio_util::sync::CancellationToken;
 /// How long a store write keeps retrying before the delivery is given back to the broker.
 pub const STORE_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
-/// Retries `op` on Redis errors with backoff for up to [`STORE_RETRY_BUDGET`]. Other
-/// errors, and a cancelled `stop`, end it at once.
-pub async fn redis<T, F, Fut>(stop: &CancellationToken, mut op: F) -> Result<T, StoreError>
+/// Retries `op` on Redis errors with backoff for up to [`STORE_RETRY_BUDGET`]; other errors
+/// end it at once. Nothing else interrupts it: it is for the writes a delivery cannot settle
+/// without (its take-over, its terminal write), where giving up early on a drain would hand
+/// back a task that is about to run or has already run.
+pub async fn redis<T, F, Fut>(op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    retry(None, op).await
+}
+
+/// [`redis`] that a cancelled `stop` also ends, at once: for a tick's progress, which an
+/// interrupted run can do without (it resumes from its last checkpoint).
+pub async fn redis_unless_stopped<T, F, Fut>(stop: &CancellationToken, op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    retry(Some(stop), op).await
+}
+
+async fn retry<T, F, Fut>(stop: Option<&CancellationToken>, mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
     let started = tokio::time::Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let stopped = || stop.is_some_and(CancellationToken::is_cancelled);
     loop {
         match op().await {
-            Err(StoreError::Redis(e)) if started.elapsed() < STORE_RETRY_BUDGET && !stop.is_cancelled() => {
+            Err(StoreError::Redis(e)) if started.elapsed() < STORE_RETRY_BUDGET && !stopped() => {
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis write failed; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = stop.cancelled() => return Err(StoreError::Redis(e)),
+                match stop {
+                    Some(stop) => tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stop.cancelled() => return Err(StoreError::Redis(e)),
+                    },
+                    None => tokio::time::sleep(delay).await,
                 }
             }
             other => return other,

@@ -248,7 +248,7 @@ impl Run<'_> {
     /// Writes the tick and checkpoint, riding out short Redis outages.
     async fn record_tick(&self, state: &LoopState, action: &str) -> Result<ProgressOutcome, StoreError> {
         let checkpoint = state.encode();
-        crate::retry::redis(self.stop, || {
+        crate::retry::redis_unless_stopped(self.stop, || {
             self.store.progress(self.record, self.attempt, state.tick, action, &checkpoint)
         })
         .await

@@ -5,10 +5,11 @@
 //! - [`task`]: the task record, its status machine and the client-facing `TaskResponse`.
 //! - [`envelope`]: the `TaskEnvelope` published to RabbitMQ.
 //! - [`keys`]: the one definition of every Redis key.
-//! - [`store`]: every atomic Redis write (Lua scripts) on task records, quota and events;
-//!   [`lua`] runs them by hash with a one-round-trip NOSCRIPT fallback, [`preload`] loads
-//!   them all at start.
-//! - [`reconcile`]: the reconciler's writes: confirmed marks, closing stuck submissions.
+//! - [`store`]: every atomic Redis write (Lua scripts) on task records, quota and events,
+//!   and the reads of them, a file per phase: submit (admit, abort, confirm), take over, run
+//!   (progress, finish, cancel), read (get, list, cursor), [`reconcile`] (the reconciler's
+//!   closes and lease); [`lua`] runs the scripts by hash with a one-round-trip NOSCRIPT
+//!   fallback, [`preload`] loads them all at start.
 //! - [`group_commit`]: concurrent callers' small writes batched into one script call.
 //! - [`presence`]: agent heartbeats and the live/busy agent count.
 //! - [`samples`]: the fleet's sampled history (`metrics:samples`) for the console.
@@ -35,7 +36,6 @@ pub mod lua;
 pub mod ops;
 pub mod preload;
 pub mod presence;
-pub mod reconcile;
 pub mod samples;
 pub mod serve;
 pub mod settings;
@@ -48,6 +48,9 @@ pub mod time;
 pub mod tls;
 pub mod topology;
 pub mod webhook_queue;
+
+// The reconciler's writes keep the path they had before the store was split by phase.
+pub use store::reconcile;
 
 pub use domain::{Mandate, MaxTicks, TaskId};
 pub use envelope::TaskEnvelope;

@@ -1,12 +1,18 @@
 -- A submission whose envelope the broker did not confirm: fail it and refund the whole
 -- reservation, but only while no agent has touched it (a publish that timed out may still
 -- have landed and been claimed; then the agent owns the task).
--- KEYS: the prelude's, then the unconfirmed index last (KEYS[#KEYS]: it stays right when the
--- prelude grows). ARGV: [1] error, [2] now, [3] record ttl, [4] task id
-redis.call('ZREM', KEYS[#KEYS], ARGV[4])
-if redis.call('HGET', KEYS[1], 'status') ~= 'in_queue' or redis.call('HGET', KEYS[1], 'attempt') ~= '0' then
+-- KEYS: the prelude's, then the unconfirmed index last (it stays last when the prelude grows).
+local unconfirmed_key = KEYS[#KEYS]
+local error_text = ARGV[1]
+local now = ARGV[2]
+local ttl = ARGV[3]
+local id = ARGV[4]
+-- Returns 1 when aborted, 0 when the task was already claimed or ended.
+
+redis.call('ZREM', unconfirmed_key, id)
+if redis.call('HGET', task_key, 'status') ~= 'in_queue' or redis.call('HGET', task_key, 'attempt') ~= '0' then
   return 0
 end
-finish('failed', nil, ARGV[1], 0, ARGV[2], ARGV[3])
+finish('failed', nil, error_text, 0, now, ttl)
 release_claim()
 return 1

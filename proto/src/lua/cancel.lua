@@ -1,16 +1,20 @@
--- ARGV: [1] now, [2] record ttl
+-- A client cancels: a queued task ends at once, a running one is asked to stop.
+-- KEYS: the prelude's.
+local now = ARGV[1]
+local ttl = ARGV[2]
 -- Returns {'missing'} | {'terminal', status} | {'cancelled'} | {'requested'}
-local st = redis.call('HGET', KEYS[1], 'status')
+
+local st = redis.call('HGET', task_key, 'status')
 if not st then
   return {'missing'}
 end
 if is_terminal(st) then
   return {'terminal', st}
 end
-redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'updated_at', ARGV[1])
+redis.call('HSET', task_key, 'cancel_requested', '1', 'updated_at', now)
 if st == 'in_queue' then
-  finish('cancelled', CANCELLED_UNSTARTED, nil, 0, ARGV[1], ARGV[2])
+  finish('cancelled', CANCELLED_UNSTARTED, nil, 0, now, ttl)
   return {'cancelled'}
 end
-emit(ARGV[2], 'status', st, 'cancel_requested', '1', 'at', ARGV[1])
+emit(ttl, 'status', st, 'cancel_requested', '1', 'at', now)
 return {'requested'}

@@ -1,15 +1,24 @@
 -- A delivery takes the task over; its attempt number becomes the fencing token.
--- KEYS: the prelude's, [2], [5] and [6] derived from the owner the caller expects (ARGV[5],
--- ARGV[6]), and [8] the task's Redis memories.
--- ARGV: [1] worker id, [2] now, [3] max deliveries, [4] record ttl, [5] expected user id,
--- [6] expected quota key ('' = none), [7] memories: '' leave, '0' delete, n keep n seconds
+-- KEYS: the prelude's, the quota, user tasks and active set named from the owner the caller
+-- expects (expected_user, expected_quota_key), then:
+local memory_key = KEYS[8]
+local worker_id = ARGV[1]
+local now = ARGV[2]
+local max_deliveries = tonumber(ARGV[3])
+local ttl = ARGV[4]
+local expected_user = ARGV[5]
+-- '' = none
+local expected_quota_key = ARGV[6]
+-- '' leave, '0' delete, n keep n seconds
+local memories = ARGV[7]
 -- Returns {'missing'} | {'terminal', status} | {'gave_up', attempts}
 --   | {'rekey', user id, quota key} (the owner keys were wrong and this would end the task:
 --     nothing written, call again with these)
 --   | {'claimed', attempt, has checkpoint (0|1), checkpoint or '', field, value, ...}: the
 --     record as the claim left it and the checkpoint the new attempt resumes from, read in
 --     the same step that made it the owner.
-local flat = redis.call('HGETALL', KEYS[1])
+
+local flat = redis.call('HGETALL', task_key)
 if #flat == 0 then
   return {'missing'}
 end
@@ -20,35 +29,35 @@ end
 local st = h['status']
 if is_terminal(st) then
   -- The run that ended it may have died before its memories were forgotten.
-  forget_memory(ARGV[7])
+  forget_memory(memory_key, memories)
   return {'terminal', st}
 end
 local attempt = tonumber(h['attempt'] or '0')
 local cancel = h['cancel_requested'] == '1'
-local give_up = attempt >= tonumber(ARGV[3])
-if (cancel or give_up) and ((h['user_id'] or '') ~= ARGV[5] or (h['quota_key'] or '') ~= ARGV[6]) then
+local give_up = attempt >= max_deliveries
+if (cancel or give_up) and ((h['user_id'] or '') ~= expected_user or (h['quota_key'] or '') ~= expected_quota_key) then
   return {'rekey', h['user_id'] or '', h['quota_key'] or ''}
 end
 if cancel then
-  finish('cancelled', CANCELLED_INTERRUPTED, nil, nil, ARGV[2], ARGV[4], ARGV[7])
+  finish('cancelled', CANCELLED_INTERRUPTED, nil, nil, now, ttl, memory_key, memories)
   return {'terminal', 'cancelled'}
 end
 if give_up then
-  finish('failed', nil, 'gave up after ' .. attempt .. ' deliveries', nil, ARGV[2], ARGV[4], ARGV[7])
+  finish('failed', nil, 'gave up after ' .. attempt .. ' deliveries', nil, now, ttl, memory_key, memories)
   return {'gave_up', attempt}
 end
 attempt = attempt + 1
-redis.call('HSET', KEYS[1], 'status', 'in_progress', 'attempt', attempt, 'worker_id', ARGV[1], 'updated_at', ARGV[2])
+redis.call('HSET', task_key, 'status', 'in_progress', 'attempt', attempt, 'worker_id', worker_id, 'updated_at', now)
 h['status'] = 'in_progress'
 h['attempt'] = tostring(attempt)
-h['worker_id'] = ARGV[1]
-h['updated_at'] = ARGV[2]
+h['worker_id'] = worker_id
+h['updated_at'] = now
 if not h['started_at'] then
-  redis.call('HSET', KEYS[1], 'started_at', ARGV[2])
-  h['started_at'] = ARGV[2]
+  redis.call('HSET', task_key, 'started_at', now)
+  h['started_at'] = now
 end
-emit(ARGV[4], 'status', 'in_progress', 'attempt', attempt, 'at', ARGV[2])
-local cp = redis.call('GET', KEYS[4])
+emit(ttl, 'status', 'in_progress', 'attempt', attempt, 'at', now)
+local cp = redis.call('GET', checkpoint_key)
 local reply = {'claimed', attempt, cp and 1 or 0, cp or ''}
 for k, v in pairs(h) do
   reply[#reply + 1] = k

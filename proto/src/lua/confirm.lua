@@ -1,13 +1,16 @@
 -- The broker confirmed these envelopes (one call for a batch of them; see group_commit.rs):
 -- take each task out of the unconfirmed index so the reconciler leaves it alone, and turn
 -- its idempotency claim (if any) from pending to done so replays return the task instead of 409.
--- KEYS: [1] unconfirmed index, [2..] task records. ARGV: task ids, in KEYS' order from KEYS[2].
+local unconfirmed_key = KEYS[1]
+-- KEYS[2..]: the task records; ARGV: their task ids, in the same order (ARGV[i] is KEYS[i + 1]'s).
+local ids = ARGV
 -- Returns one integer per task: 0 when the record was already closed without running (the
 -- undo or the reconciler got there first: the client must not be told it was accepted), else 1.
+
 local out = {}
-for i, id in ipairs(ARGV) do
+for i, id in ipairs(ids) do
   local task = KEYS[i + 1]
-  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', unconfirmed_key, id)
   local st = redis.call('HGET', task, 'status')
   if st == 'failed' and redis.call('HGET', task, 'attempt') == '0' then
     out[i] = 0

@@ -1,9 +1,23 @@
--- Write a terminal status. ARGV: [1] attempt ('*' = unfenced, for invalid envelopes),
--- [2] status, [3] result JSON or '', [4] error or '', [5] ticks used or '', [6] now, [7] record ttl,
--- [8] the task's memories (KEYS[8]): '' leave, '0' delete, n keep n more seconds
+-- Write a terminal status, fenced by the attempt.
+-- KEYS: the prelude's, then:
+local memory_key = KEYS[8]
+-- '*' = unfenced, for invalid envelopes
+local fence = ARGV[1]
+local status = ARGV[2]
+-- JSON or ''
+local result = ARGV[3]
+-- '' = none
+local error_text = ARGV[4]
+-- '' = keep what progress recorded
+local ticks_used = ARGV[5]
+local now = ARGV[6]
+local ttl = ARGV[7]
+-- '' leave, '0' delete, n keep n more seconds
+local memories = ARGV[8]
 -- Returns 1 when written, 0 when refused (already terminal, or fenced), -1 when the record is gone.
 -- A refused write touches nothing, the memories included.
-local f = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+
+local f = redis.call('HMGET', task_key, 'status', 'attempt')
 local st = f[1]
 if not st then
   return -1
@@ -11,12 +25,12 @@ end
 if is_terminal(st) then
   return 0
 end
-if ARGV[1] ~= '*' and (st ~= 'in_progress' or f[2] ~= ARGV[1]) then
+if fence ~= '*' and (st ~= 'in_progress' or f[2] ~= fence) then
   return 0
 end
 local used = nil
-if ARGV[5] ~= '' then
-  used = tonumber(ARGV[5])
+if ticks_used ~= '' then
+  used = tonumber(ticks_used)
 end
-finish(ARGV[2], ARGV[3], ARGV[4], used, ARGV[6], ARGV[7], ARGV[8])
+finish(status, result, error_text, used, now, ttl, memory_key, memories)
 return 1

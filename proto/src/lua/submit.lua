@@ -2,59 +2,84 @@
 -- per-user rate limit (GCRA), active-task cap, daily tick quota, then the writes. One call
 -- carries a batch of concurrent submissions (group_commit.rs); each gets its own outcome,
 -- exactly as if it had been a call of its own, in the order given.
--- KEYS: 8 per submission: [1] task, [2] user tasks, [3] quota, [4] events, [5] idempotency
---       claim, [6] rate, [7] active tasks, [8] unconfirmed index
--- ARGV: per submission, its argument count n, then n arguments:
---       [1] daily limit (<= 0: unlimited), [2] cost, [3] quota ttl, [4] record ttl,
---       [5] created ms (score), [6] task id, [7] now, [8] prune cutoff ms,
---       [9] idempotency claim value ('' = no key), [10] idempotency ttl s,
---       [11] rate emission interval ms (0 = off), [12] burst, [13] max active (0 = off),
---       [14] task key prefix (to prune finished ids from the active set), [15..] record fields
+-- KEYS: KEYS_PER_SUBMISSION per submission; ARGV: per submission, its argument count n, then
+-- its n arguments. Both are named in admit().
+local KEYS_PER_SUBMISSION = 8
 -- Returns one reply per submission: {'accepted', remaining} | {'over_quota', remaining} |
 --         {'duplicate', claim} | {'rate_limited', retry ms} | {'too_many_active', count};
 --         remaining is -1 when unlimited.
 
 local function admit(K, A)
+  local task_key = K[1]
+  local user_tasks_key = K[2]
+  local quota_key = K[3]
+  local events_key = K[4]
+  local claim_key = K[5]
+  local rate_key = K[6]
+  local active_key = K[7]
+  local unconfirmed_key = K[8]
+  -- <= 0: unlimited
+  local daily_limit = tonumber(A[1])
+  local cost = tonumber(A[2])
+  local quota_ttl = A[3]
+  local ttl = A[4]
+  -- the task's score in the user's list and the unconfirmed index
+  local created_ms = A[5]
+  local id = A[6]
+  local now = A[7]
+  -- the user's list drops ids scored below this (their records have expired)
+  local prune_before_ms = A[8]
+  -- '' = no idempotency key
+  local claim = A[9]
+  local claim_ttl = A[10]
+  -- the rate limit's emission interval (0 = off)
+  local emission_ms = tonumber(A[11])
+  local burst = tonumber(A[12])
+  -- 0 = off
+  local max_active = tonumber(A[13])
+  -- to prune finished ids from the active set
+  local task_prefix = A[14]
+  -- A[15..]: the record's fields, name then value
+  local FIELDS = 15
+
   -- 1. A replayed key returns the claim and touches nothing else (no rate, no quota).
-  if A[9] ~= '' then
-    local claim = redis.call('GET', K[5])
-    if claim then
-      return {'duplicate', claim}
+  if claim ~= '' then
+    local held = redis.call('GET', claim_key)
+    if held then
+      return {'duplicate', held}
     end
   end
 
   -- 2. GCRA: one submission per emission interval, `burst` at once. Redis's clock, so every
   -- gateway replica sees the same time.
-  local emission = tonumber(A[11])
-  if emission > 0 then
+  if emission_ms > 0 then
     local t = redis.call('TIME')
     local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    local tat = tonumber(redis.call('GET', K[6]) or '0')
+    local tat = tonumber(redis.call('GET', rate_key) or '0')
     if tat < now_ms then
       tat = now_ms
     end
-    local new_tat = tat + emission
-    local allow_at = new_tat - emission * tonumber(A[12])
+    local new_tat = tat + emission_ms
+    local allow_at = new_tat - emission_ms * burst
     if allow_at > now_ms then
       return {'rate_limited', tostring(allow_at - now_ms)}
     end
-    redis.call('SET', K[6], new_tat, 'PX', new_tat - now_ms)
+    redis.call('SET', rate_key, new_tat, 'PX', new_tat - now_ms)
   end
 
   -- 3. Active cap. Ids of tasks that ended are removed by the finishing scripts; a record
   -- that expired or was lost without finishing would hold a slot forever, so at the cap the
   -- set is checked against the records before refusing.
-  local max_active = tonumber(A[13])
   if max_active > 0 then
-    local n = redis.call('SCARD', K[7])
+    local n = redis.call('SCARD', active_key)
     if n >= max_active then
-      for _, id in ipairs(redis.call('SMEMBERS', K[7])) do
-        local st = redis.call('HGET', A[14] .. id, 'status')
+      for _, member in ipairs(redis.call('SMEMBERS', active_key)) do
+        local st = redis.call('HGET', task_prefix .. member, 'status')
         if not st or st == 'completed' or st == 'failed' or st == 'cancelled' then
-          redis.call('SREM', K[7], id)
+          redis.call('SREM', active_key, member)
         end
       end
-      n = redis.call('SCARD', K[7])
+      n = redis.call('SCARD', active_key)
       if n >= max_active then
         return {'too_many_active', tostring(n)}
       end
@@ -62,43 +87,42 @@ local function admit(K, A)
   end
 
   -- 4. Daily tick quota.
-  local limit = tonumber(A[1])
-  local cost = tonumber(A[2])
   local remaining = -1
-  if limit > 0 then
-    local used = tonumber(redis.call('GET', K[3]) or '0')
-    if used + cost > limit then
-      return {'over_quota', tostring(math.max(limit - used, 0))}
+  if daily_limit > 0 then
+    local used = tonumber(redis.call('GET', quota_key) or '0')
+    if used + cost > daily_limit then
+      return {'over_quota', tostring(math.max(daily_limit - used, 0))}
     end
-    remaining = limit - used - cost
+    remaining = daily_limit - used - cost
   end
 
   -- 5. Writes.
-  redis.call('INCRBY', K[3], cost)
-  redis.call('EXPIRE', K[3], A[3])
-  redis.call('HSET', K[1], unpack(A, 15))
-  if A[9] ~= '' then
-    redis.call('SET', K[5], A[9], 'EX', A[10])
-    redis.call('HSET', K[1], 'idem_key', K[5])
+  redis.call('INCRBY', quota_key, cost)
+  redis.call('EXPIRE', quota_key, quota_ttl)
+  redis.call('HSET', task_key, unpack(A, FIELDS))
+  if claim ~= '' then
+    redis.call('SET', claim_key, claim, 'EX', claim_ttl)
+    redis.call('HSET', task_key, 'idem_key', claim_key)
   end
-  redis.call('EXPIRE', K[1], A[4])
-  redis.call('ZREMRANGEBYSCORE', K[2], '-inf', '(' .. A[8])
-  redis.call('ZADD', K[2], A[5], A[6])
-  redis.call('EXPIRE', K[2], A[4])
-  redis.call('SADD', K[7], A[6])
-  redis.call('EXPIRE', K[7], A[4])
+  redis.call('EXPIRE', task_key, ttl)
+  redis.call('ZREMRANGEBYSCORE', user_tasks_key, '-inf', '(' .. prune_before_ms)
+  redis.call('ZADD', user_tasks_key, created_ms, id)
+  redis.call('EXPIRE', user_tasks_key, ttl)
+  redis.call('SADD', active_key, id)
+  redis.call('EXPIRE', active_key, ttl)
   -- Until the broker confirms, the reconciler may close it (see confirm.lua, reconcile_unconfirmed.lua).
-  redis.call('ZADD', K[8], A[5], A[6])
-  redis.call('XADD', K[4], 'MAXLEN', '~', '1000', '*', 'status', 'in_queue', 'at', A[7])
-  redis.call('EXPIRE', K[4], A[4])
+  redis.call('ZADD', unconfirmed_key, created_ms, id)
+  redis.call('XADD', events_key, 'MAXLEN', '~', '1000', '*', 'status', 'in_queue', 'at', now)
+  redis.call('EXPIRE', events_key, ttl)
   return {'accepted', tostring(remaining)}
 end
 
 local out = {}
 local a = 1
-for t = 0, #KEYS / 8 - 1 do
+local k = KEYS_PER_SUBMISSION
+for t = 0, #KEYS / k - 1 do
   local n = tonumber(ARGV[a])
-  local K = {unpack(KEYS, t * 8 + 1, t * 8 + 8)}
+  local K = {unpack(KEYS, t * k + 1, t * k + k)}
   local A = {unpack(ARGV, a + 1, a + n)}
   a = a + n + 1
   out[t + 1] = admit(K, A)

@@ -1,0 +1,120 @@
+//! A task about to be submitted (by the gateway, or adopted from an envelope another
+//! producer published) and the record it starts as.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::TaskId;
+use crate::task::{TaskRecord, TaskStatus};
+use crate::time::rfc3339;
+
+/// A task about to be submitted.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub id: TaskId,
+    pub user_id: String,
+    pub mandate: String,
+    pub max_ticks: u32,
+    pub created_at: DateTime<Utc>,
+    /// The client's `Idempotency-Key` and a fingerprint of what it asked for.
+    pub idempotency: Option<Idempotency>,
+    /// Announce the end of the task here (checked by the address policy before submit).
+    pub webhook_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    /// Equal for equal requests (hex SHA-256 of the normalised request).
+    pub fingerprint: String,
+}
+
+impl NewTask {
+    /// A task created now, with no idempotency key and no webhook.
+    pub fn new(user_id: impl Into<String>, mandate: impl Into<String>, max_ticks: u32) -> Self {
+        Self {
+            id: TaskId::new(),
+            user_id: user_id.into(),
+            mandate: mandate.into(),
+            max_ticks,
+            created_at: Utc::now(),
+            idempotency: None,
+            webhook_url: None,
+        }
+    }
+
+    /// The task of an envelope that arrived without a record (another producer published
+    /// it). Without a user id it has no owner and is listed under nobody.
+    pub fn from_envelope(env: &crate::TaskEnvelope) -> Self {
+        Self {
+            id: env.correlation_id,
+            user_id: env.user_id.clone().unwrap_or_default(),
+            mandate: env.mandate.clone(),
+            max_ticks: env.max_ticks,
+            created_at: env.submitted_at.unwrap_or_else(Utc::now),
+            idempotency: None,
+            webhook_url: None,
+        }
+    }
+
+    /// The envelope published for this task (the inverse of [`Self::from_envelope`]).
+    pub fn envelope(&self) -> crate::TaskEnvelope {
+        crate::TaskEnvelope {
+            correlation_id: self.id,
+            mandate: self.mandate.clone(),
+            max_ticks: self.max_ticks,
+            user_id: Some(self.user_id.clone()),
+            submitted_at: Some(self.created_at),
+            v: Some(crate::envelope::ENVELOPE_VERSION),
+        }
+    }
+
+    /// The task's first record, `in_queue` with nothing used: what submit and adopt write,
+    /// and (as [`TaskRecord::to_response`]) the body of the `202`.
+    pub fn record(&self, quota_key: Option<String>) -> TaskRecord {
+        let now = rfc3339(self.created_at);
+        TaskRecord {
+            id: self.id,
+            user_id: self.user_id.clone(),
+            status: TaskStatus::InQueue,
+            mandate: self.mandate.clone(),
+            max_ticks: self.max_ticks,
+            tick: None,
+            ticks_used: 0,
+            result: None,
+            error: None,
+            attempt: 0,
+            created_at: now.clone(),
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            worker_id: None,
+            cancel_requested: false,
+            quota_key,
+            webhook_url: self.webhook_url.clone(),
+        }
+    }
+}
+
+/// The hash fields of a new record, as submit.lua and adopt.lua `HSET` them.
+pub(super) fn new_record_fields(args: &mut Vec<String>, rec: &TaskRecord) {
+    let max_ticks = rec.max_ticks.to_string();
+    let fields = [
+        ("user_id", rec.user_id.as_str()),
+        ("status", rec.status.as_str()),
+        ("mandate", rec.mandate.as_str()),
+        ("max_ticks", max_ticks.as_str()),
+        ("attempt", "0"),
+        ("ticks_used", "0"),
+        ("cancel_requested", "0"),
+        ("created_at", rec.created_at.as_str()),
+        ("updated_at", rec.updated_at.as_str()),
+    ];
+    for (k, v) in fields {
+        args.extend([k.to_owned(), v.to_owned()]);
+    }
+    for (k, v) in [("quota_key", &rec.quota_key), ("webhook_url", &rec.webhook_url)] {
+        if let Some(v) = v {
+            args.extend([k.to_owned(), v.clone()]);
+        }
+    }
+}
