@@ -35,7 +35,13 @@ pub struct LoopState {
     /// Tokens used so far, so a resumed task's meter starts where the last one stopped.
     #[serde(default)]
     pub usage: Usage,
+    /// URLs search results showed the model (a result may cite them beside the pages read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shown: Vec<String>,
 }
+
+/// Search-result URLs kept for checking sources; a long task keeps its latest.
+const SHOWN_LIMIT: usize = 200;
 
 /// One finished tick as the model will see it in later prompts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +97,18 @@ impl LoopState {
         }
     }
 
+    /// Remembers URLs a search showed, once each.
+    pub fn add_shown(&mut self, urls: impl IntoIterator<Item = String>) {
+        for url in urls {
+            if !self.shown.contains(&url) {
+                self.shown.push(url);
+            }
+        }
+        if self.shown.len() > SHOWN_LIMIT {
+            self.shown.drain(..self.shown.len() - SHOWN_LIMIT);
+        }
+    }
+
     /// Records a page once (by URL) in the sources and the pages read.
     pub fn add_page(&mut self, page: PageNote) {
         if !self.sources.contains(&page.url) {
@@ -126,7 +144,10 @@ mod tests {
         assert_eq!(s.pages[0].first_paragraph.as_deref(), Some("Zebra stripes deter biting flies."));
         assert_eq!(s.pages[1].first_paragraph, None);
         assert_eq!(s.memories, 7);
-        assert_eq!(s.usage, Usage { prompt_tokens: 1234, completion_tokens: 56, total_tokens: 1290, model_calls: 4 });
+        assert_eq!(
+            s.usage,
+            Usage { prompt_tokens: 1234, completion_tokens: 56, total_tokens: 1290, model_calls: 4, failed_calls: 0 }
+        );
         assert_eq!(LoopState::decode(EMPTY.trim_end()).expect("decodes"), LoopState::default());
     }
 

@@ -125,12 +125,19 @@ impl Embedder for ApiEmbedder {
                 input: EmbeddingInput::StringArray(input),
                 ..Default::default()
             };
-            let reply = self.client.embeddings().create(request).await?;
+            let (reply, attempts) = crate::model::http::counted(self.client.embeddings().create(request)).await;
+            let calls = Usage { model_calls: attempts.sent(), failed_calls: attempts.failed(), ..Usage::default() };
+            let reply = match reply {
+                Ok(reply) => reply,
+                Err(e) => {
+                    meter.add(calls);
+                    return Err(e.into());
+                }
+            };
             meter.add(Usage {
                 prompt_tokens: u64::from(reply.usage.prompt_tokens),
-                completion_tokens: 0,
                 total_tokens: u64::from(reply.usage.total_tokens),
-                model_calls: 1,
+                ..calls
             });
             let mut data = reply.data;
             if data.len() != batch.len() {

@@ -45,6 +45,7 @@ pub mod retry;
 pub mod text;
 pub mod tick;
 pub mod tools;
+pub mod vet;
 pub mod worker;
 
 use std::sync::Arc;

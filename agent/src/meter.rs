@@ -30,9 +30,13 @@ mod tests {
 
     #[test]
     fn meter_sums_from_its_start() {
-        let start = Usage { prompt_tokens: 10, completion_tokens: 2, total_tokens: 12, model_calls: 1 };
+        let start =
+            Usage { prompt_tokens: 10, completion_tokens: 2, total_tokens: 12, model_calls: 1, failed_calls: 0 };
         let m = Meter::starting_at(start);
-        m.add(Usage { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6, model_calls: 1 });
-        assert_eq!(m.total(), Usage { prompt_tokens: 15, completion_tokens: 3, total_tokens: 18, model_calls: 2 });
+        m.add(Usage { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6, model_calls: 1, failed_calls: 0 });
+        assert_eq!(
+            m.total(),
+            Usage { prompt_tokens: 15, completion_tokens: 3, total_tokens: 18, model_calls: 2, failed_calls: 0 }
+        );
     }
 }

@@ -87,7 +87,10 @@ impl Run<'_> {
     async fn race<T>(&self, deadline: Instant, f: impl Future<Output = T>) -> Race<T> {
         tokio::select! {
             v = f => Race::Done(v),
-            () = tokio::time::sleep_until(deadline) => Race::TimedOut,
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(limit_s = self.timeout.as_secs(), "task deadline reached (TASK_TIMEOUT_SECONDS); ending it with what it has");
+                Race::TimedOut
+            }
             () = self.stop.cancelled() => Race::Stopped,
         }
     }
@@ -157,7 +160,14 @@ impl Run<'_> {
         while state.tick < max_ticks {
             let memories =
                 raced!(state, self.race(deadline, self.recall(&state, &recall_query(&state, mandate))).await);
-            let view = View { mandate, max_ticks, state: &state, memories: &memories, meter: &self.meter };
+            let view = View {
+                mandate,
+                max_ticks,
+                state: &state,
+                memories: &memories,
+                meter: &self.meter,
+                search: self.tools.can_search(),
+            };
             let decided = raced!(state, self.model_call(deadline, || self.model.decide(&view)).await);
             let tick = state.tick + 1;
             let (action, decision) = match decided {
@@ -177,7 +187,9 @@ impl Run<'_> {
                     if let Some(n) = d.notes {
                         state.notes.push(n);
                     }
-                    if let Some(x) = d.deliverable {
+                    if let Some(x) = d.deliverable
+                        && crate::vet::new_deliverable(&state.deliverables, &x)
+                    {
                         state.deliverables.push(x);
                     }
                     learned.extend(d.remember.into_iter().map(|text| NewMemory {
@@ -194,6 +206,7 @@ impl Run<'_> {
             if let Some(page) = outcome.page {
                 state.add_page(page);
             }
+            state.add_shown(outcome.shown);
             let observation = if action_name == "invalid" {
                 "the reply was not a valid action; this tick was lost".into()
             } else {
@@ -216,7 +229,14 @@ impl Run<'_> {
             }
         }
         let memories = raced!(state, self.race(deadline, self.recall(&state, mandate)).await);
-        let view = View { mandate, max_ticks, state: &state, memories: &memories, meter: &self.meter };
+        let view = View {
+            mandate,
+            max_ticks,
+            state: &state,
+            memories: &memories,
+            meter: &self.meter,
+            search: self.tools.can_search(),
+        };
         match raced!(state, self.model_call(deadline, || self.model.synthesize(&view)).await) {
             Ok(mut result) => {
                 // A model that forgets the lists still delivered what the loop collected.
@@ -226,7 +246,7 @@ impl Run<'_> {
                 if result.sources.is_empty() {
                     result.sources = state.sources.clone();
                 }
-                RunEnd::Completed(result, state.tick)
+                RunEnd::Completed(crate::vet::result(result, &state), state.tick)
             }
             Err(ModelError::Malformed(reason)) => {
                 let notes =

@@ -76,8 +76,16 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
-    /// Requests that reached the API and returned a reply (retries included).
+    /// Requests sent to the model API, retries and failures included: what the API saw.
     pub model_calls: u64,
+    /// Of those, the ones that brought no usable reply (an error status, a timeout, a
+    /// connection that failed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_calls: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -86,6 +94,7 @@ impl Usage {
         self.completion_tokens += other.completion_tokens;
         self.total_tokens += other.total_tokens;
         self.model_calls += other.model_calls;
+        self.failed_calls += other.failed_calls;
     }
 }
 

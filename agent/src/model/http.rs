@@ -7,12 +7,18 @@
 //!   so a 401 ends the task after one request instead of retrying forever.
 //!
 //! Every request has the client's timeout (`LLM_TIMEOUT_SECONDS`); the total time spent
-//! here is bounded by the retry count and the caps.
+//! here is bounded by the retry count and the caps. A timeout is logged as one, with the
+//! time it took and the limit.
+//!
+//! Every request sent is counted for the task that sent it ([`counted`]), whether it
+//! succeeded or not, so a task's `usage.model_calls` is what the API saw.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_openai::error::OpenAIError;
 use async_openai::middleware::{HttpRequestFactory, ReqwestService};
@@ -42,11 +48,54 @@ impl RetryPolicy {
 pub struct RetryingTransport {
     inner: ReqwestService,
     policy: RetryPolicy,
+    /// The client's per-request timeout, for the log.
+    timeout: Duration,
 }
 
 impl RetryingTransport {
-    pub fn new(client: reqwest::Client, policy: RetryPolicy) -> Self {
-        Self { inner: ReqwestService::new(client), policy }
+    pub fn new(client: reqwest::Client, policy: RetryPolicy, timeout: Duration) -> Self {
+        Self { inner: ReqwestService::new(client), policy, timeout }
+    }
+}
+
+/// Requests sent while a [`counted`] future ran, and how many of them failed.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    sent: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Attempts {
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+tokio::task_local! {
+    // The calling task's counter: the transport is shared by every task of the process, and
+    // async-openai gives it no per-call context, but it runs inside the caller's future.
+    static ATTEMPTS: Arc<Attempts>;
+}
+
+/// Runs `f` (one client call), counting the requests the transport sends for it.
+pub async fn counted<F: Future>(f: F) -> (F::Output, Arc<Attempts>) {
+    let attempts = Arc::new(Attempts::default());
+    let out = ATTEMPTS.scope(attempts.clone(), f).await;
+    (out, attempts)
+}
+
+/// What went wrong with one request, as a short closed-set word for logs and metrics.
+fn failure(result: &Result<Response, OpenAIError>) -> Option<String> {
+    match result {
+        Ok(r) if r.status().is_success() => None,
+        Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
+        Err(OpenAIError::Reqwest(e)) if e.is_timeout() => Some("timeout".into()),
+        Err(OpenAIError::Reqwest(e)) if e.is_connect() => Some("connection failed".into()),
+        Err(_) => Some("request failed".into()),
     }
 }
 
@@ -90,21 +139,36 @@ impl tower::Service<HttpRequestFactory> for RetryingTransport {
     fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
         let inner = self.inner.clone();
         let policy = self.policy;
+        let limit = self.timeout;
         Box::pin(async move {
             let mut backoff = Backoff::new(policy.base, policy.cap);
             let mut retries = 0;
             loop {
+                let started = Instant::now();
                 let result = inner.clone().oneshot(request.clone()).await;
+                let failed = failure(&result);
+                let _ = ATTEMPTS.try_with(|a| {
+                    a.sent.fetch_add(1, Ordering::Relaxed);
+                    if failed.is_some() {
+                        a.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                if failed.as_deref() == Some("timeout") {
+                    tracing::warn!(
+                        elapsed_ms,
+                        limit_s = limit.as_secs(),
+                        "model API call timed out (LLM_TIMEOUT_SECONDS)"
+                    );
+                }
                 if retries >= policy.max_retries || !retryable(&result) {
                     return result;
                 }
                 let asked = result.as_ref().ok().and_then(|r| retry_after(r.headers()));
                 let delay = asked.unwrap_or_else(|| backoff.next_delay());
-                let status = result.as_ref().ok().map(|r| r.status().as_u16());
-                let error = result.as_ref().err().map(ToString::to_string);
                 tracing::warn!(
-                    ?status,
-                    error,
+                    failure = failed.as_deref().unwrap_or("unknown"),
+                    elapsed_ms,
                     retry = retries + 1,
                     of = policy.max_retries,
                     delay_ms = delay.as_millis() as u64,

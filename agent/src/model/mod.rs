@@ -65,6 +65,8 @@ pub struct View<'a> {
     pub memories: &'a [Recalled],
     /// Where the model adds the tokens each call used, failed calls included.
     pub meter: &'a Meter,
+    /// Whether a search provider is configured: without one, `search` is not offered.
+    pub search: bool,
 }
 
 /// What caused a model error: the client's error, kept for the log's cause chain.

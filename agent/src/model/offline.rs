@@ -168,7 +168,7 @@ mod tests {
         let mut state = LoopState::default();
         let mut out = Vec::new();
         loop {
-            let view = View { mandate, max_ticks, state: &state, memories: &[], meter: &meter };
+            let view = View { mandate, max_ticks, state: &state, memories: &[], meter: &meter, search: false };
             let d = m.decide(&view).await.expect("offline");
             out.push(d.action.clone());
             if d.action == Action::Exit {
@@ -186,8 +186,14 @@ mod tests {
             assert_eq!(a.len() as u32 - 1, expect_thinks, "max_ticks {max_ticks}");
         }
         let meter = Meter::default();
-        let view =
-            View { mandate: "find things", max_ticks: 3, state: &LoopState::default(), memories: &[], meter: &meter };
+        let view = View {
+            mandate: "find things",
+            max_ticks: 3,
+            state: &LoopState::default(),
+            memories: &[],
+            meter: &meter,
+            search: false,
+        };
         let r = m.synthesize(&view).await.expect("ok");
         assert!(r.success && r.notes.contains("OFFLINE DEMO MODEL"));
     }
@@ -214,7 +220,7 @@ mod tests {
             first_paragraph: Some("First paragraph.".into()),
         });
         let meter = Meter::default();
-        let view = View { mandate, max_ticks: 10, state: &state, memories: &[], meter: &meter };
+        let view = View { mandate, max_ticks: 10, state: &state, memories: &[], meter: &meter, search: false };
         let r = model(1).synthesize(&view).await.expect("ok");
         assert_eq!(r.deliverables, vec!["A: First paragraph.".to_owned()]);
         assert_eq!(r.sources, vec!["https://a.example/x".to_owned()]);

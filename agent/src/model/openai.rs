@@ -2,8 +2,12 @@
 //!
 //! Each call asks for one JSON object: with a strict JSON schema where the server supports
 //! structured output (`LLM_RESPONSE_FORMAT=json_schema`, the default), plain JSON mode
-//! (`json_object`) or prompt-only (`none`) for servers that do not. A reply that does not
-//! parse gets one repair turn quoting what was wrong. Transport retries live in
+//! (`json_object`) or prompt-only (`none`) for servers that do not. Every call carries
+//! `max_tokens` (`LLM_ACTION_MAX_TOKENS` for a tick's action, `LLM_MAX_TOKENS` for the
+//! synthesis) and the schemas bound every string and list, since constrained decoding forces
+//! a reply's shape but not its length. A reply cut off at the limit (`finish_reason:
+//! length`, or JSON that ends mid-way) is asked for again, shorter, in a fresh turn; a reply
+//! that does not parse gets one repair turn quoting what was wrong. Transport retries live in
 //! [`super::http`]; what is left when they give up is classified here: worth a redelivery
 //! (rate limit, outage) or not (credentials, unknown model), with an error text a user can
 //! act on.
@@ -15,14 +19,16 @@ use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
-    ChatCompletionRequestUserMessage, CreateChatCompletionRequest, ResponseFormat, ResponseFormatJsonSchema,
+    ChatCompletionRequestUserMessage, CreateChatCompletionRequest, FinishReason, ResponseFormat,
+    ResponseFormatJsonSchema,
 };
 use async_trait::async_trait;
 use proto::TaskResult;
 use proto::config::{ConfigError, Env};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::http::{RetryPolicy, RetryingTransport};
+use super::http::{RetryPolicy, RetryingTransport, counted};
+use super::prompt::Dialect;
 use super::{Decision, Model, ModelError, View, parse, prompt};
 use crate::meter::{Meter, Usage};
 use crate::text::clip;
@@ -45,6 +51,12 @@ pub struct LlmSettings {
     pub max_retries: u32,
     pub response_mode: ResponseMode,
     pub temperature: Option<f32>,
+    /// `LLM_MAX_TOKENS`: the longest reply, sent on every call (the synthesis's bound).
+    pub max_tokens: u32,
+    /// `LLM_ACTION_MAX_TOKENS`: a tick's action is a few short fields.
+    pub action_max_tokens: u32,
+    /// `LLM_SCHEMA_DIALECT`: which schema keywords the server accepts.
+    pub dialect: Dialect,
 }
 
 impl LlmSettings {
@@ -80,7 +92,19 @@ impl LlmSettings {
                 Some(t)
             }
         };
+        let max_tokens = env.ranged("LLM_MAX_TOKENS", 1024, 64..=32_768)?;
+        let dialect = match env.string("LLM_SCHEMA_DIALECT", "auto").as_str() {
+            "auto" if is_openai(&base_url) => Dialect::OpenAi,
+            "auto" | "full" => Dialect::Full,
+            "openai" => Dialect::OpenAi,
+            other => {
+                return Err(ConfigError::new("LLM_SCHEMA_DIALECT", format!("{other:?} is not auto, full or openai")));
+            }
+        };
         Ok(Some(Self {
+            max_tokens,
+            action_max_tokens: env.ranged("LLM_ACTION_MAX_TOKENS", 512.min(max_tokens), 32..=max_tokens)?,
+            dialect,
             api_key: SecretString::from(key.unwrap_or_default()),
             base_url,
             model: env.string("LLM_MODEL", "gpt-4o-mini"),
@@ -91,6 +115,14 @@ impl LlmSettings {
             temperature,
         }))
     }
+}
+
+/// OpenAI itself (and Azure's OpenAI service) runs strict mode, which refuses `maxLength`.
+fn is_openai(base_url: &str) -> bool {
+    url::Url::parse(base_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .is_some_and(|h| h == "api.openai.com" || h.ends_with(".openai.azure.com"))
 }
 
 pub struct OpenAiModel {
@@ -134,8 +166,22 @@ pub fn classify(e: OpenAIError) -> ModelError {
     classified.caused_by(e)
 }
 
-fn system() -> ChatCompletionRequestMessage {
-    ChatCompletionRequestSystemMessage::from(prompt::SYSTEM).into()
+fn system(search: bool) -> ChatCompletionRequestMessage {
+    ChatCompletionRequestSystemMessage::from(prompt::system(search)).into()
+}
+
+/// One reply: its text, and whether the server cut it off at `max_tokens`.
+struct Reply {
+    text: String,
+    cut_off: bool,
+}
+
+/// What one call is for: its schema, its length bound and its parser.
+struct Ask<'a, T> {
+    name: &'a str,
+    schema: serde_json::Value,
+    max_tokens: u32,
+    parse: &'a (dyn Fn(&str) -> Result<T, String> + Sync),
 }
 
 fn user(text: String) -> ChatCompletionRequestMessage {
@@ -152,7 +198,7 @@ impl OpenAiModel {
             OpenAIConfig::new().with_api_base(&settings.base_url).with_api_key(settings.api_key.expose_secret());
         let client = Client::with_config(config)
             .with_http_client(http.clone())
-            .with_http_service(RetryingTransport::new(http, RetryPolicy::new(settings.max_retries)));
+            .with_http_service(RetryingTransport::new(http, RetryPolicy::new(settings.max_retries), settings.timeout));
         Ok(Self { client, settings })
     }
 
@@ -180,59 +226,99 @@ impl OpenAiModel {
         }
     }
 
-    /// One chat completion; its usage goes to `meter` whatever the reply says.
+    /// One chat completion. Its usage goes to `meter` whatever the reply says, and every
+    /// request the transport sent for it counts, failed ones included.
     async fn complete(
         &self,
         messages: &[ChatCompletionRequestMessage],
         format: Option<ResponseFormat>,
+        max_tokens: u32,
         meter: &Meter,
-    ) -> Result<String, ModelError> {
+    ) -> Result<Reply, ModelError> {
+        #[allow(deprecated)]
         let request = CreateChatCompletionRequest {
             model: self.settings.model.clone(),
             messages: messages.to_vec(),
             response_format: format,
             temperature: self.settings.temperature,
+            // `max_tokens`, not `max_completion_tokens`: every OpenAI-compatible server we
+            // target (llama.cpp, vLLM, Ollama, OpenAI's chat models) reads it.
+            max_tokens: Some(max_tokens),
             ..Default::default()
         };
-        let reply = self.client.chat().create(request).await.map_err(classify)?;
-        let usage = reply.usage.as_ref();
-        meter.add(Usage {
-            prompt_tokens: usage.map_or(0, |u| u64::from(u.prompt_tokens)),
-            completion_tokens: usage.map_or(0, |u| u64::from(u.completion_tokens)),
-            total_tokens: usage.map_or(0, |u| u64::from(u.total_tokens)),
-            model_calls: 1,
-        });
-        let Some(choice) = reply.choices.into_iter().next() else {
-            return Ok(String::new());
+        let (reply, attempts) = counted(self.client.chat().create(request)).await;
+        let mut usage = Usage { model_calls: attempts.sent(), failed_calls: attempts.failed(), ..Usage::default() };
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                meter.add(usage);
+                return Err(classify(e));
+            }
         };
-        if let (None, Some(refusal)) = (&choice.message.content, &choice.message.refusal) {
-            return Ok(format!("(the model refused: {refusal})"));
+        if let Some(u) = reply.usage.as_ref() {
+            usage.prompt_tokens = u64::from(u.prompt_tokens);
+            usage.completion_tokens = u64::from(u.completion_tokens);
+            usage.total_tokens = u64::from(u.total_tokens);
         }
-        Ok(choice.message.content.unwrap_or_default())
+        meter.add(usage);
+        let Some(choice) = reply.choices.into_iter().next() else {
+            return Ok(Reply { text: String::new(), cut_off: false });
+        };
+        let cut_off = choice.finish_reason == Some(FinishReason::Length);
+        if let (None, Some(refusal)) = (&choice.message.content, &choice.message.refusal) {
+            return Ok(Reply { text: format!("(the model refused: {refusal})"), cut_off });
+        }
+        Ok(Reply { text: choice.message.content.unwrap_or_default(), cut_off })
     }
 
-    /// Asks, parses, and on a malformed reply asks once more with the reason.
-    async fn ask<T>(
-        &self,
-        prompt_text: String,
-        (name, schema): (&str, &serde_json::Value),
-        parse: fn(&str) -> Result<T, String>,
-        meter: &Meter,
-    ) -> Result<T, ModelError> {
-        let format = self.response_format(name, schema);
-        let mut messages = vec![system(), user(prompt_text)];
-        let first = self.complete(&messages, format.clone(), meter).await?;
-        let reason = match parse(&first) {
-            Ok(v) => return Ok(v),
-            Err(reason) => reason,
+    /// Asks, parses, and when the reply cannot be used asks once more: afresh with a note to
+    /// be brief when it was cut off (the cut-off text is no help to repair), otherwise with
+    /// the reply and what was wrong with it.
+    async fn ask<T>(&self, prompt_text: String, search: bool, ask: Ask<'_, T>, meter: &Meter) -> Result<T, ModelError> {
+        let format = self.response_format(ask.name, &ask.schema);
+        let mut messages = vec![system(search), user(prompt_text.clone())];
+        let first = self.complete(&messages, format.clone(), ask.max_tokens, meter).await?;
+        let problem = match (first.cut_off, (ask.parse)(&first.text)) {
+            (false, Ok(v)) => return Ok(v),
+            (true, _) => Problem::Truncated,
+            (false, Err(reason)) if parse::cut_off(&first.text) => {
+                tracing::debug!(%reason, "the reply ends mid-JSON");
+                Problem::Truncated
+            }
+            (false, Err(reason)) => Problem::Malformed(reason),
         };
-        tracing::warn!(%reason, "malformed model reply; asking for a repair");
-        metrics::counter!("agent_model_repairs_total").increment(1);
-        messages.push(ChatCompletionRequestAssistantMessage::from(first).into());
-        messages.push(user(prompt::repair(&reason)));
-        let second = self.complete(&messages, format, meter).await?;
-        parse(&second).map_err(ModelError::Malformed)
+        let second = match problem {
+            Problem::Truncated => {
+                tracing::warn!(
+                    max_tokens = ask.max_tokens,
+                    "model reply cut off at the length limit; asking again, shorter"
+                );
+                metrics::counter!("agent_model_truncations_total").increment(1);
+                let messages =
+                    vec![system(search), user(format!("{prompt_text}\n\n{}", prompt::shorter(ask.max_tokens)))];
+                self.complete(&messages, format, ask.max_tokens, meter).await?
+            }
+            Problem::Malformed(reason) => {
+                tracing::warn!(%reason, "malformed model reply; asking for a repair");
+                metrics::counter!("agent_model_repairs_total").increment(1);
+                messages.push(ChatCompletionRequestAssistantMessage::from(first.text).into());
+                messages.push(user(prompt::repair(&reason)));
+                self.complete(&messages, format, ask.max_tokens, meter).await?
+            }
+        };
+        if second.cut_off {
+            return Err(ModelError::Malformed(format!(
+                "the reply was cut off at the length limit ({} tokens) twice",
+                ask.max_tokens
+            )));
+        }
+        (ask.parse)(&second.text).map_err(ModelError::Malformed)
     }
+}
+
+enum Problem {
+    Truncated,
+    Malformed(String),
 }
 
 #[async_trait]
@@ -242,11 +328,25 @@ impl Model for OpenAiModel {
     }
 
     async fn decide(&self, view: &View<'_>) -> Result<Decision, ModelError> {
-        self.ask(prompt::tick(view), ("euglena_action", &prompt::ACTION_SCHEMA), parse::decision, view.meter).await
+        let search = view.search;
+        let parse = move |text: &str| parse::decision(text, search);
+        let ask = Ask {
+            name: "euglena_action",
+            schema: prompt::action_schema(search, self.settings.dialect),
+            max_tokens: self.settings.action_max_tokens,
+            parse: &parse,
+        };
+        self.ask(prompt::tick(view), search, ask, view.meter).await
     }
 
     async fn synthesize(&self, view: &View<'_>) -> Result<TaskResult, ModelError> {
-        self.ask(prompt::synthesis(view), ("euglena_result", &prompt::RESULT_SCHEMA), parse::result, view.meter).await
+        let ask = Ask {
+            name: "euglena_result",
+            schema: prompt::result_schema(self.settings.dialect),
+            max_tokens: self.settings.max_tokens,
+            parse: &parse::result,
+        };
+        self.ask(prompt::synthesis(view), view.search, ask, view.meter).await
     }
 }
 
@@ -266,5 +366,23 @@ mod tests {
         assert_eq!(LlmSettings::from_env(&bad).expect_err("bad").var, "LLM_RESPONSE_FORMAT");
         let bad = Env::default().with("OPENAI_API_KEY", "k").with("LLM_TEMPERATURE", "3");
         assert_eq!(LlmSettings::from_env(&bad).expect_err("bad").var, "LLM_TEMPERATURE");
+    }
+
+    #[test]
+    fn replies_are_bounded_and_the_dialect_follows_the_server() {
+        let local = LlmSettings::from_env(&Env::default().with("OPENAI_BASE_URL", "http://127.0.0.1:8090/v1"))
+            .expect("ok")
+            .expect("configured");
+        assert_eq!((local.max_tokens, local.action_max_tokens, local.dialect), (1024, 512, Dialect::Full));
+        let openai =
+            LlmSettings::from_env(&Env::default().with("OPENAI_API_KEY", "k")).expect("ok").expect("configured");
+        assert_eq!(openai.dialect, Dialect::OpenAi);
+        let small = Env::default().with("OPENAI_API_KEY", "k").with("LLM_MAX_TOKENS", "256");
+        let small = LlmSettings::from_env(&small).expect("ok").expect("configured");
+        assert_eq!((small.max_tokens, small.action_max_tokens), (256, 256), "the action bound never exceeds the whole");
+        let bad = Env::default().with("OPENAI_API_KEY", "k").with("LLM_ACTION_MAX_TOKENS", "2000");
+        assert_eq!(LlmSettings::from_env(&bad).expect_err("bad").var, "LLM_ACTION_MAX_TOKENS");
+        let bad = Env::default().with("OPENAI_API_KEY", "k").with("LLM_SCHEMA_DIALECT", "xml");
+        assert_eq!(LlmSettings::from_env(&bad).expect_err("bad").var, "LLM_SCHEMA_DIALECT");
     }
 }

@@ -40,6 +40,17 @@ struct LooseResult {
     sources: Option<Vec<String>>,
 }
 
+/// Whether `text` is JSON that stops before it ends: a reply cut off at the length limit
+/// by a server that did not say so.
+pub fn cut_off(text: &str) -> bool {
+    let trimmed = text.trim();
+    let Some(start) = trimmed.find('{') else { return false };
+    matches!(
+        serde_json::from_str::<serde_json::Value>(&trimmed[start..]),
+        Err(e) if e.classify() == serde_json::error::Category::Eof
+    )
+}
+
 /// The JSON object in `text`: the whole reply, or the outermost `{…}` inside fences or prose.
 fn json_object(text: &str) -> Result<serde_json::Value, String> {
     let trimmed = text.trim();
@@ -48,6 +59,9 @@ fn json_object(text: &str) -> Result<serde_json::Value, String> {
     }
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed) {
         return Ok(v);
+    }
+    if cut_off(trimmed) {
+        return Err("the reply was cut off in the middle of its JSON".into());
     }
     let (Some(start), Some(end)) = (trimmed.find('{'), trimmed.rfind('}')) else {
         return Err("the reply contained no JSON object".into());
@@ -66,22 +80,35 @@ fn list(items: Option<Vec<String>>) -> Vec<String> {
     items.unwrap_or_default().into_iter().filter_map(|s| non_empty(Some(s))).take(LIST_ITEMS).collect()
 }
 
-pub fn decision(text: &str) -> Result<Decision, String> {
+/// A `visit` target: an http(s) URL, or a bare host or `www.` address (`example.com/page`),
+/// which the visit tool tries as `https://` first.
+fn visit_target(raw: String) -> Result<String, String> {
+    if raw.starts_with("http://") || raw.starts_with("https://") {
+        return Ok(raw);
+    }
+    let bare = !raw.contains("://") && !raw.contains(char::is_whitespace);
+    let host = url::Url::parse(&format!("https://{raw}")).ok().and_then(|u| u.host_str().map(str::to_owned));
+    match host {
+        Some(h) if bare && h.contains('.') => Ok(raw),
+        _ => Err(format!("action \"visit\" needs an http(s) URL, got {raw:?}")),
+    }
+}
+
+/// A tick's decision; `search` is whether the search action is on offer.
+pub fn decision(text: &str, search: bool) -> Result<Decision, String> {
     let value = json_object(text)?;
     let loose: LooseDecision =
         serde_json::from_value(value).map_err(|e| format!("the JSON did not match the action schema: {e}"))?;
     let action = loose.action.ok_or("the field \"action\" is missing")?;
     let kind = non_empty(action.kind).ok_or("the field \"action.type\" is missing")?;
     let action = match kind.to_ascii_lowercase().as_str() {
+        "search" if !search => return Err("search is not available here; use visit, think or exit".into()),
         "search" => {
             Action::Search { query: non_empty(action.query).ok_or("action \"search\" needs a non-empty \"query\"")? }
         }
         "visit" => {
             let url = non_empty(action.url).ok_or("action \"visit\" needs a non-empty \"url\"")?;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("action \"visit\" needs an http(s) URL, got {url:?}"));
-            }
-            Action::Visit { url }
+            Action::Visit { url: visit_target(url)? }
         }
         "think" => Action::Think,
         "exit" => Action::Exit,
@@ -105,7 +132,8 @@ pub fn result(text: &str) -> Result<TaskResult, String> {
         success: loose.success.unwrap_or(!deliverables.is_empty()),
         deliverables,
         notes: non_empty(loose.notes).unwrap_or_default(),
-        sources: list(loose.sources).into_iter().filter(|s| s.starts_with("http")).collect(),
+        // Checked against what the run read and was shown by `vet`; here only the shape.
+        sources: list(loose.sources),
         usage: None,
     })
 }
@@ -116,12 +144,14 @@ mod tests {
 
     #[test]
     fn decisions_parse_from_fenced_and_nullable_replies() {
-        let d =
-            decision("```json\n{\"thought\":\"t\",\"action\":{\"type\":\"search\",\"query\":\"q\",\"url\":null}}\n```")
-                .expect("fenced");
+        let d = decision_with_search(
+            "```json\n{\"thought\":\"t\",\"action\":{\"type\":\"search\",\"query\":\"q\",\"url\":null}}\n```",
+        )
+        .expect("fenced");
         assert_eq!(d.action, Action::Search { query: "q".into() });
-        let d = decision(r#"{"thought":"t","action":{"type":"think","query":null,"url":null},"remember":["a",""]}"#)
-            .expect("nullable");
+        let d =
+            decision(r#"{"thought":"t","action":{"type":"think","query":null,"url":null},"remember":["a",""]}"#, true)
+                .expect("nullable");
         assert_eq!(d.action, Action::Think);
         assert_eq!(d.remember, vec!["a".to_owned()]);
     }
@@ -131,20 +161,54 @@ mod tests {
         for (text, reason) in [
             ("", "empty"),
             ("I think I should search", "no JSON object"),
+            (r#"{"thought":"a very long thought that never"#, "cut off"),
+            (r#"{"action":{"type":"visit","url":"not a host"}}"#, "http(s) URL"),
             (r#"{"thought":"t"}"#, "\"action\" is missing"),
             (r#"{"action":{"type":"search"}}"#, "needs a non-empty \"query\""),
             (r#"{"action":{"type":"visit","url":"file:///etc/passwd"}}"#, "http(s) URL"),
             (r#"{"action":{"type":"dance"}}"#, "unknown action type"),
-            (r#"{"action":{"type":"exit"}"#, "did not parse"),
+            (r#"{"action":{"type":"exit"}"#, "cut off"),
+            (r#"{"action": nope}"#, "did not parse"),
         ] {
-            let e = decision(text).expect_err(text);
+            let e = decision(text, true).expect_err(text);
             assert!(e.contains(reason), "{text:?}: {e}");
         }
     }
 
+    fn decision_with_search(text: &str) -> Result<Decision, String> {
+        decision(text, true)
+    }
+
     #[test]
-    fn results_keep_only_web_sources() {
-        let r = result(r#"{"success":true,"deliverables":["x"],"notes":"n","sources":["https://a.example/","nope"]}"#)
+    fn search_is_refused_when_it_is_off_and_bare_hosts_are_visits() {
+        let search = r#"{"thought":"t","action":{"type":"search","query":"q","url":null}}"#;
+        assert!(decision(search, false).expect_err("off").contains("not available"));
+        for (url, ok) in [
+            ("www.example.com", true),
+            ("example.org/page?x=1", true),
+            ("localhost", false),
+            ("ftp://x.example", false),
+        ] {
+            let text = format!(r#"{{"action":{{"type":"visit","url":"{url}"}}}}"#);
+            assert_eq!(decision(&text, false).is_ok(), ok, "{url}");
+        }
+    }
+
+    #[test]
+    fn cut_off_json_is_told_apart_from_prose() {
+        assert!(cut_off(r#"{"thought": "and then"#));
+        assert!(cut_off(
+            r#"```json
+{"a": [1, 2"#
+        ));
+        assert!(!cut_off(r#"{"a": 1}"#));
+        assert!(!cut_off("no json here"));
+        assert!(!cut_off(r#"{"a": 1}} trailing"#));
+    }
+
+    #[test]
+    fn results_parse_loosely() {
+        let r = result(r#"{"success":true,"deliverables":["x"],"notes":"n","sources":["https://a.example/"]}"#)
             .expect("result");
         assert!(r.success);
         assert_eq!(r.sources, vec!["https://a.example/".to_owned()]);

@@ -8,18 +8,76 @@ use super::View;
 use crate::memory::Recalled;
 use crate::text::clip;
 
-pub const SYSTEM: &str = include_str!("../../prompts/system.md");
+const SYSTEM: &str = include_str!("../../prompts/system.md");
 const TICK: &str = include_str!("../../prompts/tick.md");
 const SYNTHESIS: &str = include_str!("../../prompts/synthesis.md");
 const REPAIR: &str = include_str!("../../prompts/repair.md");
 
-/// JSON schemas for structured output (strict mode: every field required, absent = null).
-pub static ACTION_SCHEMA: LazyLock<serde_json::Value> = LazyLock::new(|| {
+/// JSON schemas for structured output (strict mode: every field required, absent = null),
+/// with length bounds: constrained decoding forces a reply's shape but not its length.
+static ACTION_SCHEMA: LazyLock<serde_json::Value> = LazyLock::new(|| {
     serde_json::from_str(include_str!("../../prompts/action.schema.json")).expect("action.schema.json is valid JSON")
 });
-pub static RESULT_SCHEMA: LazyLock<serde_json::Value> = LazyLock::new(|| {
+static RESULT_SCHEMA: LazyLock<serde_json::Value> = LazyLock::new(|| {
     serde_json::from_str(include_str!("../../prompts/result.schema.json")).expect("result.schema.json is valid JSON")
 });
+
+/// Which JSON Schema keywords the server's structured output accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Every bound (llama.cpp, vLLM, Ollama turn `maxLength` and `maxItems` into grammar).
+    Full,
+    /// OpenAI's strict mode, which refuses a schema with `maxLength`; `maxItems` stays.
+    OpenAi,
+}
+
+/// The action schema: only the actions this agent can run, with the dialect's bounds.
+pub fn action_schema(search: bool, dialect: Dialect) -> serde_json::Value {
+    let mut schema = ACTION_SCHEMA.clone();
+    schema["properties"]["action"]["properties"]["type"]["enum"] = serde_json::json!(action_types(search));
+    for_dialect(schema, dialect)
+}
+
+pub fn result_schema(dialect: Dialect) -> serde_json::Value {
+    for_dialect(RESULT_SCHEMA.clone(), dialect)
+}
+
+fn for_dialect(mut schema: serde_json::Value, dialect: Dialect) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value, keyword: &str) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove(keyword);
+                map.values_mut().for_each(|v| strip(v, keyword));
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip(v, keyword)),
+            _ => {}
+        }
+    }
+    if dialect == Dialect::OpenAi {
+        strip(&mut schema, "maxLength");
+    }
+    schema
+}
+
+fn action_types(search: bool) -> Vec<&'static str> {
+    let all = ["search", "visit", "think", "exit"];
+    all.into_iter().filter(|a| search || *a != "search").collect()
+}
+
+/// The system prompt, naming only the actions this agent can run.
+pub fn system(search: bool) -> String {
+    let mut actions = Vec::new();
+    if search {
+        actions.push("- `search`: query a web search engine. Give `query`. You get titles, URLs and snippets.");
+    }
+    actions.extend([
+        "- `visit`: read one web page. Give `url` (http or https). You get its title and text.",
+        "- `think`: reason without a tool, to plan or to combine what you have found.",
+        "- `exit`: stop; you have enough to answer the mandate, or more work will not help.",
+    ]);
+    let types: Vec<String> = action_types(search).iter().map(|a| format!("\"{a}\"")).collect();
+    Template::new(SYSTEM).with("{{actions}}", actions.join("\n")).with("{{action_types}}", types.join(" | ")).render()
+}
 
 /// Steps shown in the prompt, newest last.
 const HISTORY_IN_PROMPT: usize = 8;
@@ -94,6 +152,14 @@ pub fn repair(reason: &str) -> String {
     REPAIR.replace("{{reason}}", &clip(reason, 500))
 }
 
+/// The note a retry after a cut-off reply carries.
+pub fn shorter(max_tokens: u32) -> String {
+    format!(
+        "Your previous reply was cut off at the length limit ({max_tokens} tokens) and was lost. \
+         Reply again with the same kind of JSON object, much shorter: a sentence or two per field."
+    )
+}
+
 struct Template<'a> {
     text: &'a str,
     values: Vec<(&'static str, String)>,
@@ -156,7 +222,14 @@ mod tests {
             score: 0.9,
         }];
         let meter = Meter::default();
-        let view = View { mandate: "find colours", max_ticks: 5, state: &state, memories: &recalled, meter: &meter };
+        let view = View {
+            mandate: "find colours",
+            max_ticks: 5,
+            state: &state,
+            memories: &recalled,
+            meter: &meter,
+            search: true,
+        };
         let p = tick(&view);
         assert!(p.contains("find colours") && p.contains("Tick 3 of 5 (2 left"), "{p}");
         assert!(p.contains("- note one"));
@@ -167,5 +240,29 @@ mod tests {
         assert!(repair("no JSON").contains("could not be used: no JSON"));
         assert_eq!(ACTION_SCHEMA["required"][1], "action");
         assert_eq!(RESULT_SCHEMA["required"][0], "success");
+    }
+
+    #[test]
+    fn the_action_set_follows_the_tools() {
+        let with = action_schema(true, Dialect::Full);
+        let without = action_schema(false, Dialect::Full);
+        let types = |s: &serde_json::Value| s["properties"]["action"]["properties"]["type"]["enum"].clone();
+        assert_eq!(types(&with), serde_json::json!(["search", "visit", "think", "exit"]));
+        assert_eq!(types(&without), serde_json::json!(["visit", "think", "exit"]));
+        assert!(system(true).contains("`search`") && system(true).contains("\"search\" | \"visit\""));
+        assert!(!system(false).contains("`search`") && !system(false).contains("\"search\""), "{}", system(false));
+        assert!(!system(false).contains("{{"), "every placeholder filled");
+    }
+
+    #[test]
+    fn each_dialect_gets_the_bounds_it_accepts() {
+        let full = action_schema(true, Dialect::Full).to_string();
+        assert!(full.contains("maxLength") && full.contains("maxItems"));
+        for schema in [action_schema(true, Dialect::OpenAi), result_schema(Dialect::OpenAi)] {
+            let text = schema.to_string();
+            assert!(!text.contains("maxLength"), "OpenAI strict mode refuses maxLength: {text}");
+            assert!(text.contains("maxItems"));
+        }
+        assert!(result_schema(Dialect::Full).to_string().contains("maxLength"));
     }
 }

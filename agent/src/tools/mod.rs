@@ -30,6 +30,8 @@ pub struct Outcome {
     pub observation: String,
     pub memories: Vec<NewMemory>,
     pub page: Option<PageNote>,
+    /// URLs a search showed.
+    pub shown: Vec<String>,
 }
 
 pub struct Tools {
@@ -41,6 +43,11 @@ impl Tools {
     /// The search provider and the visitor (system DNS, the address policy) as configured.
     pub fn new(search: SearchSettings, visit: VisitSettings) -> anyhow::Result<Self> {
         Ok(Self { searcher: Searcher::new(search)?, visitor: Visitor::new(visit, Arc::new(SystemLookup), Vec::new())? })
+    }
+
+    /// Whether `search` can run: the model is offered only the actions that can.
+    pub fn can_search(&self) -> bool {
+        self.searcher.provider() != search::Provider::None
     }
 
     pub async fn run(&self, action: &Action, tick: u32) -> Outcome {
@@ -56,7 +63,9 @@ impl Tools {
             Action::Visit { url } => match self.visitor.visit(url).await {
                 Ok(page) => visited(page, tick),
                 Err(e) => {
-                    tracing::info!(error = %e, "visit failed");
+                    // The host, never the query string: it may carry a user's data.
+                    let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned));
+                    tracing::warn!(host = host.as_deref().unwrap_or(url.split('/').next().unwrap_or("")), error = %e, "visit failed");
                     Outcome { observation: format!("visit failed: {e}"), ..Outcome::default() }
                 }
             },
@@ -79,7 +88,12 @@ fn searched(query: &str, hits: &[Hit], tick: u32) -> Outcome {
             url: Some(h.url.clone()),
         })
         .collect();
-    Outcome { observation: format!("results for {query:?}:\n{}", lines.join("\n")), memories, page: None }
+    Outcome {
+        observation: format!("results for {query:?}:\n{}", lines.join("\n")),
+        memories,
+        page: None,
+        shown: hits.iter().map(|h| h.url.clone()).collect(),
+    }
 }
 
 /// Splits text into passages of about `CHUNK_CHARS` at line boundaries.
@@ -116,6 +130,7 @@ fn visited(page: Page, tick: u32) -> Outcome {
         observation,
         memories,
         page: Some(PageNote { url: page.url, title, first_paragraph: page.first_paragraph }),
+        shown: Vec::new(),
     }
 }
 

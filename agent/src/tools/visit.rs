@@ -119,8 +119,20 @@ impl Visitor {
         Ok(Self { client, settings, policy })
     }
 
+    /// Reads `url`. A bare host or `www.` address (no scheme) is tried as `https://` first
+    /// and, if that cannot be fetched at all, as `http://`, within the one time budget.
     pub async fn visit(&self, url: &str) -> Result<Page, VisitError> {
-        match tokio::time::timeout(self.settings.timeout, self.fetch(url)).await {
+        let url = url.trim();
+        let attempt = async {
+            if url.contains("://") {
+                return self.fetch(url).await;
+            }
+            match self.fetch(&format!("https://{url}")).await {
+                Err(VisitError::Fetch(_)) => self.fetch(&format!("http://{url}")).await,
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.settings.timeout, attempt).await {
             Ok(r) => r,
             Err(_) => Err(VisitError::Timeout(self.settings.timeout)),
         }

@@ -134,7 +134,13 @@ impl Model for Scripted {
     async fn decide(&self, view: &View<'_>) -> Result<Decision, ModelError> {
         self.seen.lock().expect("lock").push(view.state.tick);
         // Every call that reaches the model costs tokens, failed ones too.
-        view.meter.add(Usage { prompt_tokens: 10, completion_tokens: 1, total_tokens: 11, model_calls: 1 });
+        view.meter.add(Usage {
+            prompt_tokens: 10,
+            completion_tokens: 1,
+            total_tokens: 11,
+            model_calls: 1,
+            failed_calls: 0,
+        });
         let reply = self.replies.lock().expect("lock").pop_front().unwrap_or(Reply::Act(Action::Exit));
         match reply {
             Reply::Act(a) => Ok(decision(a, None)),
@@ -286,7 +292,8 @@ async fn a_redelivered_task_resumes_from_its_checkpoint() {
         });
     }
     before.deliverables.push("found by the first run".into());
-    before.usage = Usage { prompt_tokens: 1000, completion_tokens: 100, total_tokens: 1100, model_calls: 2 };
+    before.usage =
+        Usage { prompt_tokens: 1000, completion_tokens: 100, total_tokens: 1100, model_calls: 2, failed_calls: 0 };
     core.store.progress(&rec, 1, 2, "think", &before.encode()).await.expect("progress");
 
     let model = Scripted::new(&core, vec![Reply::Act(Action::Think), Reply::Act(Action::Exit)]);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use agent::checkpoint::LoopState;
 use agent::meter::Meter;
 use agent::model::openai::{LlmSettings, OpenAiModel, ResponseMode};
+use agent::model::prompt::Dialect;
 use agent::model::{Action, Model, ModelError, View};
 use proto::TaskStatus;
 use proto::telemetry::Chain;
@@ -28,13 +29,94 @@ fn model(server: &MockServer, max_retries: u32) -> OpenAiModel {
         max_retries,
         response_mode: ResponseMode::JsonSchema,
         temperature: None,
+        max_tokens: 1024,
+        action_max_tokens: 512,
+        dialect: Dialect::Full,
     })
     .expect("model")
 }
 
 async fn decide(m: &OpenAiModel, meter: &Meter) -> Result<agent::model::Decision, ModelError> {
     let state = LoopState::default();
-    m.decide(&View { mandate: "find zebras", max_ticks: 5, state: &state, memories: &[], meter }).await
+    m.decide(&View { mandate: "find zebras", max_ticks: 5, state: &state, memories: &[], meter, search: true }).await
+}
+
+/// A reply the server cut off at `max_tokens`.
+fn cut_off(content: &str) -> serde_json::Value {
+    let mut c = completion(content);
+    c["choices"][0]["finish_reason"] = json!("length");
+    c
+}
+
+#[tokio::test]
+async fn every_call_is_bounded_and_a_cut_off_reply_is_asked_again_shorter() {
+    let server = MockServer::start().await;
+    let first = ResponseTemplate::new(200).set_body_json(cut_off(r#"{"thought": "a thought that runs on and on"#));
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(&decision("think", None, None, &[]))))
+        .mount(&server)
+        .await;
+    let meter = Meter::default();
+    let d = decide(&model(&server, 0), &meter).await.expect("asked again");
+    assert_eq!(d.action, Action::Think);
+    let bodies: Vec<serde_json::Value> =
+        chat_requests(&server).await.iter().map(|b| serde_json::from_str(b).expect("json")).collect();
+    assert_eq!(bodies.len(), 2);
+    for b in &bodies {
+        assert_eq!(b["max_tokens"], 512, "a tick's action carries its bound: {b}");
+        let schema = &b["response_format"]["json_schema"]["schema"];
+        assert_eq!(schema["properties"]["thought"]["maxLength"], 300, "the schema bounds strings");
+    }
+    let retry = bodies[1]["messages"].as_array().expect("messages");
+    assert_eq!(retry.len(), 2, "a fresh turn, not the cut-off text");
+    assert!(retry[1]["content"].as_str().expect("text").contains("cut off at the length limit (512 tokens)"));
+    assert_eq!(meter.total().model_calls, 2);
+}
+
+#[tokio::test]
+async fn failed_calls_count_in_usage() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(&decision("exit", None, None, &[]))))
+        .mount(&server)
+        .await;
+    let meter = Meter::default();
+    decide(&model(&server, 3), &meter).await.expect("after two 503s");
+    let usage = meter.total();
+    assert_eq!((usage.model_calls, usage.failed_calls), (3, 2), "every request the server saw: {usage:?}");
+    assert_eq!(usage.total_tokens, 120);
+}
+
+#[tokio::test]
+async fn without_a_search_provider_search_is_not_offered() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(&decision("think", None, None, &[]))))
+        .mount(&server)
+        .await;
+    let meter = Meter::default();
+    let state = LoopState::default();
+    let view = View { mandate: "m", max_ticks: 3, state: &state, memories: &[], meter: &meter, search: false };
+    model(&server, 0).decide(&view).await.expect("decided");
+    let body: serde_json::Value = serde_json::from_str(&chat_requests(&server).await[0]).expect("json");
+    let types = &body["response_format"]["json_schema"]["schema"]["properties"]["action"]["properties"]["type"]["enum"];
+    assert_eq!(types, &json!(["visit", "think", "exit"]));
+    assert!(!body["messages"][0]["content"].as_str().expect("system").contains("`search`"));
 }
 
 #[tokio::test]
