@@ -8,6 +8,7 @@
 
 pub mod binaries;
 pub mod chaos;
+pub mod llm;
 mod namespace;
 pub mod private;
 pub mod tls;
