@@ -7,6 +7,7 @@
 //! unless `MEMORY_RETENTION_SECONDS` keeps them longer: Redis ones by the terminal write
 //! itself ([`Memory::cleanup_at_end`]), Qdrant ones by a delete after it.
 
+pub mod lexical;
 pub mod qdrant;
 pub mod redis;
 
