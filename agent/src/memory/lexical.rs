@@ -70,10 +70,7 @@ pub fn bm25(docs: &[Vec<String>], query: &[String]) -> Vec<f32> {
 pub fn ranks(scores: &[Option<f32>]) -> Vec<Option<usize>> {
     let mut sorted: Vec<f32> = scores.iter().flatten().copied().filter(|s| !s.is_nan()).collect();
     sorted.sort_by(|a, b| b.total_cmp(a));
-    scores
-        .iter()
-        .map(|s| s.filter(|s| !s.is_nan()).map(|s| sorted.partition_point(|x| *x > s) + 1))
-        .collect()
+    scores.iter().map(|s| s.filter(|s| !s.is_nan()).map(|s| sorted.partition_point(|x| *x > s) + 1)).collect()
 }
 
 /// Reciprocal-rank fusion of several rankings of the same `n` items (each list a score per

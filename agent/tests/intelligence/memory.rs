@@ -105,7 +105,9 @@ async fn an_exact_rare_term_is_recalled_where_the_vector_alone_misses_it() {
     assert_eq!(found.len(), K);
     assert!(found.iter().any(|t| t == target), "hybrid recall finds it (vector rank {vector_rank}): {found:?}");
     // By the term alone, it comes first.
-    let alone = texts(s.search(&sc, RecallQuery { text: "K-7731", vector: &local_embedding("K-7731") }, 1).await.expect("search"));
+    let alone = texts(
+        s.search(&sc, RecallQuery { text: "K-7731", vector: &local_embedding("K-7731") }, 1).await.expect("search"),
+    );
     assert_eq!(alone, vec![target]);
     testkit::purge(&ns).await;
 }

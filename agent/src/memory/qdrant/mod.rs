@@ -105,7 +105,8 @@ impl QdrantStore {
 
     /// Creates the hybrid collection and its payload indexes.
     async fn create(&self, dim: usize) -> Result<Layout, MemoryError> {
-        let layout = match self.client.create_collection(create_collection_request(&self.collection, dim as u64)).await {
+        let layout = match self.client.create_collection(create_collection_request(&self.collection, dim as u64)).await
+        {
             Ok(_) => Layout::Hybrid,
             // Another agent may have created it in the meantime; that is fine, if it is
             // there now (and its layout is whatever that agent made).
@@ -114,9 +115,11 @@ impl QdrantStore {
                 false => return Err(err(e)),
             },
         };
-        for (field, kind) in
-            [("correlation_id", FieldType::Keyword), ("user_id", FieldType::Keyword), ("expires_at", FieldType::Integer)]
-        {
+        for (field, kind) in [
+            ("correlation_id", FieldType::Keyword),
+            ("user_id", FieldType::Keyword),
+            ("expires_at", FieldType::Integer),
+        ] {
             let index = CreateFieldIndexCollectionBuilder::new(&self.collection, field, kind).wait(true);
             if let Err(e) = self.client.create_field_index(index).await {
                 tracing::warn!(error = %e, field, "could not create a qdrant payload index");

@@ -76,8 +76,7 @@ pub fn upsert_request(
                 Layout::VectorOnly => PointStruct::new(id, v, payload),
                 Layout::Hybrid => {
                     let mut vectors = NamedVectors::default().add_vector(DENSE, v);
-                    let (indices, values): (Vec<u32>, Vec<f32>) =
-                        lexical::sparse_document(&m.text).into_iter().unzip();
+                    let (indices, values): (Vec<u32>, Vec<f32>) = lexical::sparse_document(&m.text).into_iter().unzip();
                     // A text without words has no sparse vector; the point is still found by its embedding.
                     if !indices.is_empty() {
                         vectors = vectors.add_vector(SPARSE, Vector::new_sparse(indices, values));
@@ -90,7 +89,13 @@ pub fn upsert_request(
     UpsertPointsBuilder::new(collection, points).wait(true).build()
 }
 
-pub fn search_request(collection: &str, layout: Layout, scope: &Scope, query: RecallQuery<'_>, k: usize) -> QueryPoints {
+pub fn search_request(
+    collection: &str,
+    layout: Layout,
+    scope: &Scope,
+    query: RecallQuery<'_>,
+    k: usize,
+) -> QueryPoints {
     let (indices, values): (Vec<u32>, Vec<f32>) = lexical::sparse_query(query.text).into_iter().unzip();
     let search = QueryPointsBuilder::new(collection).filter(scope_filter(scope)).limit(k as u64).with_payload(true);
     if layout == Layout::VectorOnly {
@@ -131,7 +136,6 @@ pub fn sweep_request(collection: &str, now: i64) -> DeletePoints {
     let expired = Filter::must([Condition::range("expires_at", Range { lt: Some(now as f64), ..Range::default() })]);
     DeletePointsBuilder::new(collection).points(expired).wait(true).build()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -263,8 +267,10 @@ mod tests {
         assert!(matches!(&u.points[0].vectors.as_ref().and_then(|v| v.vectors_options.clone()),
             Some(VectorsOptions::Vectors(n)) if n.vectors.len() == 1 && n.vectors.contains_key(DENSE)));
         let u = upsert_request("mem", Layout::VectorOnly, &scope(), vec![(wordless, vec![1.0])]);
-        assert!(matches!(u.points[0].vectors.as_ref().and_then(|v| v.vectors_options.as_ref()),
-            Some(VectorsOptions::Vector(_))));
+        assert!(matches!(
+            u.points[0].vectors.as_ref().and_then(|v| v.vectors_options.as_ref()),
+            Some(VectorsOptions::Vector(_))
+        ));
     }
 
     #[test]
@@ -273,7 +279,7 @@ mod tests {
         let sparse = c.sparse_vectors_config.clone().expect("sparse config");
         assert_eq!(sparse.map[SPARSE].modifier, Some(Modifier::Idf as i32));
         let dense = match c.vectors_config.as_ref().and_then(|v| v.config.as_ref()) {
-            Some(VectorsConfigKind::ParamsMap(m)) => m.map[DENSE].clone(),
+            Some(VectorsConfigKind::ParamsMap(m)) => m.map[DENSE],
             other => panic!("named dense vector params, got {other:?}"),
         };
         assert_eq!((dense.size, dense.distance), (256, Distance::Cosine as i32));
