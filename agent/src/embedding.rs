@@ -36,7 +36,7 @@ pub trait Embedder: Send + Sync {
 }
 
 /// FNV-1a: stable across processes and Rust versions, unlike the std hasher.
-fn fnv(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 

@@ -1,12 +1,16 @@
 //! Task memory: what the agent learned (facts it chose to remember, search results, page
-//! passages), embedded and searched by similarity each tick.
+//! passages), embedded and searched each tick by hybrid recall: the vector's similarity
+//! and a lexical (BM25) score of the query's words, fused by rank ([`lexical`]), so an
+//! exact rare term (a name, a number) finds its memory even where the embedding blurs it.
 //!
-//! Two stores behind [`VectorStore`]: [`qdrant::QdrantStore`] when `QDRANT_URL` is set,
-//! else [`redis::RedisStore`] (`memory:{id}`, exact search inside the agent). Both scope
+//! Two stores behind [`VectorStore`]: [`qdrant::QdrantStore`] when `QDRANT_URL` is set
+//! (dense and sparse vectors, fused by Qdrant's query API), else [`redis::RedisStore`]
+//! (`memory:{id}`, exact search and fusion inside the agent). Both scope
 //! every read to one task *and* its user, and a task's memories are deleted when it ends
 //! unless `MEMORY_RETENTION_SECONDS` keeps them longer: Redis ones by the terminal write
 //! itself ([`Memory::cleanup_at_end`]), Qdrant ones by a delete after it.
 
+pub mod lexical;
 pub mod qdrant;
 pub mod redis;
 
@@ -62,7 +66,15 @@ pub struct NewMemory {
     pub url: Option<String>,
 }
 
-/// A memory found by a search, with its cosine similarity to the query.
+/// What a recall looks for: the text (for the lexical score) and its embedding.
+#[derive(Debug, Clone, Copy)]
+pub struct RecallQuery<'a> {
+    pub text: &'a str,
+    pub vector: &'a [f32],
+}
+
+/// A memory found by a search, with its fused rank score (higher is better; comparable
+/// only within one search).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recalled {
     pub text: String,
@@ -88,8 +100,8 @@ pub enum MemoryError {
 pub trait VectorStore: Send + Sync {
     fn name(&self) -> &'static str;
     async fn add(&self, scope: &Scope, items: Vec<(NewMemory, Vec<f32>)>) -> Result<(), MemoryError>;
-    /// The `k` memories of `scope` nearest to `query`, best first.
-    async fn search(&self, scope: &Scope, query: &[f32], k: usize) -> Result<Vec<Recalled>, MemoryError>;
+    /// The `k` memories of `scope` best for `query` by vector and lexical rank, best first.
+    async fn search(&self, scope: &Scope, query: RecallQuery<'_>, k: usize) -> Result<Vec<Recalled>, MemoryError>;
     /// Deletes the task's memories now (`retain: None`) or after `retain`.
     async fn forget(&self, task: TaskId, retain: Option<Duration>) -> Result<(), MemoryError>;
     /// The memories live in the task store's Redis (`memory:{id}`), so the task store's
@@ -196,8 +208,8 @@ impl Memory {
             return Ok(Vec::new());
         }
         let mut v = self.embedder.embed(&[query.to_owned()], meter).await?;
-        let query = v.pop().ok_or(EmbedError::Count { asked: 1, got: 0 })?;
-        self.store.search(scope, &query, self.top_k).await
+        let vector = v.pop().ok_or(EmbedError::Count { asked: 1, got: 0 })?;
+        self.store.search(scope, RecallQuery { text: query, vector: &vector }, self.top_k).await
     }
 
     /// What the task store's terminal writes do with the memories: forget them there, in

@@ -1,7 +1,9 @@
 //! The Redis memory store: one list per task (`memory:{id}`), searched exactly inside the
 //! agent. A task makes a few hundred memories at most, so reading them all and scoring
 //! every one costs less than a round trip to a vector database, the answer is exact, and
-//! a task resumed on another agent finds its memories where it left them.
+//! a task resumed on another agent finds its memories where it left them. Every memory is
+//! ranked twice, by cosine and by BM25 over the task's own memories (its IDF is this task's,
+//! not a global corpus's), and the ranks fused ([`lexical::rrf`]).
 //!
 //! The list carries the task record's TTL, refreshed on each write, so memories of a task
 //! that ends without the agent (the reconciler fails it) still expire with the task. When
@@ -20,7 +22,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, MemoryError, NewMemory, Recalled, Scope, VectorStore};
+use super::{Kind, MemoryError, NewMemory, RecallQuery, Recalled, Scope, VectorStore, lexical};
 use crate::embedding::cosine;
 
 /// The newest entries kept per task; older ones are trimmed on write.
@@ -114,7 +116,7 @@ impl VectorStore for RedisStore {
         Ok(())
     }
 
-    async fn search(&self, scope: &Scope, query: &[f32], k: usize) -> Result<Vec<Recalled>, MemoryError> {
+    async fn search(&self, scope: &Scope, query: RecallQuery<'_>, k: usize) -> Result<Vec<Recalled>, MemoryError> {
         let raw: Vec<String> = self.conn.clone().lrange(self.keys.memory(scope.task), 0, -1).await?;
         let task = scope.task.to_string();
         let mut entries = Vec::with_capacity(raw.len());
@@ -132,11 +134,17 @@ impl VectorStore for RedisStore {
                 entries.push(e);
             }
         }
-        let mut scored = Vec::with_capacity(entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            scored.push((i, cosine(query, &decode(&e.vector)?)));
+        let mut similar = Vec::with_capacity(entries.len());
+        for e in &entries {
+            similar.push(Some(cosine(query.vector, &decode(&e.vector)?)));
         }
-        Ok(top_k(scored, k)
+        let docs: Vec<Vec<String>> = entries.iter().map(|e| lexical::tokens(&e.text)).collect();
+        // The lexical side retrieves only memories that share a word with the query, as a
+        // keyword search would; the others keep their vector rank alone. A query sharing no
+        // word with any memory therefore ranks exactly as the vector does.
+        let matched = lexical::bm25(&docs, &lexical::tokens(query.text)).into_iter().map(|s| (s > 0.0).then_some(s));
+        let fused = lexical::rrf(&[similar, matched.collect()], entries.len());
+        Ok(top_k(fused.into_iter().enumerate().collect(), k)
             .into_iter()
             .map(|(i, score)| {
                 let e = &entries[i];

@@ -3,13 +3,15 @@
 //! in-process gateway and real agent processes (see `testkit`). Each test has its own key
 //! prefix, queue and servers, so they run in parallel.
 //!
-//! The Qdrant test runs only when `QDRANT_URL` is set (see `qdrant.rs`).
+//! The Qdrant test runs only when `QDRANT_URL` is set (see `qdrant.rs`); `qdrant_wire.rs`
+//! checks what the Qdrant store sends against a fake gRPC endpoint, always.
 
 mod memory;
 mod model_client;
 mod offline;
 mod qdrant;
 mod qdrant_tls;
+mod qdrant_wire;
 mod scripted;
 mod ssrf;
 mod support;

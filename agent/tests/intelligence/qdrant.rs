@@ -12,8 +12,13 @@
 use std::time::Duration;
 
 use agent::memory::qdrant::QdrantStore;
-use agent::memory::{Kind, MemorySettings, NewMemory, Scope, VectorStore};
+use agent::memory::{Kind, MemorySettings, NewMemory, RecallQuery, Scope, VectorStore};
 use proto::TaskId;
+
+/// A query sharing no word with the memories, so the order is the vectors'.
+fn q(vector: &[f32]) -> RecallQuery<'_> {
+    RecallQuery { text: "unrelated", vector }
+}
 
 #[tokio::test]
 #[ignore = "needs a Qdrant server: set QDRANT_URL and pass --ignored"]
@@ -34,17 +39,17 @@ async fn qdrant_store_scopes_searches_and_forgets() {
     store.add(&alice, vec![(m("near"), vec![1.0, 0.0, 0.0]), (m("far"), vec![0.0, 1.0, 0.0])]).await.expect("add");
     store.add(&bob, vec![(m("bob's"), vec![1.0, 0.0, 0.0])]).await.expect("add");
 
-    let found = store.search(&alice, &[1.0, 0.1, 0.0], 5).await.expect("search");
+    let found = store.search(&alice, q(&[1.0, 0.1, 0.0]), 5).await.expect("search");
     let texts: Vec<&str> = found.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(texts, vec!["near", "far"], "alice's only, nearest first");
     assert_eq!((found[0].kind, found[0].tick, found[0].url.as_deref()), (Kind::Page, 2, Some("https://a.example/")));
     let forged = Scope { task: alice.task, user: "bob".into() };
-    assert!(store.search(&forged, &[1.0, 0.0, 0.0], 5).await.expect("search").is_empty());
+    assert!(store.search(&forged, q(&[1.0, 0.0, 0.0]), 5).await.expect("search").is_empty());
 
     store.forget(alice.task, None).await.expect("forget");
-    assert!(store.search(&alice, &[1.0, 0.0, 0.0], 5).await.expect("search").is_empty());
+    assert!(store.search(&alice, q(&[1.0, 0.0, 0.0]), 5).await.expect("search").is_empty());
     store.forget(bob.task, Some(Duration::from_secs(3600))).await.expect("retain");
-    assert_eq!(store.search(&bob, &[1.0, 0.0, 0.0], 5).await.expect("search").len(), 1, "kept for the retention");
+    assert_eq!(store.search(&bob, q(&[1.0, 0.0, 0.0]), 5).await.expect("search").len(), 1, "kept for the retention");
 
     let client = qdrant_client::Qdrant::from_url(&url).skip_compatibility_check().build().expect("client");
     client.delete_collection(collection).await.expect("cleanup");

@@ -4,7 +4,7 @@
 //! handshake and refuse a certificate the system roots do not vouch for.
 
 use agent::memory::qdrant::QdrantStore;
-use agent::memory::{MemorySettings, Scope, VectorStore};
+use agent::memory::{MemorySettings, RecallQuery, Scope, VectorStore};
 use proto::TaskId;
 use proto::config::Env;
 use testkit::tls::{Pki, TlsRedis};
@@ -35,7 +35,10 @@ async fn https_verifies_the_server_certificate() {
     let s = settings(&format!("https://localhost:{}", listener.port), Some("secret-key")).expect("settings");
     let store = QdrantStore::new(&s).expect("client").expect("configured");
     let scope = Scope { task: TaskId::new(), user: "alice".into() };
-    let e = store.search(&scope, &[1.0, 0.0], 3).await.expect_err("an unverifiable server must be refused");
+    let e = store
+        .search(&scope, RecallQuery { text: "q", vector: &[1.0, 0.0] }, 3)
+        .await
+        .expect_err("an unverifiable server must be refused");
     let text = e.to_string();
     assert!(text.contains("UnknownIssuer") || text.contains("invalid peer certificate"), "{text}");
     assert!(!text.contains("secret-key"), "the key must not appear in errors: {text}");
@@ -82,7 +85,10 @@ async fn child_search_over_tls() {
     let s = settings(&url, Some(CHILD_KEY)).expect("settings");
     let store = QdrantStore::new(&s).expect("client").expect("configured");
     let scope = Scope { task: TaskId::new(), user: "alice".into() };
-    let e = store.search(&scope, &[1.0, 0.0], 3).await.expect_err("the endpoint answers UNIMPLEMENTED");
+    let e = store
+        .search(&scope, RecallQuery { text: "q", vector: &[1.0, 0.0] }, 3)
+        .await
+        .expect_err("the endpoint answers UNIMPLEMENTED");
     let text = e.to_string();
     // Past the handshake: the error is the endpoint's answer, not a certificate problem.
     assert!(text.contains("test endpoint"), "{text}");
