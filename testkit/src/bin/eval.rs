@@ -8,6 +8,9 @@
 //! `--python` (scripts/eval.sh does this). The score is a figure, not a gate: the exit code
 //! is 0 whenever every task ended.
 
+// The report on standard output is what this program is for.
+#![allow(clippy::print_stdout)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -134,7 +137,11 @@ async fn main() {
     let started = tokio::time::Instant::now();
     let mut solved = 0;
     println!("model: {model_name}; {} tasks, max_ticks {max_ticks}", TASKS.len());
-    println!("{:<11} {:<8} {:<10} {:>5} {:>7} {:>8}", "task", "answer", "status", "ticks", "tokens", "seconds");
+    println!(
+        "{:<11} {:<8} {:<10} {:>5} {:>5} {:>6} {:>7} {:>8}",
+        "task", "answer", "status", "ticks", "lost", "calls", "tokens", "seconds"
+    );
+    let mut lost_total = 0;
     for (id, (slug, _, _, fact)) in ids.iter().zip(TASKS) {
         let rec = app.wait_for(*id, ALL_DONE.saturating_sub(started.elapsed()), |r| r.status.is_terminal()).await;
         let result = rec.result.clone().unwrap_or_default();
@@ -153,16 +160,22 @@ async fn main() {
             }
             _ => f64::NAN,
         };
+        // Ticks whose reply could not be used (after the retry): the robustness figure.
+        let lost = app.events(*id).await.iter().filter(|e| e.get("action").is_some_and(|a| a == "invalid")).count();
+        lost_total += lost;
         println!(
-            "{:<11} {:<8} {:<10} {:>5} {:>7} {:>8.1}",
+            "{:<11} {:<8} {:<10} {:>5} {:>5} {:>6} {:>7} {:>8.1}",
             slug,
             if correct { "correct" } else { "wrong" },
             rec.status.to_string(),
             rec.tick.unwrap_or(0),
+            lost,
+            result["usage"]["model_calls"].as_u64().unwrap_or(0),
             result["usage"]["total_tokens"].as_u64().unwrap_or(0),
             seconds
         );
     }
+    println!("ticks lost to unusable replies: {lost_total}");
     println!("eval: solved {solved} of {}", TASKS.len());
     drop(local);
     app.cleanup().await;
