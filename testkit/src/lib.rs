@@ -23,9 +23,9 @@ use std::time::Duration;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Connection};
 use proto::config::Env;
-use proto::store::TaskStore;
+use proto::store::{Takeover, TaskStore};
 use proto::topology::Topology;
-use proto::{Keys, TaskId, TaskRecord};
+use proto::{Keys, TaskEnvelope, TaskId, TaskRecord};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
@@ -145,6 +145,29 @@ impl Harness {
     /// The record straight from Redis.
     pub async fn record(&self, id: TaskId) -> Option<TaskRecord> {
         self.store.get(id).await.expect("redis")
+    }
+
+    /// A delivery of task `id` takes it over, as an agent would: the envelope the gateway
+    /// published for it (rebuilt from its record), through [`TaskStore::take_over`].
+    pub async fn take_over(&self, id: TaskId, worker: &str, max_deliveries: u32) -> Takeover {
+        let rec = self.record(id).await.expect("record");
+        let envelope = TaskEnvelope {
+            correlation_id: rec.id,
+            mandate: rec.mandate.clone(),
+            max_ticks: rec.max_ticks,
+            user_id: Some(rec.user_id.clone()),
+            submitted_at: chrono::DateTime::parse_from_rfc3339(&rec.created_at).ok().map(|t| t.to_utc()),
+            v: Some(proto::envelope::ENVELOPE_VERSION),
+        };
+        self.store.take_over(&envelope, worker, max_deliveries).await.expect("take over")
+    }
+
+    /// [`Self::take_over`] that must claim the task; returns the attempt (the fencing token).
+    pub async fn claim(&self, id: TaskId, worker: &str, max_deliveries: u32) -> u32 {
+        match self.take_over(id, worker, max_deliveries).await {
+            Takeover::Claimed(c) => c.attempt,
+            other => panic!("expected a claim of {id}, got {other:?}"),
+        }
     }
 
     /// Polls the record until `pred` holds, or panics after `limit`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use proto::TaskId;
-use proto::store::{ClaimOutcome, Finish, ProgressOutcome};
+use proto::store::{Finish, ProgressOutcome};
 use serde_json::{Value, json};
 use testkit::Harness;
 
@@ -97,10 +97,8 @@ const USER: &str = "follower";
 
 /// Plays an agent's run of `ticks` ticks ending `completed`, through the store's scripts.
 async fn run_task(app: &Harness, id: TaskId, ticks: u32) {
+    let attempt = app.claim(id, "agent-1", 5).await;
     let rec = app.record(id).await.expect("record");
-    let ClaimOutcome::Claimed { attempt } = app.store.claim(&rec, "agent-1", 5).await.expect("claim") else {
-        panic!("claim")
-    };
     for t in 1..=ticks {
         let outcome = app.store.progress(&rec, attempt, t, "think", "{}").await.expect("progress");
         assert_eq!(outcome, ProgressOutcome::Continue);

@@ -1,10 +1,11 @@
-//! A task store on a key prefix of its own, and a task alice submitted. The keys are purged
-//! when the fixture is dropped, also after a failed assertion.
+//! A task store on a key prefix of its own ([`Scratch`]), or with a task alice submitted
+//! ([`Fixture`]). The keys are purged when either is dropped, also after a failed assertion.
 
 use std::time::Duration;
 
 use proto::store::{Limits, NewTask, SubmitOutcome, Takeover, TaskStore};
 use proto::{Keys, TaskEnvelope, TaskId, TaskRecord};
+use redis::AsyncCommands;
 
 // The test kit's per-test names, compiled in: a dependency on `testkit` would be a cycle
 // (it depends on the gateway, which depends on this crate). Its queue and process
@@ -15,23 +16,46 @@ mod namespace;
 
 use namespace::Namespace;
 
+/// A task store on a key prefix of its own and nothing in it.
+pub struct Scratch {
+    pub store: TaskStore,
+    _keys: Purged,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let ns = Namespace::new();
+        let conn = proto::connect::redis(&ns.services.redis).expect("redis url");
+        let store = TaskStore::new(conn, Keys::new(ns.prefix.clone()), Duration::from_secs(900));
+        Self { store, _keys: Purged(ns) }
+    }
+
+    /// Ticks `user` has reserved today.
+    pub async fn quota_used(&self, user: &str) -> i64 {
+        let key = self.store.quota_key(user, chrono::Utc::now());
+        self.store.connection().get::<_, Option<i64>>(key).await.expect("redis").unwrap_or(0)
+    }
+
+    pub async fn record(&self, id: TaskId) -> Option<TaskRecord> {
+        self.store.get(id).await.expect("redis")
+    }
+}
+
 pub struct Fixture {
-    pub ns: Namespace,
     pub store: TaskStore,
     /// The envelope the gateway published for the submitted task.
     pub envelope: TaskEnvelope,
+    _keys: Purged,
 }
 
 impl Fixture {
     /// A store, and a task of `max_ticks` alice submitted (every admission limit off).
     pub async fn submitted(max_ticks: u32) -> Self {
-        let ns = Namespace::new();
-        let conn = proto::connect::redis(&ns.services.redis).expect("redis url");
-        let store = TaskStore::new(conn, Keys::new(ns.prefix.clone()), Duration::from_secs(900));
+        let Scratch { store, _keys } = Scratch::new();
         let task = NewTask::new("alice", "a mandate", max_ticks);
         let submitted = store.submit(&task, &Limits::NONE).await.expect("submit");
         assert!(matches!(submitted, SubmitOutcome::Accepted { .. }), "{submitted:?}");
-        Self { ns, store, envelope: task.envelope() }
+        Self { store, envelope: task.envelope(), _keys }
     }
 
     pub fn id(&self) -> TaskId {
@@ -61,9 +85,12 @@ impl Fixture {
     }
 }
 
-impl Drop for Fixture {
+/// Purges its namespace's keys when dropped, also after a failed assertion.
+struct Purged(Namespace);
+
+impl Drop for Purged {
     fn drop(&mut self) {
-        let ns = self.ns.clone();
+        let ns = self.0.clone();
         // The test's runtime may be the one dropping us: purge on a runtime of its own.
         let _ = std::thread::spawn(move || {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
