@@ -62,14 +62,13 @@ fn accepted(record: &TaskResponse) -> Response {
     responses(
         (status = 202, description = "Accepted (or the replay of an Idempotency-Key)", body = TaskResponse, headers(("location" = String, description = "/tasks/{id}"))),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The same Idempotency-Key is still being processed", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid (named in detail), the body is not an object, or the Idempotency-Key was used with another request", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Daily tick quota, rate limit or active-task cap; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::AuthProblems,
+        crate::openapi::Unavailable,
     ))]
 #[tracing::instrument(skip_all, fields(user = %user.0, correlation_id))]
 pub async fn submit(
@@ -246,7 +245,12 @@ async fn owned(state: &AppState, user: &AuthUser, raw_id: &str) -> Result<TaskRe
 
 /// One of your tasks. Another user's task is indistinguishable from a missing one.
 #[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = uuid::Uuid, Path, description = "The task id (correlation_id)")),
-    responses((status = 200, description = "The task", body = TaskResponse), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 200, description = "The task", body = TaskResponse),
+        crate::openapi::AuthProblems,
+        crate::openapi::TaskNotFound,
+        crate::openapi::Unavailable,
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
@@ -262,7 +266,14 @@ pub async fn get(
     params(("id" = uuid::Uuid, Path, description = "The task id"),
         ("after" = Option<String>, Query, pattern = "^[0-9]+-[0-9]+$", description = "Resume after this event id"),
         ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]+-[0-9]+$", description = "Resume after this event id (wins over after)")),
-    responses((status = 200, description = "text/event-stream; each event's data is a TaskEvent", body = crate::events::StreamEvent, content_type = "text/event-stream"), (status = 400, description = "Not an event id, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "You already hold SSE_MAX_STREAMS_PER_USER event streams; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, this gateway holds SSE_MAX_STREAMS streams, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 200, description = "text/event-stream; each event's data is a TaskEvent", body = crate::events::StreamEvent, content_type = "text/event-stream"),
+        (status = 400, description = "Not an event id, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "You already hold SSE_MAX_STREAMS_PER_USER event streams; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis or RabbitMQ is unavailable, this gateway holds SSE_MAX_STREAMS streams, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::AuthProblems,
+        crate::openapi::TaskNotFound,
+    ))]
 pub async fn events(
     State(state): State<AppState>,
     user: AuthUser,
@@ -290,7 +301,13 @@ pub async fn events(
 
 /// Cancel: a queued task at once; a running one stops at its next tick boundary.
 #[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", security(("bearer" = [])), params(("id" = uuid::Uuid, Path, description = "The task id (correlation_id)")),
-    responses((status = 202, description = "Cancelled, or cancel requested", body = TaskResponse), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "The task already ended", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 202, description = "Cancelled, or cancel requested", body = TaskResponse),
+        (status = 409, description = "The task already ended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::AuthProblems,
+        crate::openapi::TaskNotFound,
+        crate::openapi::Unavailable,
+    ))]
 pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
@@ -312,7 +329,13 @@ pub async fn cancel(
 #[utoipa::path(get, path = "/tasks", tag = "tasks", security(("bearer" = [])),
     params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
         ("cursor" = Option<String>, Query, pattern = "^-?[0-9]+:[0-9a-f-]{36}$", description = "next_cursor of the previous page")),
-    responses((status = 200, description = "A page of tasks", body = TaskList), (status = 400, description = "Not a cursor from this API, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 422, description = "limit out of range", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 200, description = "A page of tasks", body = TaskList),
+        (status = 400, description = "Not a cursor from this API, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "limit out of range", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::AuthProblems,
+        crate::openapi::Unavailable,
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
