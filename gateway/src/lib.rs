@@ -4,7 +4,7 @@
 //! - [`config`]: settings from the environment.
 //! - [`auth`]: bearer JWT verification (JWKS and HS256) and the `AuthUser` extractor.
 //! - [`extract`], [`problem`], [`edge`]: request bodies in, RFC 9457 problems out, for
-//!   every error including unknown routes and oversize bodies.
+//!   every error including unknown routes and oversize bodies; the request deadline.
 //! - [`publisher`]: envelope publishing with publisher confirms, and broker readiness.
 //! - [`undo`]: publish, mark confirmed, or undo with retries off the request path.
 //! - [`reconciler`]: ends records nobody else will (never enqueued, dead-lettered).
@@ -13,7 +13,7 @@
 //!   Redis reader that wakes every follower.
 //! - [`webhooks`]: signed task-end webhooks, delivered from a durable Redis queue.
 //! - [`routes`]: the HTTP API (ARCHITECTURE §2).
-//! - [`http_metrics`]: per-route metrics and the request deadline.
+//! - [`http_metrics`]: per-route metrics, labelled from closed sets.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the routes.
 //!
 //! Submission is all-or-nothing: `202` only after Redis holds the record and RabbitMQ
