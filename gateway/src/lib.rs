@@ -5,8 +5,8 @@
 //! - [`auth`]: bearer JWT verification (JWKS and HS256) and the `AuthUser` extractor.
 //! - [`extract`], [`problem`], [`edge`]: request bodies in, RFC 9457 problems out, for
 //!   every error including unknown routes and oversize bodies; the request deadline.
-//! - [`publisher`]: envelope publishing with publisher confirms, and broker readiness.
-//! - [`undo`]: publish, mark confirmed, or undo with retries off the request path.
+//! - [`submission`]: admit → publish (with publisher confirms) → confirm, or undo; the
+//!   broker link and its readiness.
 //! - [`reconciler`]: ends records nobody else will (never enqueued, dead-lettered).
 //! - [`streams`]: per-user and per-gateway bounds on open event streams.
 //! - [`events`]: following a task's progress as Server-Sent Events; [`event_hub`]: the one
@@ -29,12 +29,11 @@ pub mod extract;
 pub mod http_metrics;
 pub mod openapi;
 pub mod problem;
-pub mod publisher;
 pub mod reconciler;
 pub mod routes;
 pub mod state;
 pub mod streams;
-pub mod undo;
+pub mod submission;
 pub mod webhooks;
 
 use std::future::Future;
@@ -42,20 +41,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use proto::group_commit::GroupCommit;
-use proto::store::{Limits, NewTask, TaskStore};
+use proto::Keys;
+use proto::store::TaskStore;
 use proto::topology::Topology;
-use proto::{Keys, TaskId};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Jwks, Verifier};
 use crate::config::Settings;
 use crate::event_hub::{self as hub, EventHub};
-use crate::publisher::Publisher;
 use crate::routes::samples::SamplesCache;
 use crate::state::{AppState, Inner};
 use crate::streams::StreamLimits;
+use crate::submission::{Publisher, Submissions};
 use crate::webhooks::Dispatcher;
 use proto::address_policy::{Lookup, SystemLookup};
 use proto::stream_leases::StreamLeases;
@@ -63,13 +61,6 @@ use proto::webhook_queue::WebhookQueue;
 
 /// In-flight requests get this long to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
-/// Submissions per script call at most, and such calls in flight at once (see group_commit).
-const SUBMIT_BATCH: usize = 64;
-const SUBMIT_CALLS: usize = 2;
-/// Confirmed marks per script call at most (a batch is whatever queued while the last ran).
-const CONFIRM_BATCH: usize = 128;
-/// Confirm calls in flight at once; a batch gathers only while all are out.
-const CONFIRM_CALLS: usize = 2;
 const WARM_UP: Duration = Duration::from_secs(2);
 
 pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<AppState> {
@@ -85,55 +76,20 @@ pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         (None, None) => None,
     };
     let verifier = Arc::new(Verifier::new(&settings.auth, jwks));
-    let a = &settings.admission;
-    let limits = Limits {
-        daily_ticks: a.daily_tick_limit,
-        rate_per_minute: a.submit_rate_per_minute,
-        burst: a.submit_burst,
-        max_active: a.max_active_tasks,
-        idempotency_ttl: a.idempotency_ttl,
-    };
     let lookup: Arc<dyn Lookup> = Arc::new(SystemLookup);
     if let Some(w) = &settings.webhooks {
         let queue = WebhookQueue::new(redis.clone(), store.keys().clone());
         // It stops with `shutdown`, after draining its attempts in flight (bounded).
         drop(Dispatcher::new(queue, store.clone(), w.clone(), lookup.clone())?.spawn(shutdown.clone()));
     }
-    let submits = {
-        let store = store.clone();
-        GroupCommit::spawn(SUBMIT_BATCH, SUBMIT_CALLS, move |tasks: Vec<NewTask>| {
-            let store = store.clone();
-            async move { store.submit_many(&tasks, &limits).await }
-        })
-    };
-    let confirms = {
-        let store = store.clone();
-        GroupCommit::spawn(CONFIRM_BATCH, CONFIRM_CALLS, move |ids: Vec<TaskId>| {
-            let store = store.clone();
-            async move { Ok(store.confirm_many(&ids).await?.into_iter().map(Ok).collect()) }
-        })
-    };
+    let submissions = Submissions::new(&settings, store.clone(), publisher);
     let streams = StreamLimits::new(
         StreamLeases::new(redis.clone(), store.keys().clone()),
         settings.sse_max_streams,
         settings.sse_max_streams_per_user,
     );
     let samples = SamplesCache::new(settings.samples_cache);
-    Ok(AppState::new(Inner {
-        settings,
-        store,
-        redis,
-        publisher,
-        verifier,
-        submits,
-        confirms,
-        limits,
-        hub,
-        shutdown,
-        streams,
-        samples,
-        lookup,
-    }))
+    Ok(AppState::new(Inner { settings, store, redis, verifier, submissions, hub, shutdown, streams, samples, lookup }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight
@@ -173,7 +129,7 @@ pub async fn run(
     let mut redis = state.redis.clone();
     let (redis_up, broker_up) = tokio::join!(
         tokio::time::timeout(WARM_UP, proto::connect::ping_redis(&mut redis, &state.settings.common.redis)),
-        state.publisher.connect_now(WARM_UP),
+        state.submissions.publisher().connect_now(WARM_UP),
     );
     match redis_up {
         Ok(Ok(())) => {}
@@ -199,7 +155,7 @@ pub async fn run(
     };
     proto::serve::serve(listener, app, Some(reserve), state.settings.edge.clone(), SHUTDOWN_GRACE, signal).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), reconciler).await;
-    state.publisher.close().await;
+    state.submissions.publisher().close().await;
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -63,7 +63,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             Ok(Ok(_))
         )
     };
-    let (redis, rabbitmq) = tokio::join!(redis_probe, state.publisher.ready(PROBE_TIMEOUT));
+    let (redis, rabbitmq) = tokio::join!(redis_probe, state.submissions.publisher().ready(PROBE_TIMEOUT));
     let ok = redis && rabbitmq;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
