@@ -42,12 +42,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use proto::Keys;
+use proto::lifecycle::Background;
 use proto::store::TaskStore;
 use proto::topology::Topology;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Jwks, Verifier};
+use crate::auth::{Jwks, Verifier, jwks};
 use crate::config::Settings;
 use crate::event_hub::{self as hub, EventHub};
 use crate::routes::samples::SamplesCache;
@@ -63,9 +63,16 @@ use proto::webhook_queue::WebhookQueue;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 const WARM_UP: Duration = Duration::from_secs(2);
 
-pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<AppState> {
+/// The clients and background workers of a gateway. Declares the background stages it
+/// starts on `background`, in the order they stop after the HTTP drain: the event hub (its
+/// token, `AppState::shutdown`, is cancelled at the signal to end event streams), the
+/// publishes and undos under way, the group-commit workers they use, the webhook dispatcher.
+pub fn build_state(settings: Settings, background: &mut Background) -> anyhow::Result<AppState> {
+    let streams_stage = background.stage("event streams", Duration::from_secs(5));
+    let in_flight = background.stage("submissions in flight", Duration::from_secs(10));
+    let commits = background.stage("group commits", Duration::from_secs(5));
     let redis = proto::connect::redis(&settings.common.redis)?;
-    let hub = EventHub::spawn(proto::connect::redis_blocking(&settings.common.redis, hub::BLOCK)?, shutdown.clone());
+    let hub = EventHub::spawn(proto::connect::redis_blocking(&settings.common.redis, hub::BLOCK)?, &streams_stage);
     let keys = Keys::new(settings.common.key_prefix.clone());
     let store = TaskStore::new(redis.clone(), keys, settings.common.task_record_ttl);
     let topology = Topology::new(settings.common.input_queue.clone(), settings.common.max_deliveries);
@@ -79,29 +86,41 @@ pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let lookup: Arc<dyn Lookup> = Arc::new(SystemLookup);
     if let Some(w) = &settings.webhooks {
         let queue = WebhookQueue::new(redis.clone(), store.keys().clone());
-        // It stops with `shutdown`, after draining its attempts in flight (bounded).
-        drop(Dispatcher::new(queue, store.clone(), w.clone(), lookup.clone())?.spawn(shutdown.clone()));
+        // It drains its attempts in flight, each bounded by the timeout plus bookkeeping.
+        let stage = background.stage("webhooks", w.timeout + webhooks::DRAIN_MARGIN);
+        stage.track(Dispatcher::new(queue, store.clone(), w.clone(), lookup.clone())?.spawn(stage.token()));
     }
-    let submissions = Submissions::new(&settings, store.clone(), publisher);
+    let submissions = Submissions::new(&settings, store.clone(), publisher, in_flight, &commits);
     let streams = StreamLimits::new(
         StreamLeases::new(redis.clone(), store.keys().clone()),
         settings.sse_max_streams,
         settings.sse_max_streams_per_user,
     );
     let samples = SamplesCache::new(settings.samples_cache);
+    let shutdown = streams_stage.token();
     Ok(AppState::new(Inner { settings, store, redis, verifier, submissions, hub, shutdown, streams, samples, lookup }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight
-/// requests for up to [`SHUTDOWN_GRACE`].
+/// requests for up to [`SHUTDOWN_GRACE`] and stops the background tasks in order (see
+/// [`build_state`]; then the reconciler and the signing-key refresh).
 pub async fn run(
     listener: TcpListener,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     proto::ops::prometheus();
-    let background = CancellationToken::new();
-    let state = build_state(settings, background.clone())?;
+    let mut background = Background::new();
+    let state = match build_state(settings, &mut background) {
+        Ok(state) => state,
+        Err(e) => {
+            background.stop().await;
+            return Err(e);
+        }
+    };
+    // A pass in progress ends by its own timeouts.
+    let reconciling = background.stage("reconciler", Duration::from_secs(10));
+    let refreshing = background.stage("signing keys", jwks::FETCH_TIMEOUT + Duration::from_secs(1));
     if let Some(jwks) = state.verifier.jwks() {
         // Load the keys before serving, so the first tokens do not each miss; a key server
         // that is down at start is retried in the background.
@@ -115,14 +134,13 @@ pub async fn run(
                 false
             }
         };
-        jwks.clone().spawn_refresher(state.settings.auth.jwks_cache, loaded, background.clone());
+        jwks.clone().spawn_refresher(state.settings.auth.jwks_cache, loaded, &refreshing);
     }
     if let Err(e) = state.store.load_scripts().await {
         // Not fatal: a script missing from the cache costs its first call one EVAL.
         tracing::warn!(error = %e, "could not preload the Lua scripts");
     }
-    // Stops with the event streams at the signal; a pass in progress ends by its timeouts.
-    let reconciler = tokio::spawn(reconciler::Reconciler::for_gateway(&state).run(background.clone()));
+    reconciling.spawn(reconciler::Reconciler::for_gateway(&state).run(reconciling.token()));
     // Warm both links so the first request does not pay for them, and so a refused TLS
     // certificate is in the log at start. Failure is not fatal: /ready reports it and the
     // next request retries.
@@ -146,15 +164,15 @@ pub async fn run(
     let reserve =
         proto::serve::Reserve { app: routes::reserve_router(state.clone()), connections: state.settings.probe_reserve };
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    // Cancelling `background` at the signal ends event streams, so the drain does not wait
-    // for followers that would otherwise stay for minutes.
-    let stop = background.clone();
+    // Ending the event streams at the signal means the drain does not wait for followers
+    // that would otherwise stay for minutes.
+    let streams = state.shutdown.clone();
     let signal = async move {
         shutdown.await;
-        stop.cancel();
+        streams.cancel();
     };
     proto::serve::serve(listener, app, Some(reserve), state.settings.edge.clone(), SHUTDOWN_GRACE, signal).await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), reconciler).await;
+    background.stop().await;
     state.submissions.publisher().close().await;
     tracing::info!("gateway stopped");
     Ok(())

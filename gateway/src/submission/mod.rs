@@ -21,10 +21,9 @@ use std::time::{Duration, Instant};
 
 use proto::TaskId;
 use proto::group_commit::GroupCommit;
+use proto::lifecycle::Stage;
 use proto::store::{Claim, Limits, NewTask, StoreError, SubmitOutcome, TaskStore};
 use proto::task::{TaskResponse, TaskStatus};
-
-use tracing::Instrument;
 
 use crate::config::{AdmissionSettings, Settings};
 use crate::problem::ApiError;
@@ -109,6 +108,8 @@ struct Inner {
     admits: GroupCommit<NewTask, SubmitOutcome>,
     confirms: GroupCommit<TaskId, bool>,
     limits: Limits,
+    /// The publishes and undos under way, each on a task of its own.
+    in_flight: Stage,
     /// How long after its creation a submission's undo may still run: then the reconciler
     /// owns an unconfirmed record (`PUBLISH_TIMEOUT_MS + RECONCILE_GRACE_MS`).
     undo_window: Duration,
@@ -132,19 +133,20 @@ fn stage(name: &'static str, since: Instant) {
 }
 
 impl Submissions {
-    /// Spawns the two group-commit workers on the current runtime.
-    pub fn new(settings: &Settings, store: TaskStore, publisher: Publisher) -> Self {
+    /// Spawns the two group-commit workers on `commits`; publishes and undos run on
+    /// `in_flight` (stopped first, so the workers still serve what they ask).
+    pub fn new(settings: &Settings, store: TaskStore, publisher: Publisher, in_flight: Stage, commits: &Stage) -> Self {
         let limits = limits(&settings.admission);
         let admits = {
             let store = store.clone();
-            GroupCommit::spawn(SUBMIT_BATCH, SUBMIT_CALLS, move |tasks: Vec<NewTask>| {
+            GroupCommit::spawn(SUBMIT_BATCH, SUBMIT_CALLS, commits, move |tasks: Vec<NewTask>| {
                 let store = store.clone();
                 async move { store.submit_many(&tasks, &limits).await }
             })
         };
         let confirms = {
             let store = store.clone();
-            GroupCommit::spawn(CONFIRM_BATCH, CONFIRM_CALLS, move |ids: Vec<TaskId>| {
+            GroupCommit::spawn(CONFIRM_BATCH, CONFIRM_CALLS, commits, move |ids: Vec<TaskId>| {
                 let store = store.clone();
                 async move { Ok(store.confirm_many(&ids).await?.into_iter().map(Ok).collect()) }
             })
@@ -155,6 +157,7 @@ impl Submissions {
             admits,
             confirms,
             limits,
+            in_flight,
             undo_window: settings.publish_timeout + settings.reconciler.grace,
             request_timeout: settings.request_timeout,
         }))
@@ -204,11 +207,12 @@ impl Submissions {
         }
 
         let envelope = task.envelope();
-        let publish = {
-            let (this, task) = (self.clone(), task.clone());
-            tokio::spawn(async move { this.publish_or_undo(&envelope, &task).await }.in_current_span())
-        };
-        if !matches!(publish.await, Ok(true)) {
+        let (published, answer) = tokio::sync::oneshot::channel();
+        let (this, spawned) = (self.clone(), task.clone());
+        self.0.in_flight.spawn(async move {
+            let _ = published.send(this.publish_or_undo(&envelope, &spawned).await);
+        });
+        if !matches!(answer.await, Ok(true)) {
             return Err(SubmitError::NotEnqueued);
         }
         metrics::counter!("gateway_tasks_submitted_total").increment(1);
@@ -276,7 +280,7 @@ impl Submissions {
     /// Undoes a submission off the request path (see [`undo`]).
     fn spawn_undo(&self, task: NewTask) {
         let (store, window) = (self.0.store.clone(), self.0.undo_window);
-        tokio::spawn(async move { undo::undo(&store, &task, window).await }.in_current_span());
+        self.0.in_flight.spawn(async move { undo::undo(&store, &task, window).await });
     }
 }
 
