@@ -12,7 +12,8 @@
 //! - [`events`]: following a task's progress as Server-Sent Events; [`event_hub`]: the one
 //!   Redis reader that wakes every follower.
 //! - [`webhooks`]: signed task-end webhooks, delivered from a durable Redis queue.
-//! - [`routes`]: the HTTP API (ARCHITECTURE §2).
+//! - [`routes`]: the HTTP API (ARCHITECTURE §2); [`samples_cache`]: the copy of the
+//!   sidecar's samples `GET /ops/samples` answers from.
 //! - [`http_metrics`]: per-route metrics, labelled from closed sets.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the routes.
 //!
@@ -31,6 +32,7 @@ pub mod openapi;
 pub mod problem;
 pub mod reconciler;
 pub mod routes;
+pub mod samples_cache;
 pub mod state;
 pub mod streams;
 pub mod submission;
@@ -50,7 +52,7 @@ use tokio::net::TcpListener;
 use crate::auth::{Jwks, Verifier, jwks};
 use crate::config::Settings;
 use crate::event_hub::{self as hub, EventHub};
-use crate::routes::samples::SamplesCache;
+use crate::samples_cache::SamplesCache;
 use crate::state::{AppState, Inner};
 use crate::streams::StreamLimits;
 use crate::submission::{Publisher, Submissions};

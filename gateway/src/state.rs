@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Verifier;
 use crate::config::Settings;
 use crate::event_hub::EventHub;
-use crate::routes::samples::SamplesCache;
+use crate::samples_cache::SamplesCache;
 use crate::streams::StreamLimits;
 use crate::submission::Submissions;
 
