@@ -60,7 +60,7 @@ async fn offline_model_refuses_private_urls_without_the_test_switch() {
     assert_eq!(rec.status, TaskStatus::Completed);
     let result = rec.result.expect("result");
     assert_eq!(result["success"], false, "nothing could be read");
-    assert!(result["notes"].as_str().expect("notes").contains("loopback"), "{result}");
+    assert!(result["notes"].as_str().expect("notes").contains("not a public address"), "{result}");
     assert_eq!(page.connections(), 0);
     app.cleanup().await;
 }
