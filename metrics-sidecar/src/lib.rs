@@ -6,8 +6,9 @@
 //! - [`cloudwatch`]: one `PutMetricData` per interval, retried, never fatal; or log-only.
 //! - [`aws`]: the SDK configuration (timeouts, `AWS_ENDPOINT_URL`) shared with the autoscaler.
 //!
-//! The loop publishes every `METRICS_INTERVAL_SECONDS` until the shutdown token fires, and
-//! serves `/health` and `/metrics` (the same values as Prometheus gauges) meanwhile.
+//! [`run`] publishes every `METRICS_INTERVAL_SECONDS` until its shutdown future resolves,
+//! and serves `/health` and `/metrics` (the same values as Prometheus gauges) meanwhile, as
+//! a `proto::lifecycle` stage stopped after the loop.
 
 pub mod aws;
 pub mod cloudwatch;

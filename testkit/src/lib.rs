@@ -5,6 +5,16 @@
 //! Talks to the real services at `REDIS_URL` / `RABBITMQ_URL` (defaults: localhost), or to
 //! the [`Services`] a test passes (e.g. private TLS servers from [`tls`], or a private Redis,
 //! RabbitMQ node or freezable proxy from [`private`]).
+//!
+//! # Layout
+//! - `namespace`: per-test key prefixes, queue names and settings ([`Namespace`]), and the
+//!   purge (also compiled into `proto`'s store tests).
+//! - [`Harness`] (here): an in-process gateway stopped through a trigger, as SIGTERM
+//!   stops the binary, with typed helpers (`submit`, `take_over`, `record`, ...).
+//! - `processes`: [`GatewayProc`] and [`AgentProc`], the binaries as child processes.
+//! - [`private`], [`tls`]: private Redis and RabbitMQ servers, plain or TLS.
+//! - [`binaries`]: the workspace's own binaries, for tests that run other crates' processes.
+//! - [`chaos`]: the chaos suite, its [`chaos::Stack`] and the table of scenarios.
 
 pub mod binaries;
 pub mod chaos;
