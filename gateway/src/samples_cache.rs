@@ -24,7 +24,7 @@ const MAX_SAMPLES: usize = 20_000;
 /// Serialized answers kept per refresh (one per `minutes` asked for; the console asks for one).
 const MAX_BODIES: usize = 8;
 
-/// The body of `GET /ops/samples`.
+// The body of `GET /ops/samples` (a doc comment would change the OpenAPI document).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Samples {
     /// Oldest first; a value the sidecar could not read is absent, never zero.
