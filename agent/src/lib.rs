@@ -25,7 +25,8 @@
 //! - [`text`]: [`text::clip`], the one way outside text is bounded.
 //!
 //! [`run`] wires them: Redis, the worker, heartbeat, protection, the consumer, then the
-//! drain. Shutdown (SIGTERM): stop taking deliveries, mark presence `draining`, let running
+//! drain; heartbeat, protection and the health endpoint are background tasks owned by one
+//! `proto::lifecycle::Background`, stopped in that order after the drain. Shutdown (SIGTERM): stop taking deliveries, mark presence `draining`, let running
 //! tasks finish for up to `AGENT_DRAIN_SECONDS`, then interrupt the rest (checkpointed,
 //! requeued with `nack`), close the broker link, release scale-in protection, deregister.
 //! Every log line of a run carries the `agent_id` (its span), so agents sharing one
@@ -52,6 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::Keys;
+use proto::lifecycle::{Background, Stage};
 use proto::store::TaskStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -63,21 +65,41 @@ use crate::worker::{Intelligence, Worker};
 
 /// After the drain, interrupted runs get this long to checkpoint and nack.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+/// Releasing scale-in protection and deregistering (each bounded on its own).
+const AFTER_DRAIN_GRACE: Duration = Duration::from_secs(15);
+/// A scrape or health check in flight.
+const OPS_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the agent until `shutdown` is cancelled, then drains. `health` serves `/health`
-/// and `/metrics`.
-pub async fn run(settings: Settings, health: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs the agent until `shutdown` resolves, then drains. `health` serves `/health` and
+/// `/metrics`.
+pub async fn run(
+    health: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let span = tracing::info_span!("agent", agent_id = %settings.worker_id);
-    serve(settings, health, shutdown).instrument(span).await
+    async move {
+        let shutdown = proto::lifecycle::cancel_on(shutdown);
+        // Stopped in this order after the drain (or after a failed start): scale-in
+        // protection released while deregistering, then the health endpoint.
+        let mut background = Background::new();
+        let after_drain = background.stage("presence and protection", AFTER_DRAIN_GRACE);
+        let ops = background.stage("health endpoint", OPS_GRACE);
+        ops.track(proto::ops::spawn(health, settings.common.http_header_timeout, ops.token()));
+        let result = serve(settings, shutdown, &after_drain).await;
+        background.stop().await;
+        tracing::info!("agent stopped");
+        result
+    }
+    .instrument(span)
+    .await
 }
 
-async fn serve(settings: Settings, health: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let ops_stop = CancellationToken::new();
-    let ops_task = proto::ops::spawn(health, settings.common.http_header_timeout, ops_stop.clone());
-
+/// Until shutdown: connect, build the worker, consume; then drain. The background tasks it
+/// starts run on `after_drain`, which the caller stops once this returns.
+async fn serve(settings: Settings, shutdown: CancellationToken, after_drain: &Stage) -> anyhow::Result<()> {
     let mut redis = proto::connect::redis(&settings.common.redis)?;
     if !proto::connect::wait_for_redis(&mut redis, &settings.common.redis, &shutdown).await {
-        ops_stop.cancel();
         return Ok(());
     }
     let store = TaskStore::new(redis, Keys::new(settings.common.key_prefix.clone()), settings.common.task_record_ttl);
@@ -85,13 +107,8 @@ async fn serve(settings: Settings, health: TcpListener, shutdown: CancellationTo
         // Not fatal: a script missing from the cache costs its first call one EVAL.
         tracing::warn!(error = %e, "could not preload the Lua scripts");
     }
-    let parts = match Intelligence::build(&settings, &store) {
-        Ok(p) => p,
-        Err(e) => {
-            ops_stop.cancel();
-            return Err(e.context("could not set up the model, tools or memory"));
-        }
-    };
+    let parts =
+        Intelligence::build(&settings, &store).map_err(|e| e.context("could not set up the model, tools or memory"))?;
     if settings.llm.is_none() {
         tracing::warn!(
             model = parts.model.name(),
@@ -113,27 +130,15 @@ async fn serve(settings: Settings, health: TcpListener, shutdown: CancellationTo
     let worker = Arc::new(Worker::new(settings, store, parts));
     tracing::info!(worker_id = %worker.settings.worker_id, concurrency = worker.settings.concurrency, "agent starting");
 
-    let protection_stop = CancellationToken::new();
-    let protection = match &worker.settings.protection {
-        None => None,
-        Some(p) => match protection::spawn(p, worker.registry.watch_busy(), protection_stop.clone()) {
-            Ok(task) => Some(task),
-            Err(e) => {
-                ops_stop.cancel();
-                return Err(e.context("could not set up ECS scale-in protection"));
-            }
-        },
-    };
-
-    let presence_stop = CancellationToken::new();
-    let presence = {
-        let w = worker.clone();
-        let stop = presence_stop.clone();
-        tokio::spawn(
-            async move { presence::heartbeat(&w.registry, &w.store, &w.settings, stop).await }
-                .instrument(tracing::Span::current()),
-        )
-    };
+    if let Some(p) = &worker.settings.protection {
+        let task = protection::spawn(p, worker.registry.watch_busy(), after_drain.token())
+            .map_err(|e| e.context("could not set up ECS scale-in protection"))?;
+        after_drain.track(task);
+    }
+    {
+        let (w, stop) = (worker.clone(), after_drain.token());
+        after_drain.spawn(async move { presence::heartbeat(&w.registry, &w.store, &w.settings, stop).await });
+    }
 
     let tracker = TaskTracker::new();
     let interrupt = CancellationToken::new();
@@ -161,15 +166,5 @@ async fn serve(settings: Settings, health: TcpListener, shutdown: CancellationTo
     if let Some(link) = link {
         link.close("agent shutting down").await;
     }
-    // After the drain: release scale-in protection (bounded) while deregistering.
-    protection_stop.cancel();
-    presence_stop.cancel();
-    if let Some(task) = protection {
-        let _ = task.await;
-    }
-    let _ = presence.await;
-    ops_stop.cancel();
-    let _ = ops_task.await;
-    tracing::info!("agent stopped");
     Ok(())
 }

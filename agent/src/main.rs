@@ -16,5 +16,5 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env(&Env::from_process()).unwrap_or_else(|e| exit_on_config_error("agent", &e));
     proto::telemetry::init();
     let health = tokio::net::TcpListener::bind(settings.health_addr).await?;
-    agent::run(settings, health, proto::shutdown::token()).await
+    agent::run(health, settings, proto::shutdown::signal()).await
 }

@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
             let settings = LocalSettings::from_env(&env).unwrap_or_else(|e| exit_on_config_error("autoscaler", &e));
             proto::telemetry::init();
             let (view, _) = tokio::sync::watch::channel(Default::default());
-            autoscaler::local::run(settings, proto::shutdown::token(), view).await
+            autoscaler::local::run(settings, view, proto::shutdown::signal()).await
         }
         Some("simulate") => simulate_cmd(&args[1..], &env),
         Some(other) => fail(&format!("unknown command or argument {other:?}")),

@@ -1,6 +1,9 @@
-//! The HTTP edge in front of every route: a declared oversize body is refused before
-//! anything reads it, and every error response the router or axum's own extractors produce
-//! (unknown route, wrong method, a path that is not UTF-8) becomes problem+json like ours.
+//! The HTTP edge in front of every route: a deadline on every request, a declared oversize
+//! body refused before anything reads it, and every error response the router or axum's
+//! own extractors produce (unknown route, wrong method, a path that is not UTF-8) becomes
+//! problem+json like ours.
+
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -8,6 +11,18 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::problem::{ApiError, problem_response};
+
+/// No request outlives its deadline, whatever a dependency does.
+pub async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!(limit_ms = limit.as_millis() as u64, "request deadline exceeded");
+            ApiError::Unavailable { detail: "the request took too long; try again".into(), retry_after: 1 }
+                .into_response()
+        }
+    }
+}
 
 /// The body limit in force, for extractors that report it.
 #[derive(Debug, Clone, Copy)]

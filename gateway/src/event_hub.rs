@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use proto::backoff::Backoff;
+use proto::lifecycle::Stage;
 
 /// How long one `XREAD` blocks; a new follower's key joins the read after at most this.
 pub const BLOCK: Duration = Duration::from_millis(500);
@@ -41,9 +42,10 @@ pub struct EventHub {
 
 impl EventHub {
     /// Starts the reader on its own connection (`conn` must not be shared: it blocks).
-    pub fn spawn(conn: ConnectionManager, stop: CancellationToken) -> Self {
+    /// Runs the reader on `stage` until it stops.
+    pub fn spawn(conn: ConnectionManager, stage: &Stage) -> Self {
         let (register, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(conn, rx, stop));
+        stage.spawn(run(conn, rx, stage.token()));
         Self { register }
     }
 

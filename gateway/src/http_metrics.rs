@@ -1,15 +1,13 @@
-//! Request metrics by route template (never the raw path, which holds task ids) and a
-//! deadline on every request. Every label comes from a closed set: a client can send any
+//! Request metrics by route template (never the raw path, which holds task ids). Every
+//! label comes from a closed set: a client can send any
 //! method and any path, and each distinct label value would be a series kept forever.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use crate::problem::ApiError;
+use axum::response::Response;
 
 pub async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -35,18 +33,6 @@ pub fn method_label(m: &Method) -> &'static str {
         Method::CONNECT => "CONNECT",
         Method::TRACE => "TRACE",
         _ => "other",
-    }
-}
-
-/// No request outlives its deadline, whatever a dependency does.
-pub async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => {
-            tracing::warn!(limit_ms = limit.as_millis() as u64, "request deadline exceeded");
-            ApiError::Unavailable { detail: "the request took too long; try again".into(), retry_after: 1 }
-                .into_response()
-        }
     }
 }
 

@@ -4,16 +4,17 @@
 //! - [`config`]: settings from the environment.
 //! - [`auth`]: bearer JWT verification (JWKS and HS256) and the `AuthUser` extractor.
 //! - [`extract`], [`problem`], [`edge`]: request bodies in, RFC 9457 problems out, for
-//!   every error including unknown routes and oversize bodies.
-//! - [`publisher`]: envelope publishing with publisher confirms, and broker readiness.
-//! - [`undo`]: publish, mark confirmed, or undo with retries off the request path.
+//!   every error including unknown routes and oversize bodies; the request deadline.
+//! - [`submission`]: admit → publish (with publisher confirms) → confirm, or undo; the
+//!   broker link and its readiness.
 //! - [`reconciler`]: ends records nobody else will (never enqueued, dead-lettered).
 //! - [`streams`]: per-user and per-gateway bounds on open event streams.
 //! - [`events`]: following a task's progress as Server-Sent Events; [`event_hub`]: the one
 //!   Redis reader that wakes every follower.
 //! - [`webhooks`]: signed task-end webhooks, delivered from a durable Redis queue.
-//! - [`routes`]: the HTTP API (ARCHITECTURE §2).
-//! - [`http_metrics`]: per-route metrics and the request deadline.
+//! - [`routes`]: the HTTP API (ARCHITECTURE §2); [`samples_cache`]: the copy of the
+//!   sidecar's samples `GET /ops/samples` answers from.
+//! - [`http_metrics`]: per-route metrics, labelled from closed sets.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the routes.
 //!
 //! Submission is all-or-nothing: `202` only after Redis holds the record and RabbitMQ
@@ -29,12 +30,12 @@ pub mod extract;
 pub mod http_metrics;
 pub mod openapi;
 pub mod problem;
-pub mod publisher;
 pub mod reconciler;
 pub mod routes;
+pub mod samples_cache;
 pub mod state;
 pub mod streams;
-pub mod undo;
+pub mod submission;
 pub mod webhooks;
 
 use std::future::Future;
@@ -42,20 +43,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use proto::group_commit::GroupCommit;
-use proto::store::{Limits, NewTask, TaskStore};
+use proto::Keys;
+use proto::lifecycle::Background;
+use proto::store::TaskStore;
 use proto::topology::Topology;
-use proto::{Keys, TaskId};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Jwks, Verifier};
+use crate::auth::{Jwks, Verifier, jwks};
 use crate::config::Settings;
 use crate::event_hub::{self as hub, EventHub};
-use crate::publisher::Publisher;
-use crate::routes::samples::SamplesCache;
+use crate::samples_cache::SamplesCache;
 use crate::state::{AppState, Inner};
 use crate::streams::StreamLimits;
+use crate::submission::{Publisher, Submissions};
 use crate::webhooks::Dispatcher;
 use proto::address_policy::{Lookup, SystemLookup};
 use proto::stream_leases::StreamLeases;
@@ -63,18 +63,18 @@ use proto::webhook_queue::WebhookQueue;
 
 /// In-flight requests get this long to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
-/// Submissions per script call at most, and such calls in flight at once (see group_commit).
-const SUBMIT_BATCH: usize = 64;
-const SUBMIT_CALLS: usize = 2;
-/// Confirmed marks per script call at most (a batch is whatever queued while the last ran).
-const CONFIRM_BATCH: usize = 128;
-/// Confirm calls in flight at once; a batch gathers only while all are out.
-const CONFIRM_CALLS: usize = 2;
 const WARM_UP: Duration = Duration::from_secs(2);
 
-pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<AppState> {
+/// The clients and background workers of a gateway. Declares the background stages it
+/// starts on `background`, in the order they stop after the HTTP drain: the event hub (its
+/// token, `AppState::shutdown`, is cancelled at the signal to end event streams), the
+/// publishes and undos under way, the group-commit workers they use, the webhook dispatcher.
+pub fn build_state(settings: Settings, background: &mut Background) -> anyhow::Result<AppState> {
+    let streams_stage = background.stage("event streams", Duration::from_secs(5));
+    let in_flight = background.stage("submissions in flight", Duration::from_secs(10));
+    let commits = background.stage("group commits", Duration::from_secs(5));
     let redis = proto::connect::redis(&settings.common.redis)?;
-    let hub = EventHub::spawn(proto::connect::redis_blocking(&settings.common.redis, hub::BLOCK)?, shutdown.clone());
+    let hub = EventHub::spawn(proto::connect::redis_blocking(&settings.common.redis, hub::BLOCK)?, &streams_stage);
     let keys = Keys::new(settings.common.key_prefix.clone());
     let store = TaskStore::new(redis.clone(), keys, settings.common.task_record_ttl);
     let topology = Topology::new(settings.common.input_queue.clone(), settings.common.max_deliveries);
@@ -85,67 +85,44 @@ pub fn build_state(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         (None, None) => None,
     };
     let verifier = Arc::new(Verifier::new(&settings.auth, jwks));
-    let a = &settings.admission;
-    let limits = Limits {
-        daily_ticks: a.daily_tick_limit,
-        rate_per_minute: a.submit_rate_per_minute,
-        burst: a.submit_burst,
-        max_active: a.max_active_tasks,
-        idempotency_ttl: a.idempotency_ttl,
-    };
     let lookup: Arc<dyn Lookup> = Arc::new(SystemLookup);
     if let Some(w) = &settings.webhooks {
         let queue = WebhookQueue::new(redis.clone(), store.keys().clone());
-        // It stops with `shutdown`, after draining its attempts in flight (bounded).
-        drop(Dispatcher::new(queue, store.clone(), w.clone(), lookup.clone())?.spawn(shutdown.clone()));
+        // It drains its attempts in flight, each bounded by the timeout plus bookkeeping.
+        let stage = background.stage("webhooks", w.timeout + webhooks::DRAIN_MARGIN);
+        stage.track(Dispatcher::new(queue, store.clone(), w.clone(), lookup.clone())?.spawn(stage.token()));
     }
-    let submits = {
-        let store = store.clone();
-        GroupCommit::spawn(SUBMIT_BATCH, SUBMIT_CALLS, move |tasks: Vec<NewTask>| {
-            let store = store.clone();
-            async move { store.submit_many(&tasks, &limits).await }
-        })
-    };
-    let confirms = {
-        let store = store.clone();
-        GroupCommit::spawn(CONFIRM_BATCH, CONFIRM_CALLS, move |ids: Vec<TaskId>| {
-            let store = store.clone();
-            async move { Ok(store.confirm_many(&ids).await?.into_iter().map(Ok).collect()) }
-        })
-    };
+    let submissions = Submissions::new(&settings, store.clone(), publisher, in_flight, &commits);
     let streams = StreamLimits::new(
         StreamLeases::new(redis.clone(), store.keys().clone()),
         settings.sse_max_streams,
         settings.sse_max_streams_per_user,
     );
     let samples = SamplesCache::new(settings.samples_cache);
-    Ok(AppState::new(Inner {
-        settings,
-        store,
-        redis,
-        publisher,
-        verifier,
-        submits,
-        confirms,
-        limits,
-        hub,
-        shutdown,
-        streams,
-        samples,
-        lookup,
-    }))
+    let shutdown = streams_stage.token();
+    Ok(AppState::new(Inner { settings, store, redis, verifier, submissions, hub, shutdown, streams, samples, lookup }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight
-/// requests for up to [`SHUTDOWN_GRACE`].
+/// requests for up to [`SHUTDOWN_GRACE`] and stops the background tasks in order (see
+/// [`build_state`]; then the reconciler and the signing-key refresh).
 pub async fn run(
     listener: TcpListener,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     proto::ops::prometheus();
-    let background = CancellationToken::new();
-    let state = build_state(settings, background.clone())?;
+    let mut background = Background::new();
+    let state = match build_state(settings, &mut background) {
+        Ok(state) => state,
+        Err(e) => {
+            background.stop().await;
+            return Err(e);
+        }
+    };
+    // A pass in progress ends by its own timeouts.
+    let reconciling = background.stage("reconciler", Duration::from_secs(10));
+    let refreshing = background.stage("signing keys", jwks::FETCH_TIMEOUT + Duration::from_secs(1));
     if let Some(jwks) = state.verifier.jwks() {
         // Load the keys before serving, so the first tokens do not each miss; a key server
         // that is down at start is retried in the background.
@@ -159,21 +136,20 @@ pub async fn run(
                 false
             }
         };
-        jwks.clone().spawn_refresher(state.settings.auth.jwks_cache, loaded, background.clone());
+        jwks.clone().spawn_refresher(state.settings.auth.jwks_cache, loaded, &refreshing);
     }
     if let Err(e) = state.store.load_scripts().await {
         // Not fatal: a script missing from the cache costs its first call one EVAL.
         tracing::warn!(error = %e, "could not preload the Lua scripts");
     }
-    // Stops with the event streams at the signal; a pass in progress ends by its timeouts.
-    let reconciler = tokio::spawn(reconciler::Reconciler::for_gateway(&state).run(background.clone()));
+    reconciling.spawn(reconciler::Reconciler::for_gateway(&state).run(reconciling.token()));
     // Warm both links so the first request does not pay for them, and so a refused TLS
     // certificate is in the log at start. Failure is not fatal: /ready reports it and the
     // next request retries.
     let mut redis = state.redis.clone();
     let (redis_up, broker_up) = tokio::join!(
         tokio::time::timeout(WARM_UP, proto::connect::ping_redis(&mut redis, &state.settings.common.redis)),
-        state.publisher.connect_now(WARM_UP),
+        state.submissions.publisher().connect_now(WARM_UP),
     );
     match redis_up {
         Ok(Ok(())) => {}
@@ -190,16 +166,16 @@ pub async fn run(
     let reserve =
         proto::serve::Reserve { app: routes::reserve_router(state.clone()), connections: state.settings.probe_reserve };
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    // Cancelling `background` at the signal ends event streams, so the drain does not wait
-    // for followers that would otherwise stay for minutes.
-    let stop = background.clone();
+    // Ending the event streams at the signal means the drain does not wait for followers
+    // that would otherwise stay for minutes.
+    let streams = state.shutdown.clone();
     let signal = async move {
         shutdown.await;
-        stop.cancel();
+        streams.cancel();
     };
     proto::serve::serve(listener, app, Some(reserve), state.settings.edge.clone(), SHUTDOWN_GRACE, signal).await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), reconciler).await;
-    state.publisher.close().await;
+    background.stop().await;
+    state.submissions.publisher().close().await;
     tracing::info!("gateway stopped");
     Ok(())
 }

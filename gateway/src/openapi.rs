@@ -20,6 +20,40 @@ pub struct Problem {
     detail: String,
 }
 
+/// The problems every bearer-authenticated route can answer (`responses(AuthProblems, ..)`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AuthProblems {
+    #[response(
+        status = 401,
+        description = "Missing, malformed or invalid bearer token",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    #[response(
+        status = 403,
+        description = "Anonymous sign-ins are not allowed",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem),
+}
+
+/// A task id that is not one of the caller's tasks.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, description = "No such task of yours", content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct TaskNotFound(Problem);
+
+/// A dependency down or the request deadline passed.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 503,
+    description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)]
+pub struct Unavailable(Problem);
+
 #[derive(OpenApi)]
 #[openapi(
     info(

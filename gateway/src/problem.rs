@@ -2,7 +2,7 @@
 //! unexpected errors are logged with their cause chain and answered generically.
 //!
 //! A 5xx is logged once, here or where its cause is handled (a failed publish in
-//! `undo`, a passed deadline in `http_metrics`): the trace layer does not log failures.
+//! `submission`, a passed deadline in `edge`): the trace layer does not log failures.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

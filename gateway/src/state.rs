@@ -3,10 +3,8 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use proto::TaskId;
 use proto::address_policy::Lookup;
-use proto::group_commit::GroupCommit;
-use proto::store::{Limits, NewTask, SubmitOutcome, TaskStore};
+use proto::store::TaskStore;
 use redis::aio::ConnectionManager;
 
 use tokio_util::sync::CancellationToken;
@@ -14,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Verifier;
 use crate::config::Settings;
 use crate::event_hub::EventHub;
-use crate::publisher::Publisher;
-use crate::routes::samples::SamplesCache;
+use crate::samples_cache::SamplesCache;
 use crate::streams::StreamLimits;
+use crate::submission::Submissions;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -25,14 +23,9 @@ pub struct Inner {
     pub settings: Settings,
     pub store: TaskStore,
     pub redis: ConnectionManager,
-    pub publisher: Publisher,
     pub verifier: Arc<Verifier>,
-    /// Admissions (the submit script), batched across concurrent submissions.
-    pub submits: GroupCommit<NewTask, SubmitOutcome>,
-    /// Confirmed marks, batched across concurrent submissions.
-    pub confirms: GroupCommit<TaskId, bool>,
-    /// The admission settings as the store's script takes them.
-    pub limits: Limits,
+    /// Admit → publish → confirm, or undo; and the broker link.
+    pub submissions: Submissions,
     /// The one reader that tells task followers their streams grew.
     pub hub: EventHub,
     /// Cancelled when the gateway shuts down, so event streams end cleanly.

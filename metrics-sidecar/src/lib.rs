@@ -6,8 +6,9 @@
 //! - [`cloudwatch`]: one `PutMetricData` per interval, retried, never fatal; or log-only.
 //! - [`aws`]: the SDK configuration (timeouts, `AWS_ENDPOINT_URL`) shared with the autoscaler.
 //!
-//! The loop publishes every `METRICS_INTERVAL_SECONDS` until the shutdown token fires, and
-//! serves `/health` and `/metrics` (the same values as Prometheus gauges) meanwhile.
+//! [`run`] publishes every `METRICS_INTERVAL_SECONDS` until its shutdown future resolves,
+//! and serves `/health` and `/metrics` (the same values as Prometheus gauges) meanwhile, as
+//! a `proto::lifecycle` stage stopped after the loop.
 
 pub mod aws;
 pub mod cloudwatch;
@@ -17,6 +18,7 @@ pub mod probe;
 use std::time::Duration;
 
 use proto::Keys;
+use proto::lifecycle::Background;
 use tokio::net::TcpListener;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -45,15 +47,29 @@ pub async fn publisher(settings: &Settings) -> Publisher {
     Publisher::cloudwatch(aws_sdk_cloudwatch::Client::new(&sdk), &settings.namespace)
 }
 
-/// Runs the sampling loop until `shutdown` fires.
+/// Runs the sampling loop until `shutdown` resolves; `listener` serves `/health` and
+/// `/metrics` until the loop has stopped.
 pub async fn run(
-    settings: Settings,
     listener: TcpListener,
+    settings: Settings,
     publisher: Publisher,
-    shutdown: CancellationToken,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let ops_stop = CancellationToken::new();
-    let ops = proto::ops::spawn(listener, settings.common.http_header_timeout, ops_stop.clone());
+    let shutdown = proto::lifecycle::cancel_on(shutdown);
+    let mut background = Background::new();
+    let ops = background.stage("health endpoint", OPS_GRACE);
+    ops.track(proto::ops::spawn(listener, settings.common.http_header_timeout, ops.token()));
+    let result = sample(&settings, &publisher, &shutdown).await;
+    background.stop().await;
+    tracing::info!("metrics sidecar stopped");
+    result
+}
+
+/// A scrape or health check in flight at shutdown.
+const OPS_GRACE: Duration = Duration::from_secs(5);
+
+/// One sample every interval until `shutdown`.
+async fn sample(settings: &Settings, publisher: &Publisher, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let redis = proto::connect::redis(&settings.common.redis)?;
     let keys = Keys::new(settings.common.key_prefix.clone());
     let mut history = redis.clone();
@@ -84,13 +100,10 @@ pub async fn run(
         let deadline = Instant::now() + settings.interval.saturating_sub(Duration::from_millis(200));
         tokio::select! {
             () = shutdown.cancelled() => break,
-            reading = sample_once(&mut probe, &publisher, deadline) => record(&mut history, &keys, &reading, keep).await,
+            reading = sample_once(&mut probe, publisher, deadline) => record(&mut history, &keys, &reading, keep).await,
         }
     }
     probe.close().await;
-    ops_stop.cancel();
-    let _ = ops.await;
-    tracing::info!("metrics sidecar stopped");
     Ok(())
 }
 

@@ -11,8 +11,9 @@ async fn main() -> anyhow::Result<()> {
     let settings =
         Settings::from_env(&Env::from_process()).unwrap_or_else(|e| exit_on_config_error("metrics-sidecar", &e));
     proto::telemetry::init();
+    // Listening for the signal from here, so one during the CloudWatch setup is not fatal.
     let shutdown = proto::shutdown::token();
     let publisher = metrics_sidecar::publisher(&settings).await;
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
-    metrics_sidecar::run(settings, listener, publisher, shutdown).await
+    metrics_sidecar::run(listener, settings, publisher, shutdown.cancelled_owned()).await
 }

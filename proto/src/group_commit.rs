@@ -11,11 +11,17 @@
 //!
 //! A caller that goes away does not cancel its item: it is already part of a batch, and the
 //! write it asked for still happens (the callers here run on tasks of their own anyway).
+//!
+//! The worker and its calls belong to a [`Stage`]: when it stops, new items are refused
+//! (the caller gets an error, as when a call fails), the items already queued still run,
+//! and the stage waits for the calls in flight.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::lifecycle::Stage;
 
 use crate::store::StoreError;
 
@@ -26,9 +32,9 @@ pub struct GroupCommit<I, O> {
 }
 
 impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
-    /// Spawns the worker on the current runtime. `run` gets the items in arrival order and
-    /// returns one outcome per item, in the same order.
-    pub fn spawn<F, Fut>(max_batch: usize, max_in_flight: usize, run: F) -> Self
+    /// Spawns the worker on `stage`. `run` gets the items in arrival order and returns one
+    /// outcome per item, in the same order.
+    pub fn spawn<F, Fut>(max_batch: usize, max_in_flight: usize, stage: &Stage, run: F) -> Self
     where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<Result<O, StoreError>>, StoreError>> + Send + 'static,
@@ -36,8 +42,19 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
         let max_batch = max_batch.max(1);
         let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
         let (tx, mut rx) = mpsc::channel::<(I, Reply<O>)>(max_batch * 4);
-        tokio::spawn(async move {
-            while let Some((item, reply)) = rx.recv().await {
+        let (stop, calls) = (stage.token(), stage.clone());
+        stage.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    next = rx.recv() => next,
+                    () = stop.cancelled(), if !rx.is_closed() => {
+                        // Refuse new items; what is queued still runs, then recv ends.
+                        rx.close();
+                        continue;
+                    }
+                };
+                let Some((item, reply)) = next else { return };
                 // Wait for a free slot before gathering: what queues meanwhile joins this batch.
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let mut items = vec![item];
@@ -50,7 +67,7 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
                 }
                 metrics::histogram!("redis_group_commit_batch_size").record(items.len() as f64);
                 let call = run(items);
-                tokio::spawn(async move {
+                calls.spawn(async move {
                     answer(replies, call.await);
                     drop(permit);
                 });
@@ -94,14 +111,23 @@ fn answer<O>(replies: Vec<Reply<O>>, result: Result<Vec<Result<O, StoreError>>, 
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use super::*;
+    use crate::lifecycle::Background;
+
+    fn stage() -> (Background, Stage) {
+        let mut bg = Background::new();
+        let stage = bg.stage("group commit", Duration::from_secs(5));
+        (bg, stage)
+    }
 
     #[tokio::test]
     async fn concurrent_callers_share_calls_and_each_gets_its_own_outcome() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
-        let gc = Arc::new(GroupCommit::spawn(16, 2, move |items: Vec<u32>| {
+        let (_bg, stage) = stage();
+        let gc = Arc::new(GroupCommit::spawn(16, 2, &stage, move |items: Vec<u32>| {
             counted.fetch_add(1, Ordering::SeqCst);
             async move {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -130,7 +156,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_call_fails_every_item_in_it_and_the_worker_goes_on() {
-        let gc = GroupCommit::spawn(8, 2, |items: Vec<u32>| async move {
+        let (_bg, stage) = stage();
+        let gc = GroupCommit::spawn(8, 2, &stage, |items: Vec<u32>| async move {
             if items.contains(&0) {
                 Err(StoreError::Reply("down".into()))
             } else {
@@ -143,7 +170,38 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_reply_is_an_error_not_a_hang() {
-        let gc = GroupCommit::spawn(8, 2, |_items: Vec<u32>| async move { Ok(Vec::<Result<u32, StoreError>>::new()) });
+        let (_bg, stage) = stage();
+        let gc =
+            GroupCommit::spawn(
+                8,
+                2,
+                &stage,
+                |_items: Vec<u32>| async move { Ok(Vec::<Result<u32, StoreError>>::new()) },
+            );
         assert!(gc.call(1).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn stopping_refuses_new_items_and_waits_for_the_calls_in_flight() {
+        let (bg, stage) = stage();
+        let done = Arc::new(AtomicUsize::new(0));
+        let counted = done.clone();
+        let gc = Arc::new(GroupCommit::spawn(8, 2, &stage, move |items: Vec<u32>| {
+            let counted = counted.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                counted.fetch_add(items.len(), Ordering::SeqCst);
+                Ok(items.into_iter().map(Ok).collect())
+            }
+        }));
+        let first = tokio::spawn({
+            let gc = gc.clone();
+            async move { gc.call(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        bg.stop().await;
+        assert_eq!(done.load(Ordering::SeqCst), 1, "the call in flight finished before stop returned");
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert!(gc.call(2).await.is_err(), "refused after the stop");
     }
 }

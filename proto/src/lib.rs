@@ -22,6 +22,8 @@
 //! - [`settings`]: the settings every process shares (Redis, RabbitMQ, prefix, queue).
 //! - [`serve`]: the hardened HTTP accept loop of every listener.
 //! - [`address_policy`]: public-internet-only outbound requests (visits, webhooks).
+//! - [`lifecycle`]: the one owner of a process's background tasks, stopped in a declared
+//!   order, each within a grace.
 //! - [`telemetry`], [`shutdown`], [`backoff`], [`ops`]: runtime plumbing every service shares.
 
 pub mod address_policy;
@@ -32,6 +34,7 @@ pub mod domain;
 pub mod envelope;
 pub mod group_commit;
 pub mod keys;
+pub mod lifecycle;
 pub mod lua;
 pub mod ops;
 pub mod preload;

@@ -5,28 +5,38 @@
 //! Talks to the real services at `REDIS_URL` / `RABBITMQ_URL` (defaults: localhost), or to
 //! the [`Services`] a test passes (e.g. private TLS servers from [`tls`], or a private Redis,
 //! RabbitMQ node or freezable proxy from [`private`]).
+//!
+//! # Layout
+//! - `namespace`: per-test key prefixes, queue names and settings ([`Namespace`]), and the
+//!   purge (also compiled into `proto`'s store tests).
+//! - [`Harness`] (here): an in-process gateway stopped through a trigger, as SIGTERM
+//!   stops the binary, with typed helpers (`submit`, `take_over`, `record`, ...).
+//! - `processes`: [`GatewayProc`] and [`AgentProc`], the binaries as child processes.
+//! - [`private`], [`tls`]: private Redis and RabbitMQ servers, plain or TLS.
+//! - [`binaries`]: the workspace's own binaries, for tests that run other crates' processes.
+//! - [`chaos`]: the chaos suite, its [`chaos::Stack`] and the table of scenarios.
 
 pub mod binaries;
 pub mod chaos;
 pub mod llm;
 mod namespace;
 pub mod private;
+mod processes;
 pub mod tls;
 
 pub use namespace::{Namespace, SECRET, Services, purge, purge_keys, rabbitmq_url, redis_url};
+pub use processes::{AgentProc, GatewayProc};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Connection};
 use proto::config::Env;
-use proto::store::TaskStore;
+use proto::store::{Takeover, TaskStore};
 use proto::topology::Topology;
-use proto::{Keys, TaskId, TaskRecord};
+use proto::{Keys, TaskEnvelope, TaskId, TaskRecord};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
@@ -146,6 +156,29 @@ impl Harness {
     /// The record straight from Redis.
     pub async fn record(&self, id: TaskId) -> Option<TaskRecord> {
         self.store.get(id).await.expect("redis")
+    }
+
+    /// A delivery of task `id` takes it over, as an agent would: the envelope the gateway
+    /// published for it (rebuilt from its record), through [`TaskStore::take_over`].
+    pub async fn take_over(&self, id: TaskId, worker: &str, max_deliveries: u32) -> Takeover {
+        let rec = self.record(id).await.expect("record");
+        let envelope = TaskEnvelope {
+            correlation_id: rec.id,
+            mandate: rec.mandate.clone(),
+            max_ticks: rec.max_ticks,
+            user_id: Some(rec.user_id.clone()),
+            submitted_at: chrono::DateTime::parse_from_rfc3339(&rec.created_at).ok().map(|t| t.to_utc()),
+            v: Some(proto::envelope::ENVELOPE_VERSION),
+        };
+        self.store.take_over(&envelope, worker, max_deliveries).await.expect("take over")
+    }
+
+    /// [`Self::take_over`] that must claim the task; returns the attempt (the fencing token).
+    pub async fn claim(&self, id: TaskId, worker: &str, max_deliveries: u32) -> u32 {
+        match self.take_over(id, worker, max_deliveries).await {
+            Takeover::Claimed(c) => c.attempt,
+            other => panic!("expected a claim of {id}, got {other:?}"),
+        }
     }
 
     /// Polls the record until `pred` holds, or panics after `limit`.
@@ -271,139 +304,6 @@ fn chrono_now() -> chrono::DateTime<chrono::Utc> {
 
 fn max_deliveries(extra: &[(&str, &str)]) -> u32 {
     extra.iter().find(|(k, _)| *k == "AGENT_MAX_DELIVERIES").and_then(|(_, v)| v.parse().ok()).unwrap_or(5)
-}
-
-/// An agent child process with its own health port.
-pub struct AgentProc {
-    pub id: String,
-    pub health: SocketAddr,
-    child: Child,
-    pub log: PathBuf,
-}
-
-impl AgentProc {
-    pub fn spawn(bin: &str, ns: &Namespace, id: &str, extra: &[(&str, &str)]) -> Self {
-        let health = free_port();
-        let log = std::env::temp_dir().join(format!("euglena-{}-{id}.log", ns.queue));
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .envs(ns.env())
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AGENT_ID", id)
-            .env("AGENT_HEALTH_ADDR", health.to_string())
-            .env("AGENT_HEARTBEAT_SECONDS", "1")
-            .env("AGENT_HEARTBEAT_TTL_SECONDS", "3")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(file);
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn agent");
-        Self { id: id.to_owned(), health, child, log }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL: no drain, no deregistration.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// The process has ended (killed or exited).
-    pub fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-
-    pub fn sigterm(&self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
-    }
-
-    /// Waits for the process to exit; `None` if it is still running after `limit`.
-    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// A gateway child process on a free port of this namespace, for tests that `kill -9` it
-/// (an in-process gateway cannot die that way: its spawned tasks would live on).
-pub struct GatewayProc {
-    pub addr: SocketAddr,
-    child: Child,
-    pub log: PathBuf,
-}
-
-impl GatewayProc {
-    /// `bin` is `env!("CARGO_BIN_EXE_gateway")`.
-    pub async fn spawn(bin: &str, ns: &Namespace, extra: &[(&str, &str)]) -> Self {
-        let addr = free_port();
-        let log = std::env::temp_dir().join(format!("euglena-{}-gateway-{}.log", ns.queue, addr.port()));
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .envs(ns.env())
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("GATEWAY_ADDR", addr.to_string())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(file);
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn gateway");
-        let gw = Self { addr, child, log };
-        let url = format!("http://{addr}/health");
-        eventually("gateway process serving", Duration::from_secs(20), || async {
-            matches!(reqwest::get(&url).await, Ok(r) if r.status() == 200)
-        })
-        .await;
-        gw
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// SIGKILL: nothing of its in-flight work survives but what is in Redis.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for GatewayProc {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_file(&self.log);
-    }
 }
 
 /// Polls `check` until it holds, or panics naming `what` after `limit`.

@@ -9,12 +9,12 @@ use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::options::BasicPublishOptions;
 
-pub fn env_num(name: &str, default: u64) -> u64 {
+pub(crate) fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`, 100 on Linux).
-pub fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -24,7 +24,7 @@ pub fn clock_ticks() -> f64 {
 }
 
 /// User + system CPU of a process in clock ticks (0 when it cannot be read).
-pub fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
     // Fields after the command name, which is in parentheses and may contain spaces.
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0 };
@@ -36,7 +36,7 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 
 /// `BENCH_CPU_PIDS` = `name=pid,name=pid` (e.g. `redis=123,rabbitmq=456`): server processes
 /// whose CPU the benches report per message.
-pub fn named_pids() -> Vec<(String, u32)> {
+pub(crate) fn named_pids() -> Vec<(String, u32)> {
     std::env::var("BENCH_CPU_PIDS")
         .unwrap_or_default()
         .split(',')
@@ -46,7 +46,7 @@ pub fn named_pids() -> Vec<(String, u32)> {
 }
 
 /// `name X us/op` for each (name, ticks before, ticks after).
-pub fn cpu_report(parts: &[(String, u64, u64)], ops: u64) -> String {
+pub(crate) fn cpu_report(parts: &[(String, u64, u64)], ops: u64) -> String {
     let hz = clock_ticks();
     let ops = ops.max(1) as f64;
     let mut total = 0.0;
@@ -64,7 +64,7 @@ pub fn cpu_report(parts: &[(String, u64, u64)], ops: u64) -> String {
 
 /// Publishes persistent messages `(id, body)` on a confirm channel, `concurrency` in
 /// flight, and waits for every confirm. Panics on a nack or a returned message.
-pub async fn publish_all(channel: &Channel, queue: &str, messages: Vec<(String, Vec<u8>)>, concurrency: usize) {
+pub(crate) async fn publish_all(channel: &Channel, queue: &str, messages: Vec<(String, Vec<u8>)>, concurrency: usize) {
     futures_util::stream::iter(messages)
         .map(|(id, body)| async move {
             let confirm = channel
@@ -86,6 +86,6 @@ pub async fn publish_all(channel: &Channel, queue: &str, messages: Vec<(String, 
         .await;
 }
 
-pub fn seconds(d: Duration) -> f64 {
+pub(crate) fn seconds(d: Duration) -> f64 {
     d.as_secs_f64().max(1e-9)
 }

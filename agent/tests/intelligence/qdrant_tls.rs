@@ -105,7 +105,7 @@ mod grpc_endpoint {
     use tokio::net::TcpListener;
     use tokio_rustls::TlsAcceptor;
 
-    pub fn acceptor(pki: &Pki) -> TlsAcceptor {
+    pub(super) fn acceptor(pki: &Pki) -> TlsAcceptor {
         let certs = CertificateDer::pem_file_iter(&pki.cert_file).expect("cert").collect::<Result<Vec<_>, _>>();
         let key = PrivateKeyDer::from_pem_file(&pki.key_file).expect("key");
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -120,7 +120,7 @@ mod grpc_endpoint {
     }
 
     /// The first request's path and `api-key` header; `None` if no request arrived.
-    pub async fn serve_one(listener: TcpListener, acceptor: TlsAcceptor) -> Option<(String, Option<String>)> {
+    pub(super) async fn serve_one(listener: TcpListener, acceptor: TlsAcceptor) -> Option<(String, Option<String>)> {
         let (tcp, _) = listener.accept().await.ok()?;
         let tls = acceptor.accept(tcp).await.ok()?;
         let mut conn = h2::server::handshake(tls).await.ok()?;

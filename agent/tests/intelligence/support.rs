@@ -19,7 +19,7 @@ use wiremock::{Request, Respond, ResponseTemplate};
 
 /// One reply of the raw server.
 #[derive(Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -28,7 +28,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn typed(content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+    pub(crate) fn typed(content_type: &str, body: impl Into<Vec<u8>>) -> Self {
         Self {
             status: 200,
             headers: vec![("content-type".into(), content_type.into())],
@@ -37,11 +37,11 @@ impl Reply {
         }
     }
 
-    pub fn html(body: &str) -> Self {
+    pub(crate) fn html(body: &str) -> Self {
         Self::typed("text/html; charset=utf-8", body)
     }
 
-    pub fn redirect(location: &str) -> Self {
+    pub(crate) fn redirect(location: &str) -> Self {
         Self { status: 302, headers: vec![("location".into(), location.into())], body: Vec::new(), stall: None }
     }
 }
@@ -49,14 +49,14 @@ impl Reply {
 type Handler = Arc<dyn Fn(&str) -> Reply + Send + Sync>;
 
 /// A tiny HTTP/1.1 server on a chosen loopback address, one request per connection.
-pub struct Server {
+pub(crate) struct Server {
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
-    pub async fn start(ip: &str, handler: impl Fn(&str) -> Reply + Send + Sync + 'static) -> io::Result<Self> {
+    pub(crate) async fn start(ip: &str, handler: impl Fn(&str) -> Reply + Send + Sync + 'static) -> io::Result<Self> {
         let listener = TcpListener::bind((ip.parse::<IpAddr>().expect("ip"), 0)).await?;
         let addr = listener.local_addr()?;
         let connections = Arc::new(AtomicUsize::new(0));
@@ -102,15 +102,15 @@ impl Server {
         Ok(Self { addr, connections, task })
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 }
@@ -122,10 +122,10 @@ impl Drop for Server {
 }
 
 /// Names resolve to what the test says; anything else does not exist.
-pub struct FakeDns(pub HashMap<String, Vec<IpAddr>>);
+pub(crate) struct FakeDns(pub HashMap<String, Vec<IpAddr>>);
 
 impl FakeDns {
-    pub fn new(pairs: &[(&str, &[&str])]) -> Arc<Self> {
+    pub(crate) fn new(pairs: &[(&str, &[&str])]) -> Arc<Self> {
         Arc::new(Self(
             pairs
                 .iter()
@@ -143,7 +143,7 @@ impl Lookup for FakeDns {
 }
 
 /// A chat-completion reply carrying `content`, with 100 prompt and 20 completion tokens.
-pub fn completion(content: &str) -> Value {
+pub(crate) fn completion(content: &str) -> Value {
     json!({
         "id": "chatcmpl-test",
         "object": "chat.completion",
@@ -155,13 +155,13 @@ pub fn completion(content: &str) -> Value {
 }
 
 /// Answers chat requests with the script's replies in order; the last one repeats.
-pub struct Script {
+pub(crate) struct Script {
     replies: Vec<String>,
     next: Mutex<usize>,
 }
 
 impl Script {
-    pub fn new(replies: Vec<String>) -> Self {
+    pub(crate) fn new(replies: Vec<String>) -> Self {
         Self { replies, next: Mutex::new(0) }
     }
 }
@@ -176,7 +176,7 @@ impl Respond for Script {
 }
 
 /// The OpenAI embeddings API, answering with the agent's own local embedding.
-pub struct LocalEmbeddings;
+pub(crate) struct LocalEmbeddings;
 
 impl Respond for LocalEmbeddings {
     fn respond(&self, request: &Request) -> ResponseTemplate {
@@ -199,7 +199,7 @@ impl Respond for LocalEmbeddings {
 }
 
 /// A decision in the wire format the model is asked for.
-pub fn decision(kind: &str, arg: Option<&str>, deliverable: Option<&str>, remember: &[&str]) -> String {
+pub(crate) fn decision(kind: &str, arg: Option<&str>, deliverable: Option<&str>, remember: &[&str]) -> String {
     let (query, url) = match kind {
         "search" => (arg, None),
         "visit" => (None, arg),
@@ -216,7 +216,7 @@ pub fn decision(kind: &str, arg: Option<&str>, deliverable: Option<&str>, rememb
 }
 
 /// Bodies of the chat requests the mock received, oldest first.
-pub async fn chat_requests(server: &wiremock::MockServer) -> Vec<String> {
+pub(crate) async fn chat_requests(server: &wiremock::MockServer) -> Vec<String> {
     server
         .received_requests()
         .await

@@ -17,7 +17,6 @@ use redis::aio::ConnectionManager;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::LocalSettings;
 use crate::decision_log::{self, Action};
@@ -38,11 +37,14 @@ pub struct FleetView {
     pub last: Option<Decision>,
 }
 
+/// Runs the scaling loop over local agent processes until `shutdown` resolves, then stops
+/// the fleet.
 pub async fn run(
     settings: LocalSettings,
-    shutdown: CancellationToken,
     view: watch::Sender<FleetView>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let shutdown = proto::lifecycle::cancel_on(shutdown);
     let mut redis = proto::connect::redis(&settings.common.redis)?;
     let keys = Keys::new(settings.common.key_prefix.clone());
     let mut probe = Probe::new(

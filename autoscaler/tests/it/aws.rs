@@ -11,11 +11,11 @@ use metrics_sidecar::cloudwatch::datum;
 
 use crate::moto::{Moto, REGION};
 
-pub const CLUSTER: &str = "euglena";
-pub const SERVICE: &str = "agents";
-pub const NAMESPACE: &str = "Euglena/RabbitMQ";
+pub(crate) const CLUSTER: &str = "euglena";
+pub(crate) const SERVICE: &str = "agents";
+pub(crate) const NAMESPACE: &str = "Euglena/RabbitMQ";
 
-pub fn ecs(moto: &Moto) -> aws_sdk_ecs::Client {
+pub(crate) fn ecs(moto: &Moto) -> aws_sdk_ecs::Client {
     use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
     let config = aws_sdk_ecs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -28,7 +28,7 @@ pub fn ecs(moto: &Moto) -> aws_sdk_ecs::Client {
     aws_sdk_ecs::Client::from_conf(config)
 }
 
-pub async fn create_service(ecs: &aws_sdk_ecs::Client, desired: i32) {
+pub(crate) async fn create_service(ecs: &aws_sdk_ecs::Client, desired: i32) {
     ecs.create_cluster().cluster_name(CLUSTER).send().await.expect("create cluster");
     let container =
         ContainerDefinition::builder().name("agent").image("euglena/agent:test").memory(512).essential(true).build();
@@ -48,12 +48,12 @@ pub async fn create_service(ecs: &aws_sdk_ecs::Client, desired: i32) {
         .expect("create service");
 }
 
-pub async fn desired_count(ecs: &aws_sdk_ecs::Client) -> u32 {
+pub(crate) async fn desired_count(ecs: &aws_sdk_ecs::Client) -> u32 {
     autoscaler::ecs::describe(ecs, CLUSTER, SERVICE).await.expect("describe").desired
 }
 
 /// Publishes `(ready, in_flight, busy)` at `at`, as the sidecar would.
-pub async fn publish(cw: &aws_sdk_cloudwatch::Client, queue: &str, at: SystemTime, values: (u64, u64, u64)) {
+pub(crate) async fn publish(cw: &aws_sdk_cloudwatch::Client, queue: &str, at: SystemTime, values: (u64, u64, u64)) {
     let (ready, in_flight, busy) = values;
     cw.put_metric_data()
         .namespace(NAMESPACE)
@@ -66,13 +66,18 @@ pub async fn publish(cw: &aws_sdk_cloudwatch::Client, queue: &str, at: SystemTim
 }
 
 /// The same values in each of the window's five minutes up to `now`.
-pub async fn publish_window(cw: &aws_sdk_cloudwatch::Client, queue: &str, now: SystemTime, values: (u64, u64, u64)) {
+pub(crate) async fn publish_window(
+    cw: &aws_sdk_cloudwatch::Client,
+    queue: &str,
+    now: SystemTime,
+    values: (u64, u64, u64),
+) {
     for minute in 0..5 {
         publish(cw, queue, now - Duration::from_secs(60 * minute), values).await;
     }
 }
 
-pub fn scaler(moto: &Moto, queue: &str, max: u32, dry_run: bool) -> Scaler {
+pub(crate) fn scaler(moto: &Moto, queue: &str, max: u32, dry_run: bool) -> Scaler {
     let settings = LambdaSettings {
         policy: PolicySettings {
             bounds: Bounds { min: 1, max, tasks_per_worker: 1 },
@@ -88,7 +93,7 @@ pub fn scaler(moto: &Moto, queue: &str, max: u32, dry_run: bool) -> Scaler {
 }
 
 /// A queue name of this test's own, so datapoints never mix.
-pub fn queue() -> String {
+pub(crate) fn queue() -> String {
     format!("test.{}", uuid_like())
 }
 

@@ -86,7 +86,7 @@ async fn start(min: u32, max: u32, window_s: u32, think_ticks: u32, tick_ms: u32
     settings.child_log_dir = Some(logs.clone());
     let (tx, view) = watch::channel(FleetView::default());
     let stop = CancellationToken::new();
-    let task = tokio::spawn(autoscaler::local::run(settings, stop.clone(), tx));
+    let task = tokio::spawn(autoscaler::local::run(settings, tx, stop.clone().cancelled_owned()));
     Local { app, view, stop, task, _logs: TempDir(logs) }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use tokio_util::sync::CancellationToken;
+use proto::lifecycle::Stage;
 
 /// Bound on one JWKS fetch.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -174,14 +174,15 @@ impl Jwks {
         Ok(serde_json::from_slice(&body)?)
     }
 
-    /// Refreshes every `every` until `stop` (the first time after `every`, or after 1 s when
+    /// Refreshes every `every` until `stage` stops (the first time after `every`, or after 1 s when
     /// the set is not `loaded` yet); after a failure retries sooner (1 s doubling, capped at
     /// `every`), so a key server that was down is picked up quickly.
-    pub fn spawn_refresher(self: Arc<Self>, every: Duration, loaded: bool, stop: CancellationToken) {
+    pub fn spawn_refresher(self: Arc<Self>, every: Duration, loaded: bool, stage: &Stage) {
         if self.url.is_none() {
             return;
         }
-        tokio::spawn(async move {
+        let stop = stage.token();
+        stage.spawn(async move {
             let mut retry = Duration::from_secs(1);
             let first = if loaded { every } else { retry };
             tokio::select! {

@@ -7,7 +7,8 @@
 //! in [`super::Verifier`] is a pure function of the token and settings fixed at start, except
 //! two: time (`exp`; `nbf` only ever turns from refused to accepted) and the signing keys (a
 //! JWKS refresh can drop a key). So an entry answers only while its `exp` still passes, with
-//! the verifier's leeway, and only under the key-set generation it was verified against.
+//! the verifier's leeway (given at construction, so this module needs nothing of the
+//! verifier's), and only under the key-set generation it was verified against.
 //! Refusals are not kept: a bad token costs its full verification every time.
 //!
 //! Keyed by the token's SHA-256, so the cache holds no credential, and bounded; entries
@@ -18,8 +19,6 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
-
-use super::verifier::LEEWAY_SECONDS;
 
 /// Distinct live tokens kept: a few MB at most, far more users than one gateway serves at once.
 pub const MAX_ENTRIES: u64 = 10_000;
@@ -37,21 +36,28 @@ struct Verified {
 
 pub struct TokenCache {
     entries: Cache<Key, Verified>,
+    /// The verifier's leeway on `exp`, in seconds.
+    leeway: i64,
 }
 
 /// Removes an entry once its token is past `exp` + leeway, when no lookup can use it.
-struct UntilExpired;
+struct UntilExpired {
+    leeway: i64,
+}
 
 impl Expiry<Key, Verified> for UntilExpired {
     fn expire_after_create(&self, _: &Key, v: &Verified, _: Instant) -> Option<Duration> {
-        let left = v.exp.saturating_add(LEEWAY_SECONDS as i64).saturating_sub(chrono::Utc::now().timestamp());
+        let left = v.exp.saturating_add(self.leeway).saturating_sub(chrono::Utc::now().timestamp());
         Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
     }
 }
 
 impl TokenCache {
-    pub fn new(max_entries: u64) -> Self {
-        Self { entries: Cache::builder().max_capacity(max_entries).expire_after(UntilExpired).build() }
+    /// At most `max_entries` tokens, each answered while its `exp` + `leeway_seconds` passes.
+    pub fn new(max_entries: u64, leeway_seconds: u64) -> Self {
+        let leeway = i64::try_from(leeway_seconds).unwrap_or(i64::MAX);
+        let entries = Cache::builder().max_capacity(max_entries).expire_after(UntilExpired { leeway }).build();
+        Self { entries, leeway }
     }
 
     pub fn key(token: &str) -> Key {
@@ -62,7 +68,7 @@ impl TokenCache {
     pub fn get(&self, key: &Key, generation: u64, now: i64) -> Option<String> {
         let v = self.entries.get(key)?;
         // The same test as jsonwebtoken's: expired when exp < now - leeway.
-        if v.generation != generation || v.exp < now - LEEWAY_SECONDS as i64 {
+        if v.generation != generation || v.exp < now - self.leeway {
             self.entries.invalidate(key);
             return None;
         }
@@ -78,13 +84,15 @@ impl TokenCache {
 mod tests {
     use super::*;
 
+    const LEEWAY_SECONDS: u64 = 30;
+
     fn now() -> i64 {
         chrono::Utc::now().timestamp()
     }
 
     #[test]
     fn a_hit_answers_until_the_token_expires_with_the_leeway() {
-        let cache = TokenCache::new(10);
+        let cache = TokenCache::new(10, LEEWAY_SECONDS);
         let k = TokenCache::key("a.b.c");
         let t = now();
         cache.insert(k, "alice", t + 60, 0);
@@ -96,7 +104,7 @@ mod tests {
 
     #[test]
     fn a_new_key_set_generation_misses() {
-        let cache = TokenCache::new(10);
+        let cache = TokenCache::new(10, LEEWAY_SECONDS);
         let k = TokenCache::key("a.b.c");
         cache.insert(k, "alice", now() + 60, 3);
         assert_eq!(cache.get(&k, 4, now()), None);
@@ -105,7 +113,7 @@ mod tests {
 
     #[test]
     fn tokens_are_told_apart_by_their_whole_text() {
-        let cache = TokenCache::new(10);
+        let cache = TokenCache::new(10, LEEWAY_SECONDS);
         cache.insert(TokenCache::key("a.b.c"), "alice", now() + 60, 0);
         assert_eq!(cache.get(&TokenCache::key("a.b.d"), 0, now()), None);
         assert_eq!(cache.get(&TokenCache::key("a.b.c "), 0, now()), None);
@@ -113,7 +121,7 @@ mod tests {
 
     #[test]
     fn the_cache_stays_within_its_bound() {
-        let cache = TokenCache::new(100);
+        let cache = TokenCache::new(100, LEEWAY_SECONDS);
         for i in 0..1_000 {
             cache.insert(TokenCache::key(&format!("token-{i}")), "u", now() + 60, 0);
         }

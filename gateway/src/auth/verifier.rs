@@ -72,7 +72,7 @@ impl Verifier {
             base,
             issuer: auth.issuer.clone(),
             allow_anonymous: auth.allow_anonymous,
-            cache: TokenCache::new(token_cache::MAX_ENTRIES),
+            cache: TokenCache::new(token_cache::MAX_ENTRIES, LEEWAY_SECONDS),
         }
     }
 

@@ -21,27 +21,11 @@ use crate::{edge, http_metrics, openapi};
 pub fn router(state: AppState) -> Router {
     let limit: Duration = state.settings.request_timeout;
     let body_limit = state.settings.max_body_bytes;
-    let (routes, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(tasks::submit, tasks::list))
-        .routes(routes!(tasks::get))
-        .routes(routes!(tasks::cancel))
-        .routes(routes!(tasks::events))
-        .routes(routes!(system::agents_count))
-        .routes(routes!(system::health))
-        .routes(routes!(system::ready))
-        .routes(routes!(system::metrics))
-        .routes(routes!(openapi::openapi_json))
-        .routes(routes!(console::index))
-        .routes(routes!(console::app_js))
-        .routes(routes!(console::app_css))
-        .routes(routes!(console::config))
-        .routes(routes!(samples::samples))
-        .routes(routes!(console::dev_token))
-        .split_for_parts();
+    let (routes, doc) = documented();
     openapi::publish(&doc);
     let api = routes
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(limit, http_metrics::deadline))
+        .layer(axum::middleware::from_fn_with_state(limit, edge::deadline))
         .layer(axum::middleware::from_fn_with_state(body_limit, edge::declared_length))
         .layer(axum::middleware::from_fn(http_metrics::track))
         .layer(
@@ -63,6 +47,27 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(api)
         .layer(axum::middleware::from_fn(edge::problem_errors))
         .layer(axum::middleware::from_fn(edge::security_headers))
+}
+
+/// Every API route with its OpenAPI annotation: a route cannot be served undocumented.
+fn documented() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(tasks::submit, tasks::list))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::events))
+        .routes(routes!(system::agents_count))
+        .routes(routes!(system::health))
+        .routes(routes!(system::ready))
+        .routes(routes!(system::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(console::index))
+        .routes(routes!(console::app_js))
+        .routes(routes!(console::app_css))
+        .routes(routes!(console::config))
+        .routes(routes!(samples::samples))
+        .routes(routes!(console::dev_token))
+        .split_for_parts()
 }
 
 /// What connections past `GATEWAY_MAX_CONNECTIONS` get (see `proto::serve`): the probes, so a

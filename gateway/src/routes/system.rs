@@ -23,7 +23,7 @@ pub struct AgentCount {
 
 /// How many agents are alive, and how many of them are busy.
 #[utoipa::path(get, path = "/agents/count", tag = "system",
-    responses((status = 200, description = "The fleet", body = AgentCount), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The fleet", body = AgentCount), crate::openapi::Unavailable))]
 pub async fn agents_count(State(state): State<AppState>) -> Result<Json<AgentCount>, ApiError> {
     let mut conn = state.redis.clone();
     let c = proto::presence::count(&mut conn, state.store.keys(), state.settings.common.heartbeat_ttl)
@@ -63,7 +63,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             Ok(Ok(_))
         )
     };
-    let (redis, rabbitmq) = tokio::join!(redis_probe, state.publisher.ready(PROBE_TIMEOUT));
+    let (redis, rabbitmq) = tokio::join!(redis_probe, state.submissions.publisher().ready(PROBE_TIMEOUT));
     let ok = redis && rabbitmq;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (

@@ -8,15 +8,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use proto::store::{CancelOutcome, Claim, Idempotency, NewTask, SubmitOutcome};
-use proto::task::{TaskRecord, TaskResponse, TaskStatus};
+use proto::store::{CancelOutcome, Idempotency, NewTask};
+use proto::task::{TaskRecord, TaskResponse};
 use proto::{Mandate, MaxTicks, TaskId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tracing::Instrument;
 
 use crate::auth::AuthUser;
-use crate::config::Settings;
 use crate::extract::JsonBody;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -62,14 +60,13 @@ fn accepted(record: &TaskResponse) -> Response {
     responses(
         (status = 202, description = "Accepted (or the replay of an Idempotency-Key)", body = TaskResponse, headers(("location" = String, description = "/tasks/{id}"))),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The same Idempotency-Key is still being processed", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid (named in detail), the body is not an object, or the Idempotency-Key was used with another request", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Daily tick quota, rate limit or active-task cap; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::AuthProblems,
+        crate::openapi::Unavailable,
     ))]
 #[tracing::instrument(skip_all, fields(user = %user.0, correlation_id))]
 pub async fn submit(
@@ -106,42 +103,7 @@ pub async fn submit(
         webhook_url,
     };
     tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
-
-    let stored = std::time::Instant::now();
-    let outcome = match state.submits.call(task.clone()).await {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            // The script may have run with only its reply lost: undo it if it did.
-            crate::undo::spawn(state.clone(), task.clone());
-            return Err(e.into());
-        }
-    };
-    metrics::histogram!("gateway_submit_stage_seconds", "stage" => "store").record(stored.elapsed().as_secs_f64());
-    match outcome {
-        SubmitOutcome::Accepted { .. } => {}
-        SubmitOutcome::Duplicate(claim) => return replay(&state, &task, &claim).await,
-        refused => return Err(refusal(s, &task, &refused)),
-    }
-
-    let envelope = task.envelope();
-    // Publish and, on failure, undo on a task of its own: a request dropped mid-way (its
-    // deadline, a client that hung up, shutdown) must not strand a record in `in_queue`
-    // with no message behind it and its quota reserved.
-    let publish = {
-        let (state, task) = (state.clone(), task.clone());
-        tokio::spawn(async move { crate::undo::publish_or_undo(&state, &envelope, &task).await }.in_current_span())
-    };
-    if !matches!(publish.await, Ok(true)) {
-        return Err(ApiError::Unavailable {
-            detail: "the task queue is unavailable; nothing was enqueued and no quota was used, try again".into(),
-            retry_after: 5,
-        });
-    }
-    metrics::counter!("gateway_tasks_submitted_total").increment(1);
-    tracing::info!(max_ticks = task.max_ticks, "task accepted");
-
-    let response = task.record(None).to_response();
-    Ok(accepted(&response))
+    Ok(accepted(&state.submissions.submit(task).await?))
 }
 
 /// `Idempotency-Key`: 1..=255 printable ASCII characters, when present.
@@ -168,74 +130,6 @@ fn fingerprint(mandate: &Mandate, max_ticks: MaxTicks, webhook_url: Option<&str>
     hex::encode(h.finalize())
 }
 
-/// A replayed `Idempotency-Key`: the task it created, `422` for a different body, `409`
-/// while the first request may still be publishing.
-async fn replay(state: &AppState, task: &NewTask, claim: &Claim) -> Result<Response, ApiError> {
-    let mine = task.idempotency.as_ref().map(|i| i.fingerprint.as_str());
-    if mine != Some(claim.fingerprint.as_str()) {
-        return Err(ApiError::Unprocessable(
-            "this Idempotency-Key was already used with a different request; use a new key for a new task".into(),
-        ));
-    }
-    let in_flight =
-        || ApiError::Conflict("a request with this Idempotency-Key is still being processed; retry shortly".into());
-    let rec = state.store.get(claim.task_id).await?.ok_or_else(in_flight)?;
-    if !claim.confirmed {
-        // Unconfirmed: the first request is publishing, unless its deadline has passed (it
-        // was cut off before marking the key); then the record tells what became of it.
-        let created = chrono::DateTime::parse_from_rfc3339(&rec.created_at).map(|t| t.to_utc()).ok();
-        let deadline_passed = created.is_some_and(|t| {
-            chrono::Utc::now() - t > chrono::Duration::from_std(state.settings.request_timeout).unwrap_or_default()
-        });
-        if rec.status == TaskStatus::InQueue && !deadline_passed {
-            return Err(in_flight());
-        }
-    }
-    tracing::info!(correlation_id = %rec.id, "idempotent replay");
-    Ok(accepted(&rec.to_response()))
-}
-
-/// The 429 for a submission the limits refused.
-fn refusal(s: &Settings, task: &NewTask, outcome: &SubmitOutcome) -> ApiError {
-    let a = &s.admission;
-    let (reason, detail, retry_after) = match outcome {
-        SubmitOutcome::OverQuota { remaining } => (
-            "quota",
-            format!(
-                "daily tick quota exceeded: {remaining} of {} ticks left today, this task reserves {}",
-                a.daily_tick_limit, task.max_ticks
-            ),
-            proto::time::seconds_to_utc_midnight(chrono::Utc::now()),
-        ),
-        SubmitOutcome::RateLimited { retry_after } => {
-            let secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
-            (
-                "rate",
-                format!(
-                    "too many submissions: at most {} a minute (bursts of {}); retry in {secs} s",
-                    a.submit_rate_per_minute, a.submit_burst
-                ),
-                secs,
-            )
-        }
-        SubmitOutcome::TooManyActive { active } => (
-            "active",
-            format!(
-                "{active} of your tasks are still queued or running, the most allowed at once is {}; \
-                 wait for one to finish or cancel one",
-                a.max_active_tasks
-            ),
-            ACTIVE_RETRY_AFTER_SECONDS,
-        ),
-        other => return ApiError::Unexpected(anyhow::anyhow!("not a refusal: {other:?}")),
-    };
-    metrics::counter!("gateway_admission_rejections_total", "reason" => reason).increment(1);
-    ApiError::TooManyRequests { detail, retry_after }
-}
-
-/// Tasks run for seconds to minutes; a slot is unlikely to free up much sooner.
-const ACTIVE_RETRY_AFTER_SECONDS: u64 = 10;
-
 async fn owned(state: &AppState, user: &AuthUser, raw_id: &str) -> Result<TaskRecord, ApiError> {
     let id: TaskId = raw_id.parse().map_err(|_| ApiError::NotFound)?;
     match state.store.get(id).await? {
@@ -246,7 +140,12 @@ async fn owned(state: &AppState, user: &AuthUser, raw_id: &str) -> Result<TaskRe
 
 /// One of your tasks. Another user's task is indistinguishable from a missing one.
 #[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = uuid::Uuid, Path, description = "The task id (correlation_id)")),
-    responses((status = 200, description = "The task", body = TaskResponse), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 200, description = "The task", body = TaskResponse),
+        crate::openapi::AuthProblems,
+        crate::openapi::TaskNotFound,
+        crate::openapi::Unavailable,
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
@@ -262,7 +161,14 @@ pub async fn get(
     params(("id" = uuid::Uuid, Path, description = "The task id"),
         ("after" = Option<String>, Query, pattern = "^[0-9]+-[0-9]+$", description = "Resume after this event id"),
         ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]+-[0-9]+$", description = "Resume after this event id (wins over after)")),
-    responses((status = 200, description = "text/event-stream; each event's data is a TaskEvent", body = crate::events::StreamEvent, content_type = "text/event-stream"), (status = 400, description = "Not an event id, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "You already hold SSE_MAX_STREAMS_PER_USER event streams; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, this gateway holds SSE_MAX_STREAMS streams, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 200, description = "text/event-stream; each event's data is a TaskEvent", body = crate::events::StreamEvent, content_type = "text/event-stream"),
+        (status = 400, description = "Not an event id, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "You already hold SSE_MAX_STREAMS_PER_USER event streams; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis or RabbitMQ is unavailable, this gateway holds SSE_MAX_STREAMS streams, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::AuthProblems,
+        crate::openapi::TaskNotFound,
+    ))]
 pub async fn events(
     State(state): State<AppState>,
     user: AuthUser,
@@ -290,7 +196,13 @@ pub async fn events(
 
 /// Cancel: a queued task at once; a running one stops at its next tick boundary.
 #[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", security(("bearer" = [])), params(("id" = uuid::Uuid, Path, description = "The task id (correlation_id)")),
-    responses((status = 202, description = "Cancelled, or cancel requested", body = TaskResponse), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such task of yours", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "The task already ended", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 202, description = "Cancelled, or cancel requested", body = TaskResponse),
+        (status = 409, description = "The task already ended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::AuthProblems,
+        crate::openapi::TaskNotFound,
+        crate::openapi::Unavailable,
+    ))]
 pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
@@ -312,7 +224,13 @@ pub async fn cancel(
 #[utoipa::path(get, path = "/tasks", tag = "tasks", security(("bearer" = [])),
     params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
         ("cursor" = Option<String>, Query, pattern = "^-?[0-9]+:[0-9a-f-]{36}$", description = "next_cursor of the previous page")),
-    responses((status = 200, description = "A page of tasks", body = TaskList), (status = 400, description = "Not a cursor from this API, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, malformed or invalid bearer token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "Anonymous sign-ins are not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 422, description = "limit out of range", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Redis or RabbitMQ is unavailable, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 200, description = "A page of tasks", body = TaskList),
+        (status = 400, description = "Not a cursor from this API, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "limit out of range", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::AuthProblems,
+        crate::openapi::Unavailable,
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,

@@ -42,6 +42,9 @@ pub const PARALLEL: usize = 32;
 pub const PER_USER: usize = 4;
 /// Reading the record and settling the outcome, beyond the HTTP attempt itself.
 const BOOKKEEPING: Duration = Duration::from_secs(10);
+/// At shutdown the dispatcher drains for the timeout + [`BOOKKEEPING`]; this is its owner's
+/// grace beyond the timeout.
+pub const DRAIN_MARGIN: Duration = Duration::from_secs(15);
 /// How much longer a lease lives than the attempt it covers can take.
 const LEASE_MARGIN: Duration = Duration::from_secs(20);
 /// How often an idle dispatcher looks for due deliveries.

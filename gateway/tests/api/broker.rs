@@ -101,42 +101,6 @@ async fn silent_broker_times_out_into_503() {
     holder.abort();
 }
 
-/// A publish that timed out may still have landed and been claimed: the undo must then
-/// leave the task to its agent (no overwrite, no refund of ticks in use).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn undoing_a_submission_never_overrides_a_claimed_task() {
-    let app = testkit::Harness::start(&[]).await;
-    let task = proto::store::NewTask {
-        id: proto::TaskId::new(),
-        user_id: "alice".into(),
-        mandate: "landed late".into(),
-        max_ticks: 10,
-        created_at: chrono::Utc::now(),
-        idempotency: None,
-        webhook_url: None,
-    };
-    let limits = proto::store::Limits { daily_ticks: 100, ..proto::store::Limits::NONE };
-    app.store.submit(&task, &limits).await.expect("submit");
-    let rec = app.record(task.id).await.expect("record");
-    let claimed = app.store.claim(&rec, "agent-1", 5).await.expect("claim");
-    assert_eq!(claimed, proto::store::ClaimOutcome::Claimed { attempt: 1 });
-
-    assert!(!app.store.abort_submit(&task).await.expect("abort"), "refused");
-    let rec = app.record(task.id).await.expect("record");
-    assert_eq!(rec.status, proto::TaskStatus::InProgress);
-    assert_eq!(app.quota_used("alice").await, 10, "reservation kept");
-
-    // And an unclaimed one is failed and refunded exactly once.
-    let other = proto::store::NewTask { id: proto::TaskId::new(), ..task.clone() };
-    app.store.submit(&other, &limits).await.expect("submit");
-    assert!(app.store.abort_submit(&other).await.expect("abort"));
-    assert!(!app.store.abort_submit(&other).await.expect("abort again"), "idempotent");
-    let rec = app.record(other.id).await.expect("record");
-    assert_eq!(rec.status, proto::TaskStatus::Failed);
-    assert_eq!(app.quota_used("alice").await, 10, "only the first task's reservation remains");
-    app.cleanup().await;
-}
-
 /// A 5xx is logged once, with its cause, where it is handled: not again by the trace layer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_submit_logs_one_error_line_with_its_cause() {

@@ -8,22 +8,22 @@ use serde_json::{Value, json};
 use testkit::Harness;
 
 /// Claims the gateway accepts for `sub`, valid for ten minutes.
-pub fn claims(sub: &str) -> Value {
+pub(crate) fn claims(sub: &str) -> Value {
     let now = chrono::Utc::now().timestamp();
     json!({"sub": sub, "aud": "authenticated", "role": "authenticated", "iat": now, "exp": now + 600})
 }
 
-pub fn sign_with(claims: &Value, secret: &[u8], alg: Algorithm) -> String {
+pub(crate) fn sign_with(claims: &Value, secret: &[u8], alg: Algorithm) -> String {
     jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).expect("sign")
 }
 
 /// HS256 with the harness's secret.
-pub fn sign(claims: &Value) -> String {
+pub(crate) fn sign(claims: &Value) -> String {
     sign_with(claims, testkit::SECRET.as_bytes(), Algorithm::HS256)
 }
 
 /// Checks an RFC 9457 problem response with `status` and returns its headers and body.
-pub async fn problem(resp: reqwest::Response, status: u16) -> (HeaderMap, Value) {
+pub(crate) async fn problem(resp: reqwest::Response, status: u16) -> (HeaderMap, Value) {
     let got = resp.status();
     let headers = resp.headers().clone();
     let text = resp.text().await.expect("body");
@@ -39,17 +39,17 @@ pub async fn problem(resp: reqwest::Response, status: u16) -> (HeaderMap, Value)
     (headers, body)
 }
 
-pub fn detail(body: &Value) -> &str {
+pub(crate) fn detail(body: &Value) -> &str {
     body["detail"].as_str().expect("detail")
 }
 
-pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
     headers.get(name).unwrap_or_else(|| panic!("header {name} missing")).to_str().expect("ascii header")
 }
 
 /// Polls the input queue's ready count until it equals `want` (publisher confirms make it
 /// exact almost at once; the poll only absorbs the broker's bookkeeping lag).
-pub async fn assert_ready(app: &Harness, want: u32) {
+pub(crate) async fn assert_ready(app: &Harness, want: u32) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     loop {
         let got = app.ready("").await;
@@ -63,7 +63,7 @@ pub async fn assert_ready(app: &Harness, want: u32) {
 
 /// Asserts that a rejected request left no trace: nothing enqueued, no quota reserved,
 /// no task listed for `user`.
-pub async fn assert_no_side_effects(app: &Harness, user: &str) {
+pub(crate) async fn assert_no_side_effects(app: &Harness, user: &str) {
     assert_eq!(app.ready("").await, 0, "a rejected request must enqueue nothing");
     assert_eq!(app.quota_used(user).await, 0, "a rejected request must reserve no quota");
     let resp = app.http.get(app.url("/tasks")).bearer_auth(app.token_for(user)).send().await.expect("request");
@@ -73,7 +73,7 @@ pub async fn assert_no_side_effects(app: &Harness, user: &str) {
 }
 
 /// Waits until the gateway serves (it warms its broker link before accepting).
-pub async fn wait_serving(app: &Harness) {
+pub(crate) async fn wait_serving(app: &Harness) {
     app.eventually("gateway serving /health", Duration::from_secs(10), || async {
         matches!(app.http.get(app.url("/health")).send().await, Ok(r) if r.status() == 200)
     })

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use proto::TaskId;
-use proto::store::{ClaimOutcome, Finish, ProgressOutcome};
+use proto::store::{Finish, ProgressOutcome};
 use serde_json::{Value, json};
 use testkit::Harness;
 
@@ -16,21 +16,21 @@ use crate::common::{claims, problem, sign};
 
 /// One parsed SSE event.
 #[derive(Debug, Clone)]
-pub struct SseEvent {
+pub(crate) struct SseEvent {
     pub id: Option<String>,
     pub event: String,
     pub data: Value,
 }
 
 /// A followed stream, read chunk by chunk.
-pub struct Follower {
+pub(crate) struct Follower {
     resp: reqwest::Response,
     buf: String,
     pub comments: usize,
 }
 
 impl Follower {
-    pub async fn open(app: &Harness, user: &str, id: TaskId, last_event_id: Option<&str>) -> Self {
+    pub(crate) async fn open(app: &Harness, user: &str, id: TaskId, last_event_id: Option<&str>) -> Self {
         let mut req = app.http.get(app.url(&format!("/tasks/{id}/events"))).bearer_auth(app.token_for(user));
         if let Some(l) = last_event_id {
             req = req.header("last-event-id", l);
@@ -43,7 +43,7 @@ impl Follower {
     }
 
     /// The next event, or `None` when the server ended the stream.
-    pub async fn next(&mut self, limit: Duration) -> Option<SseEvent> {
+    pub(crate) async fn next(&mut self, limit: Duration) -> Option<SseEvent> {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
@@ -83,7 +83,7 @@ impl Follower {
     }
 
     /// Reads to the end of the stream.
-    pub async fn rest(&mut self, limit: Duration) -> Vec<SseEvent> {
+    pub(crate) async fn rest(&mut self, limit: Duration) -> Vec<SseEvent> {
         let mut all = Vec::new();
         while let Some(e) = self.next(limit).await {
             all.push(e);
@@ -97,10 +97,8 @@ const USER: &str = "follower";
 
 /// Plays an agent's run of `ticks` ticks ending `completed`, through the store's scripts.
 async fn run_task(app: &Harness, id: TaskId, ticks: u32) {
+    let attempt = app.claim(id, "agent-1", 5).await;
     let rec = app.record(id).await.expect("record");
-    let ClaimOutcome::Claimed { attempt } = app.store.claim(&rec, "agent-1", 5).await.expect("claim") else {
-        panic!("claim")
-    };
     for t in 1..=ticks {
         let outcome = app.store.progress(&rec, attempt, t, "think", "{}").await.expect("progress");
         assert_eq!(outcome, ProgressOutcome::Continue);

@@ -3,7 +3,7 @@
 //! transition frees an active-task slot.
 
 use futures_util::future::join_all;
-use proto::store::{ClaimOutcome, Finish, NewTask};
+use proto::store::{Finish, NewTask, Takeover};
 use proto::{Keys, TaskId, TaskStatus};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
@@ -105,18 +105,16 @@ async fn every_terminal_transition_frees_a_slot() {
     assert_full(&app).await;
 
     // Gave up: the delivery limit (1) is reached, so the next delivery fails the task.
-    let rec = app.record(b).await.expect("record");
-    assert_eq!(app.store.claim(&rec, "w1", 1).await.expect("claim"), ClaimOutcome::Claimed { attempt: 1 });
+    assert_eq!(app.claim(b, "w1", 1).await, 1);
     assert_full(&app).await;
-    assert_eq!(app.store.claim(&rec, "w2", 1).await.expect("claim"), ClaimOutcome::GaveUp { attempts: 1 });
+    let gave_up = app.take_over(b, "w2", 1).await;
+    assert!(matches!(gave_up, Takeover::GaveUp { attempts: 1 }), "{gave_up:?}");
     let d = submit_id(&app).await;
     assert_full(&app).await;
 
     // A running task asked to cancel holds its slot until the agent ends it.
+    let attempt = app.claim(c, "w1", 5).await;
     let rec = app.record(c).await.expect("record");
-    let ClaimOutcome::Claimed { attempt } = app.store.claim(&rec, "w1", 5).await.expect("claim") else {
-        panic!("claim")
-    };
     assert_eq!(app.cancel(USER, c).await.status(), 202);
     assert_full(&app).await;
     let cancelled = Finish { status: TaskStatus::Cancelled, result: None, error: None, ticks_used: Some(1) };
@@ -128,10 +126,8 @@ async fn every_terminal_transition_frees_a_slot() {
     assert_full(&app).await;
 
     // Completed by an agent.
+    let attempt = app.claim(d, "w1", 5).await;
     let rec = app.record(d).await.expect("record");
-    let ClaimOutcome::Claimed { attempt } = app.store.claim(&rec, "w1", 5).await.expect("claim") else {
-        panic!("claim")
-    };
     let done = Finish { status: TaskStatus::Completed, result: None, error: None, ticks_used: Some(1) };
     assert_eq!(
         app.store.finish(&rec, Some(attempt), &done).await.expect("finish"),
@@ -166,41 +162,4 @@ async fn a_slot_held_by_a_vanished_record_is_reclaimed() {
     submit_id(&app).await;
     assert_full(&app).await;
     app.cleanup().await;
-}
-
-/// One group-committed call admits its submissions in turn, each as if on its own: the
-/// active cap, the quota and an idempotency key all see the earlier ones of the same batch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batched_submit_admits_each_in_turn() {
-    use proto::store::{Idempotency, Limits, SubmitOutcome};
-    let app = Harness::start(&[]).await;
-    let keyed = |key: &str| {
-        let mut t = NewTask::new(USER, "batched", 2);
-        t.idempotency = Some(Idempotency { key: key.into(), fingerprint: "f".into() });
-        t
-    };
-    let capped = Limits { max_active: 2, ..Limits::NONE };
-    let tasks = [keyed("a"), keyed("a"), NewTask::new(USER, "batched", 2), NewTask::new(USER, "batched", 2)];
-    let out = app.store.submit_many(&tasks, &capped).await.expect("one call");
-    let kinds: Vec<&str> = out
-        .iter()
-        .map(|o| match o.as_ref().expect("outcome") {
-            SubmitOutcome::Accepted { .. } => "accepted",
-            SubmitOutcome::Duplicate(_) => "duplicate",
-            SubmitOutcome::TooManyActive { .. } => "too_many_active",
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
-    assert_eq!(kinds, ["accepted", "duplicate", "accepted", "too_many_active"]);
-    assert!(app.record(tasks[0].id).await.is_some() && app.record(tasks[1].id).await.is_none());
-    assert!(app.record(tasks[2].id).await.is_some() && app.record(tasks[3].id).await.is_none());
-
-    let quota = Limits { daily_ticks: 3, ..Limits::NONE };
-    let other = "limits-batch-quota";
-    let tasks = [NewTask::new(other, "q", 2), NewTask::new(other, "q", 2), NewTask::new(other, "q", 1)];
-    let out = app.store.submit_many(&tasks, &quota).await.expect("one call");
-    assert!(matches!(out[0], Ok(SubmitOutcome::Accepted { remaining: Some(1) })), "{out:?}");
-    assert!(matches!(out[1], Ok(SubmitOutcome::OverQuota { remaining: 1 })), "{out:?}");
-    assert!(matches!(out[2], Ok(SubmitOutcome::Accepted { remaining: Some(0) })), "{out:?}");
-    assert_eq!(app.quota_used(other).await, 3);
 }

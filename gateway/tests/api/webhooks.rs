@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use proto::store::{ClaimOutcome, Finish};
+use proto::store::Finish;
 use proto::{TaskId, TaskStatus};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -79,10 +79,8 @@ async fn submit_hooked(app: &Harness, base: &str, url: &str) -> TaskId {
 
 /// Ends the task as an agent would, through the store's scripts.
 async fn end(app: &Harness, id: TaskId, status: TaskStatus) {
+    let attempt = app.claim(id, "agent-1", 5).await;
     let rec = app.record(id).await.expect("record");
-    let ClaimOutcome::Claimed { attempt } = app.store.claim(&rec, "agent-1", 5).await.expect("claim") else {
-        panic!("claim")
-    };
     let fin = Finish { status, result: None, error: None, ticks_used: Some(1) };
     assert_eq!(
         app.store.finish(&rec, Some(attempt), &fin).await.expect("finish"),

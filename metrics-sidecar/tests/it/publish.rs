@@ -80,10 +80,10 @@ async fn publishes_every_metric_for_the_queue_to_cloudwatch() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let sidecar = tokio::spawn(metrics_sidecar::run(
-        settings(&ns, &namespace),
         listener,
+        settings(&ns, &namespace),
         Publisher::cloudwatch(cw.clone(), &namespace),
-        stop.clone(),
+        stop.clone().cancelled_owned(),
     ));
 
     let expected =
@@ -122,7 +122,12 @@ async fn cloudwatch_errors_are_retried_and_never_fatal() {
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let sidecar = tokio::spawn(metrics_sidecar::run(settings(&ns, "Test/Dead"), listener, publisher, stop.clone()));
+    let sidecar = tokio::spawn(metrics_sidecar::run(
+        listener,
+        settings(&ns, "Test/Dead"),
+        publisher,
+        stop.clone().cancelled_owned(),
+    ));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!sidecar.is_finished(), "the loop must survive CloudWatch failures");
     assert_eq!(reqwest::get(format!("http://{addr}/health")).await.expect("health").status(), 200);

@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const INSTALL: &str =
+pub(crate) const INSTALL: &str =
     "scripts/test-deps.sh  (or: python3 -m venv .venv && .venv/bin/pip install 'moto[server]==5.2.5')";
-pub const REGION: &str = "us-east-1";
+pub(crate) const REGION: &str = "us-east-1";
 
-pub struct Moto {
+pub(crate) struct Moto {
     child: Child,
     pub endpoint: String,
 }
@@ -34,7 +34,7 @@ fn find_bin() -> PathBuf {
 }
 
 impl Moto {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let bin = find_bin();
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
@@ -61,7 +61,7 @@ impl Moto {
         panic!("moto_server ({}) did not start; reinstall with: {INSTALL}", bin.display());
     }
 
-    pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
+    pub(crate) fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
         cloudwatch_at(&self.endpoint)
     }
 }
@@ -71,7 +71,7 @@ fn credentials() -> aws_sdk_cloudwatch::config::Credentials {
 }
 
 /// A CloudWatch client for `endpoint`, SDK retries off so tests see every failure.
-pub fn cloudwatch_at(endpoint: &str) -> aws_sdk_cloudwatch::Client {
+pub(crate) fn cloudwatch_at(endpoint: &str) -> aws_sdk_cloudwatch::Client {
     use aws_sdk_cloudwatch::config::{BehaviorVersion, Region, retry::RetryConfig};
     let config = aws_sdk_cloudwatch::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -92,7 +92,7 @@ impl Drop for Moto {
 }
 
 /// The maximum of each datapoint of a metric with `QueueName = queue`, oldest first.
-pub async fn read_metric(cw: &aws_sdk_cloudwatch::Client, namespace: &str, queue: &str, name: &str) -> Vec<f64> {
+pub(crate) async fn read_metric(cw: &aws_sdk_cloudwatch::Client, namespace: &str, queue: &str, name: &str) -> Vec<f64> {
     use aws_sdk_cloudwatch::primitives::DateTime;
     use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
     let now = std::time::SystemTime::now();

@@ -40,7 +40,7 @@ pub use new_task::{Idempotency, NewTask};
 pub use read::{Page, parse_cursor};
 pub use run::{CancelOutcome, Finish, FinishOutcome, ProgressOutcome};
 pub use submit::{Claim, Limits, NOT_ENQUEUED, SubmitOutcome};
-pub use take_over::{ClaimOutcome, Claimed, Takeover};
+pub use take_over::{Claimed, Takeover};
 
 const PRELUDE: &str = include_str!("../lua/prelude.lua");
 

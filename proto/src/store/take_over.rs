@@ -48,15 +48,6 @@ pub struct Claimed {
     pub checkpoint: Option<String>,
 }
 
-/// [`TaskStore::claim`]'s answer: [`Takeover`] without the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimOutcome {
-    Missing,
-    Terminal(TaskStatus),
-    GaveUp { attempts: u32 },
-    Claimed { attempt: u32 },
-}
-
 /// Whose task a delivery expects to claim: the keys of the finishing branches of the claim
 /// (quota, user tasks, active set) are named from it. A wrong guess costs a second call,
 /// never a write under the wrong keys.
@@ -67,10 +58,6 @@ struct Owner {
 }
 
 impl Owner {
-    fn of(rec: &TaskRecord) -> Self {
-        Self { user_id: rec.user_id.clone(), quota_key: rec.quota_key.clone() }
-    }
-
     /// The owner the envelope's record should have: the gateway's envelopes carry the user
     /// and the submission time the quota was reserved by; an adopted record has the
     /// envelope's user (or none) and no reservation.
@@ -128,22 +115,6 @@ impl TaskStore {
         inv.arg(fields);
         let created: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(created == 1)
-    }
-
-    /// [`Self::take_over`] of a task whose record the caller holds, without the run; only
-    /// tests call it (the gateway's, which have a record and no envelope).
-    pub async fn claim(
-        &self,
-        rec: &TaskRecord,
-        worker_id: &str,
-        max_deliveries: u32,
-    ) -> Result<ClaimOutcome, StoreError> {
-        Ok(match self.claim_as(rec.id, &Owner::of(rec), worker_id, max_deliveries).await? {
-            Takeover::Missing => ClaimOutcome::Missing,
-            Takeover::Terminal(st) => ClaimOutcome::Terminal(st),
-            Takeover::GaveUp { attempts } => ClaimOutcome::GaveUp { attempts },
-            Takeover::Claimed(c) => ClaimOutcome::Claimed { attempt: c.attempt },
-        })
     }
 
     /// claim.lua, expecting `owner`, then once more with the record's own owner if the

@@ -1,12 +1,12 @@
-//! Admission's undo: a submission the broker never confirmed is closed and refunded once,
-//! and never once an agent has claimed it.
+//! Admission: a batch admits each submission in turn; the undo closes and refunds a
+//! submission the broker never confirmed once, and never once an agent has claimed it.
 
-use proto::TaskStatus;
 use proto::reconcile::NOT_ENQUEUED;
-use proto::store::{NewTask, Takeover};
+use proto::store::{Idempotency, Limits, NewTask, SubmitOutcome, Takeover};
+use proto::{TaskId, TaskStatus};
 use redis::AsyncCommands;
 
-use crate::support::Fixture;
+use crate::support::{Fixture, Scratch};
 
 #[tokio::test]
 async fn an_unconfirmed_submission_is_aborted_once_with_its_reservation_refunded() {
@@ -24,10 +24,65 @@ async fn an_unconfirmed_submission_is_aborted_once_with_its_reservation_refunded
     assert!(!t.store.confirm(t.id()).await.expect("confirm"), "a confirm after the undo is not an acceptance");
 }
 
+/// A publish that timed out may still have landed and been claimed: the undo must then
+/// leave the task to its agent (no overwrite, no refund of ticks in use).
 #[tokio::test]
-async fn a_claimed_submission_is_not_aborted() {
-    let t = Fixture::submitted(5).await;
-    assert!(matches!(t.take(&t.store, "agent-a", 5).await, Takeover::Claimed(_)));
-    assert!(!t.store.abort_submit(&NewTask::from_envelope(&t.envelope)).await.expect("abort"));
-    assert_eq!(t.record().await.status, TaskStatus::InProgress, "the agent owns it");
+async fn undoing_a_submission_never_overrides_a_claimed_task() {
+    let t = Scratch::new();
+    let task = NewTask::new("alice", "landed late", 10);
+    let limits = Limits { daily_ticks: 100, ..Limits::NONE };
+    t.store.submit(&task, &limits).await.expect("submit");
+    let claimed = t.store.take_over(&task.envelope(), "agent-1", 5).await.expect("take over");
+    assert!(matches!(&claimed, Takeover::Claimed(c) if c.attempt == 1), "{claimed:?}");
+
+    assert!(!t.store.abort_submit(&task).await.expect("abort"), "refused");
+    let rec = t.record(task.id).await.expect("record");
+    assert_eq!(rec.status, TaskStatus::InProgress, "the agent owns it");
+    assert_eq!(t.quota_used("alice").await, 10, "reservation kept");
+
+    // And an unclaimed one is failed and refunded exactly once.
+    let other = NewTask { id: TaskId::new(), ..task.clone() };
+    t.store.submit(&other, &limits).await.expect("submit");
+    assert!(t.store.abort_submit(&other).await.expect("abort"));
+    assert!(!t.store.abort_submit(&other).await.expect("abort again"), "idempotent");
+    let rec = t.record(other.id).await.expect("record");
+    assert_eq!(rec.status, TaskStatus::Failed);
+    assert_eq!(t.quota_used("alice").await, 10, "only the first task's reservation remains");
+}
+
+/// One group-committed call admits its submissions in turn, each as if on its own: the
+/// active cap, the quota and an idempotency key all see the earlier ones of the same batch.
+#[tokio::test]
+async fn a_batched_submit_admits_each_in_turn() {
+    const USER: &str = "batch-user";
+    let t = Scratch::new();
+    let keyed = |key: &str| {
+        let mut task = NewTask::new(USER, "batched", 2);
+        task.idempotency = Some(Idempotency { key: key.into(), fingerprint: "f".into() });
+        task
+    };
+    let capped = Limits { max_active: 2, ..Limits::NONE };
+    let tasks = [keyed("a"), keyed("a"), NewTask::new(USER, "batched", 2), NewTask::new(USER, "batched", 2)];
+    let out = t.store.submit_many(&tasks, &capped).await.expect("one call");
+    let kinds: Vec<&str> = out
+        .iter()
+        .map(|o| match o.as_ref().expect("outcome") {
+            SubmitOutcome::Accepted { .. } => "accepted",
+            SubmitOutcome::Duplicate(_) => "duplicate",
+            SubmitOutcome::TooManyActive { .. } => "too_many_active",
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["accepted", "duplicate", "accepted", "too_many_active"]);
+    assert!(t.record(tasks[0].id).await.is_some() && t.record(tasks[1].id).await.is_none());
+    assert!(t.record(tasks[2].id).await.is_some() && t.record(tasks[3].id).await.is_none());
+
+    let quota = Limits { daily_ticks: 3, ..Limits::NONE };
+    let other = "batch-quota";
+    let tasks = [NewTask::new(other, "q", 2), NewTask::new(other, "q", 2), NewTask::new(other, "q", 1)];
+    let out = t.store.submit_many(&tasks, &quota).await.expect("one call");
+    assert!(matches!(out[0], Ok(SubmitOutcome::Accepted { remaining: Some(1) })), "{out:?}");
+    assert!(matches!(out[1], Ok(SubmitOutcome::OverQuota { remaining: 1 })), "{out:?}");
+    assert!(matches!(out[2], Ok(SubmitOutcome::Accepted { remaining: Some(0) })), "{out:?}");
+    assert_eq!(t.quota_used(other).await, 3);
 }

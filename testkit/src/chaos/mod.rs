@@ -10,7 +10,6 @@ pub mod scenarios;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ use serde_json::json;
 use crate::private::{PrivateRabbit, PrivateRedis};
 use proto::connect::Endpoint;
 
-use crate::{AgentProc, Namespace, SECRET, Services, free_port};
+use crate::{AgentProc, GatewayProc, Namespace, SECRET, Services};
 
 pub const USERS: [&str; 4] = ["chaos-a", "chaos-b", "chaos-c", "chaos-d"];
 
@@ -58,47 +57,6 @@ pub const GATEWAY_ENV: [(&str, &str); 8] = [
     ("DAILY_TICK_LIMIT", "1000000000"),
     ("RUST_LOG", "info"),
 ];
-
-pub struct GatewayProc {
-    pub base: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl GatewayProc {
-    fn spawn(bin: &PathBuf, ns: &Namespace, name: &str) -> Self {
-        let addr = free_port();
-        let log = std::env::temp_dir().join(format!("euglena-chaos-{}-{name}.log", ns.queue));
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .envs(ns.env())
-            .envs(GATEWAY_ENV)
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("GATEWAY_ADDR", addr.to_string())
-            .stdout(Stdio::null())
-            .stderr(file);
-        Self { base: format!("http://{addr}"), child: cmd.spawn().expect("spawn gateway"), log }
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for GatewayProc {
-    fn drop(&mut self) {
-        self.kill();
-        if std::env::var_os("CHAOS_KEEP_LOGS").is_none() {
-            let _ = std::fs::remove_file(&self.log);
-        }
-    }
-}
 
 /// One scenario's processes and bookkeeping.
 pub struct Stack {
@@ -140,15 +98,9 @@ impl Stack {
         }
     }
 
+    /// Starts a gateway process with [`GATEWAY_ENV`] and waits until it serves.
     pub async fn gateway(&mut self) -> usize {
-        let g = GatewayProc::spawn(&self.bins.gateway, &self.ns, &format!("gw{}", self.gateways.len()));
-        let health = format!("{}/health", g.base);
-        self.gateways.push(g);
-        let http = self.http.clone();
-        crate::eventually("gateway serving", Duration::from_secs(30), || async {
-            matches!(http.get(&health).send().await, Ok(r) if r.status() == 200)
-        })
-        .await;
+        self.gateways.push(GatewayProc::spawn(&self.bins.gateway, &self.ns, &GATEWAY_ENV).await);
         self.gateways.len() - 1
     }
 
@@ -163,7 +115,7 @@ impl Stack {
     pub fn submitter(&self, gateway: usize) -> Submitter {
         Submitter {
             http: self.http.clone(),
-            base: self.gateways[gateway].base.clone(),
+            base: self.gateways[gateway].url(""),
             accepted: self.accepted.clone(),
             rejected: self.rejected.clone(),
             next: self.next.clone(),

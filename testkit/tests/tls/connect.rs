@@ -55,7 +55,7 @@ async fn a_plain_client_gets_nothing_from_a_tls_only_server() {
 
 /// The RabbitMQ half runs in `processes.rs` on the one private node that suite starts;
 /// these check what the AMQP error says.
-pub async fn amqp_error(endpoint: &Endpoint) -> AmqpConnectError {
+pub(crate) async fn amqp_error(endpoint: &Endpoint) -> AmqpConnectError {
     match connect::amqp(endpoint, "tls-test").await {
         Ok(_) => panic!("the broker at {} must be refused", endpoint.host_port()),
         Err(e) => e,

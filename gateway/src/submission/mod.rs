@@ -1,0 +1,290 @@
+//! Submission, all-or-nothing: admit → publish → confirm, or undo. A caller gets the
+//! task's `202` body only once Redis holds the record and the broker has confirmed its
+//! envelope; every other ending is a [`SubmitError`], mapped to a problem in one `From`.
+//!
+//! - Admission (idempotency, rate limit, active cap, quota) and the record are one script
+//!   call, group-committed across concurrent submissions (`proto::group_commit`); so is the
+//!   confirmed mark.
+//! - [`publisher`]: the broker link, publishes with publisher confirms (and readiness).
+//! - [`undo`]: a submission that was admitted but not confirmed is closed "not enqueued"
+//!   and refunded, retried off the request path until the reconciler owns it.
+//!
+//! The publish and the confirm-or-undo after it run on a task of their own: a request
+//! dropped mid-way (its deadline, a client that hung up, shutdown) must not strand a record
+//! in `in_queue` with no message behind it and its quota reserved.
+
+pub mod publisher;
+mod undo;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proto::TaskId;
+use proto::group_commit::GroupCommit;
+use proto::lifecycle::Stage;
+use proto::store::{Claim, Limits, NewTask, StoreError, SubmitOutcome, TaskStore};
+use proto::task::{TaskResponse, TaskStatus};
+
+use crate::config::{AdmissionSettings, Settings};
+use crate::problem::ApiError;
+pub use publisher::{PublishError, Publisher};
+
+/// Submissions per script call at most, and such calls in flight at once (see group_commit).
+const SUBMIT_BATCH: usize = 64;
+const SUBMIT_CALLS: usize = 2;
+/// Confirmed marks per script call at most (a batch is whatever queued while the last ran).
+const CONFIRM_BATCH: usize = 128;
+/// Confirm calls in flight at once; a batch gathers only while all are out.
+const CONFIRM_CALLS: usize = 2;
+/// Tasks run for seconds to minutes; a slot is unlikely to free up much sooner.
+const ACTIVE_RETRY_AFTER_SECONDS: u64 = 10;
+
+/// Why a submission was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("daily tick quota exceeded")]
+    OverQuota { remaining: u64, daily_limit: i64, reserving: u32, retry_after: u64 },
+    #[error("submission rate limit")]
+    RateLimited { per_minute: u32, burst: u32, retry_after: u64 },
+    #[error("active-task cap")]
+    TooManyActive { active: u64, max_active: u32 },
+    /// The Idempotency-Key was used with a different request.
+    #[error("idempotency key reused for another request")]
+    KeyReused,
+    /// The first request with this Idempotency-Key may still be publishing.
+    #[error("idempotency key in flight")]
+    InFlight,
+    /// The broker did not take it (or the record was closed first); an undo is under way.
+    #[error("not enqueued")]
+    NotEnqueued,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::OverQuota { remaining, daily_limit, reserving, retry_after } => Self::TooManyRequests {
+                detail: format!(
+                    "daily tick quota exceeded: {remaining} of {daily_limit} ticks left today, this task reserves {reserving}"
+                ),
+                retry_after,
+            },
+            SubmitError::RateLimited { per_minute, burst, retry_after } => Self::TooManyRequests {
+                detail: format!(
+                    "too many submissions: at most {per_minute} a minute (bursts of {burst}); retry in {retry_after} s"
+                ),
+                retry_after,
+            },
+            SubmitError::TooManyActive { active, max_active } => Self::TooManyRequests {
+                detail: format!(
+                    "{active} of your tasks are still queued or running, the most allowed at once is {max_active}; \
+                     wait for one to finish or cancel one"
+                ),
+                retry_after: ACTIVE_RETRY_AFTER_SECONDS,
+            },
+            SubmitError::KeyReused => Self::Unprocessable(
+                "this Idempotency-Key was already used with a different request; use a new key for a new task".into(),
+            ),
+            SubmitError::InFlight => {
+                Self::Conflict("a request with this Idempotency-Key is still being processed; retry shortly".into())
+            }
+            SubmitError::NotEnqueued => Self::Unavailable {
+                detail: "the task queue is unavailable; nothing was enqueued and no quota was used, try again".into(),
+                retry_after: 5,
+            },
+            SubmitError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The submission path: the store, the broker link and the two group commits.
+#[derive(Clone)]
+pub struct Submissions(Arc<Inner>);
+
+struct Inner {
+    store: TaskStore,
+    publisher: Publisher,
+    admits: GroupCommit<NewTask, SubmitOutcome>,
+    confirms: GroupCommit<TaskId, bool>,
+    limits: Limits,
+    /// The publishes and undos under way, each on a task of its own.
+    in_flight: Stage,
+    /// How long after its creation a submission's undo may still run: then the reconciler
+    /// owns an unconfirmed record (`PUBLISH_TIMEOUT_MS + RECONCILE_GRACE_MS`).
+    undo_window: Duration,
+    /// A replayed key's first request is over once this has passed since its creation.
+    request_timeout: Duration,
+}
+
+/// The admission settings as the store's script takes them.
+pub fn limits(a: &AdmissionSettings) -> Limits {
+    Limits {
+        daily_ticks: a.daily_tick_limit,
+        rate_per_minute: a.submit_rate_per_minute,
+        burst: a.submit_burst,
+        max_active: a.max_active_tasks,
+        idempotency_ttl: a.idempotency_ttl,
+    }
+}
+
+fn stage(name: &'static str, since: Instant) {
+    metrics::histogram!("gateway_submit_stage_seconds", "stage" => name).record(since.elapsed().as_secs_f64());
+}
+
+impl Submissions {
+    /// Spawns the two group-commit workers on `commits`; publishes and undos run on
+    /// `in_flight` (stopped first, so the workers still serve what they ask).
+    pub fn new(settings: &Settings, store: TaskStore, publisher: Publisher, in_flight: Stage, commits: &Stage) -> Self {
+        let limits = limits(&settings.admission);
+        let admits = {
+            let store = store.clone();
+            GroupCommit::spawn(SUBMIT_BATCH, SUBMIT_CALLS, commits, move |tasks: Vec<NewTask>| {
+                let store = store.clone();
+                async move { store.submit_many(&tasks, &limits).await }
+            })
+        };
+        let confirms = {
+            let store = store.clone();
+            GroupCommit::spawn(CONFIRM_BATCH, CONFIRM_CALLS, commits, move |ids: Vec<TaskId>| {
+                let store = store.clone();
+                async move { Ok(store.confirm_many(&ids).await?.into_iter().map(Ok).collect()) }
+            })
+        };
+        Self(Arc::new(Inner {
+            store,
+            publisher,
+            admits,
+            confirms,
+            limits,
+            in_flight,
+            undo_window: settings.publish_timeout + settings.reconciler.grace,
+            request_timeout: settings.request_timeout,
+        }))
+    }
+
+    pub fn publisher(&self) -> &Publisher {
+        &self.0.publisher
+    }
+
+    /// Admits `task`, publishes its envelope and marks it confirmed: the `202` body, or why
+    /// not. An idempotent replay answers with the task the key created.
+    pub async fn submit(&self, task: NewTask) -> Result<TaskResponse, SubmitError> {
+        let stored = Instant::now();
+        let outcome = match self.0.admits.call(task.clone()).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // The script may have run with only its reply lost: undo it if it did.
+                self.spawn_undo(task);
+                return Err(e.into());
+            }
+        };
+        stage("store", stored);
+        match outcome {
+            SubmitOutcome::Accepted { .. } => {}
+            SubmitOutcome::Duplicate(claim) => return self.replay(&task, &claim).await,
+            SubmitOutcome::OverQuota { remaining } => {
+                let retry_after = proto::time::seconds_to_utc_midnight(chrono::Utc::now());
+                return Err(refused(
+                    "quota",
+                    SubmitError::OverQuota {
+                        remaining,
+                        daily_limit: self.0.limits.daily_ticks,
+                        reserving: task.max_ticks,
+                        retry_after,
+                    },
+                ));
+            }
+            SubmitOutcome::RateLimited { retry_after } => {
+                let retry_after = retry_after.as_millis().div_ceil(1000).max(1) as u64;
+                let (per_minute, burst) = (self.0.limits.rate_per_minute, self.0.limits.burst);
+                return Err(refused("rate", SubmitError::RateLimited { per_minute, burst, retry_after }));
+            }
+            SubmitOutcome::TooManyActive { active } => {
+                let max_active = self.0.limits.max_active;
+                return Err(refused("active", SubmitError::TooManyActive { active, max_active }));
+            }
+        }
+
+        let envelope = task.envelope();
+        let (published, answer) = tokio::sync::oneshot::channel();
+        let (this, spawned) = (self.clone(), task.clone());
+        self.0.in_flight.spawn(async move {
+            let _ = published.send(this.publish_or_undo(&envelope, &spawned).await);
+        });
+        if !matches!(answer.await, Ok(true)) {
+            return Err(SubmitError::NotEnqueued);
+        }
+        metrics::counter!("gateway_tasks_submitted_total").increment(1);
+        tracing::info!(max_ticks = task.max_ticks, "task accepted");
+        Ok(task.record(None).to_response())
+    }
+
+    /// A replayed `Idempotency-Key`: the task it created, unless the request differs or the
+    /// first one may still be publishing.
+    async fn replay(&self, task: &NewTask, claim: &Claim) -> Result<TaskResponse, SubmitError> {
+        let mine = task.idempotency.as_ref().map(|i| i.fingerprint.as_str());
+        if mine != Some(claim.fingerprint.as_str()) {
+            return Err(SubmitError::KeyReused);
+        }
+        let rec = self.0.store.get(claim.task_id).await?.ok_or(SubmitError::InFlight)?;
+        if !claim.confirmed {
+            // Unconfirmed: the first request is publishing, unless its deadline has passed (it
+            // was cut off before marking the key); then the record tells what became of it.
+            let created = chrono::DateTime::parse_from_rfc3339(&rec.created_at).map(|t| t.to_utc()).ok();
+            let deadline_passed = created.is_some_and(|t| {
+                chrono::Utc::now() - t > chrono::Duration::from_std(self.0.request_timeout).unwrap_or_default()
+            });
+            if rec.status == TaskStatus::InQueue && !deadline_passed {
+                return Err(SubmitError::InFlight);
+            }
+        }
+        tracing::info!(correlation_id = %rec.id, "idempotent replay");
+        Ok(rec.to_response())
+    }
+
+    /// Publishes, then marks the record confirmed. `true` only when the client may be told
+    /// the task was accepted; on `false` an undo is already under way.
+    async fn publish_or_undo(&self, envelope: &proto::TaskEnvelope, task: &NewTask) -> bool {
+        let started = Instant::now();
+        let published = self.0.publisher.publish(envelope).await;
+        stage("publish", started);
+        if let Err(e) = published {
+            tracing::error!(error.cause_chain = %proto::telemetry::Chain(&e), "publish failed; undoing the submission");
+            metrics::counter!("gateway_publish_failures_total").increment(1);
+            self.spawn_undo(task.clone());
+            return false;
+        }
+        let confirming = Instant::now();
+        let confirmed = self.0.confirms.call(task.id).await;
+        stage("confirm", confirming);
+        match confirmed {
+            // The same script turned the idempotency claim to done: replays get the task.
+            Ok(true) => true,
+            Ok(false) => {
+                // The undo or the reconciler closed it first: the agent acks the message
+                // without running it, so the truthful answer is still "not enqueued".
+                tracing::warn!("broker confirmed after the record was closed as not enqueued");
+                false
+            }
+            Err(e) => {
+                // Without the mark the reconciler would later fail a task we called accepted:
+                // fail it now (the landed message is then acked without running).
+                tracing::error!(error = %e, "could not mark the publish confirmed; undoing the submission");
+                self.spawn_undo(task.clone());
+                false
+            }
+        }
+    }
+
+    /// Undoes a submission off the request path (see [`undo`]).
+    fn spawn_undo(&self, task: NewTask) {
+        let (store, window) = (self.0.store.clone(), self.0.undo_window);
+        self.0.in_flight.spawn(async move { undo::undo(&store, &task, window).await });
+    }
+}
+
+fn refused(reason: &'static str, e: SubmitError) -> SubmitError {
+    metrics::counter!("gateway_admission_rejections_total", "reason" => reason).increment(1);
+    e
+}
