@@ -125,7 +125,7 @@ impl Embedder for ApiEmbedder {
                 input: EmbeddingInput::StringArray(input),
                 ..Default::default()
             };
-            let (reply, attempts) = crate::model::http::counted(self.client.embeddings().create(request)).await;
+            let (reply, attempts) = crate::meter::counted(self.client.embeddings().create(request)).await;
             let calls = Usage { model_calls: attempts.sent(), failed_calls: attempts.failed(), ..Usage::default() };
             let reply = match reply {
                 Ok(reply) => reply,

@@ -13,6 +13,8 @@
 //!   live with that part).
 //! - [`protection`]: ECS task scale-in protection while busy (with `ECS_AGENT_URI`).
 //! - [`tick`]: the tick loop of one task ([`tick::Run`]), racing its deadline and stop.
+//! - [`vet`]: what a result may claim: sources read or shown, deliverables without
+//!   duplicates or placeholders.
 //! - [`tools`]: `search` and `visit` (with the SSRF address policy and HTML to text).
 //! - [`model`]: the model interface, its prompts, the OpenAI-compatible client and the
 //!   offline demo model (with [`model::offline::OfflineSettings`]).
@@ -20,7 +22,8 @@
 //! - [`embedding`]: the embeddings memory uses (model API or local hashing).
 //! - [`checkpoint`]: the loop state ([`checkpoint::LoopState`], steps, pages, the partial
 //!   result) and its stored JSON format.
-//! - [`meter`]: a task's running token count ([`meter::Meter`] over `proto::Usage`).
+//! - [`meter`]: a task's running token count ([`meter::Meter`] over `proto::Usage`) and
+//!   the count of model requests behind each call ([`meter::counted`]).
 //! - [`retry`]: retrying Redis writes through short outages.
 //! - [`text`]: [`text::clip`], the one way outside text is bounded.
 //!

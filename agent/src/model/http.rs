@@ -10,13 +10,11 @@
 //! here is bounded by the retry count and the caps. A timeout is logged as one, with the
 //! time it took and the limit.
 //!
-//! Every request sent is counted for the task that sent it ([`counted`]), whether it
-//! succeeded or not, so a task's `usage.model_calls` is what the API saw.
+//! Every request sent is counted for the task that sent it ([`crate::meter::counted`]),
+//! whether it succeeded or not, so a task's `usage.model_calls` is what the API saw.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -56,36 +54,6 @@ impl RetryingTransport {
     pub fn new(client: reqwest::Client, policy: RetryPolicy, timeout: Duration) -> Self {
         Self { inner: ReqwestService::new(client), policy, timeout }
     }
-}
-
-/// Requests sent while a [`counted`] future ran, and how many of them failed.
-#[derive(Debug, Default)]
-pub struct Attempts {
-    sent: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl Attempts {
-    pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-
-    pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
-    }
-}
-
-tokio::task_local! {
-    // The calling task's counter: the transport is shared by every task of the process, and
-    // async-openai gives it no per-call context, but it runs inside the caller's future.
-    static ATTEMPTS: Arc<Attempts>;
-}
-
-/// Runs `f` (one client call), counting the requests the transport sends for it.
-pub async fn counted<F: Future>(f: F) -> (F::Output, Arc<Attempts>) {
-    let attempts = Arc::new(Attempts::default());
-    let out = ATTEMPTS.scope(attempts.clone(), f).await;
-    (out, attempts)
 }
 
 /// What went wrong with one request, as a short closed-set word for logs and metrics.
@@ -147,12 +115,7 @@ impl tower::Service<HttpRequestFactory> for RetryingTransport {
                 let started = Instant::now();
                 let result = inner.clone().oneshot(request.clone()).await;
                 let failed = failure(&result);
-                let _ = ATTEMPTS.try_with(|a| {
-                    a.sent.fetch_add(1, Ordering::Relaxed);
-                    if failed.is_some() {
-                        a.failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
+                crate::meter::count_request(failed.is_some());
                 let elapsed_ms = started.elapsed().as_millis() as u64;
                 if failed.as_deref() == Some("timeout") {
                     tracing::warn!(

@@ -27,9 +27,10 @@ use proto::TaskResult;
 use proto::config::{ConfigError, Env};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::http::{RetryPolicy, RetryingTransport, counted};
+use super::http::{RetryPolicy, RetryingTransport};
 use super::prompt::Dialect;
 use super::{Decision, Model, ModelError, View, parse, prompt};
+use crate::meter::counted;
 use crate::meter::{Meter, Usage};
 use crate::text::clip;
 
