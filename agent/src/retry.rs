@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use proto::backoff::Backoff;
 use proto::store::StoreError;
+use runtime::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 
 /// How long a store write keeps retrying before the delivery is given back to the broker.

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use proto::config::{ConfigError, Env};
-use proto::settings::CommonSettings;
+use runtime::config::{ConfigError, Env};
+use runtime::settings::CommonSettings;
 
 use crate::policy::Bounds;
 

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::LambdaEvent;
 use metrics_sidecar::cloudwatch::{DESIRED_WORKERS, datum};
-use proto::telemetry::Chain;
+use runtime::telemetry::Chain;
 use serde::Serialize;
 
 use crate::config::LambdaSettings;

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jsonwebtoken::jwk::Jwk;
-use proto::config::{ConfigError, Env};
-use proto::serve::EdgeSettings;
-use proto::settings::CommonSettings;
+use runtime::config::{ConfigError, Env};
+use runtime::serve::EdgeSettings;
+use runtime::settings::CommonSettings;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::webhooks::WebhookSettings;

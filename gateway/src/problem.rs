@@ -90,7 +90,7 @@ impl IntoResponse for ApiError {
         let detail = match &self {
             Self::Unexpected(e) => {
                 let e: &(dyn std::error::Error + 'static) = e.as_ref();
-                tracing::error!(error.cause_chain = %proto::telemetry::Chain(e), "request failed");
+                tracing::error!(error.cause_chain = %runtime::telemetry::Chain(e), "request failed");
                 "an internal error occurred; it has been logged".to_owned()
             }
             Self::MissingToken => "an Authorization: Bearer <JWT> header is required".to_owned(),
@@ -124,7 +124,7 @@ impl From<proto::store::StoreError> for ApiError {
     fn from(e: proto::store::StoreError) -> Self {
         match e {
             proto::store::StoreError::Redis(e) => {
-                tracing::error!(error.cause_chain = %proto::telemetry::Chain(&e), "redis call failed");
+                tracing::error!(error.cause_chain = %runtime::telemetry::Chain(&e), "redis call failed");
                 Self::Unavailable { detail: "the task store is unavailable; try again".into(), retry_after: 1 }
             }
             other => Self::Unexpected(other.into()),

@@ -22,10 +22,10 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::AMQPValue;
 use lapin::{Channel, Connection};
 use proto::TaskEnvelope;
-use proto::connect::Endpoint;
 use proto::reconcile::CloseOutcome;
 use proto::store::{StoreError, TaskStore};
 use proto::topology::Topology;
+use runtime::connect::Endpoint;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -178,7 +178,7 @@ impl Reconciler {
         {
             return Ok(ch.clone());
         }
-        let conn = proto::connect::amqp(&self.amqp, "euglena-gateway-reconciler").await?;
+        let conn = runtime::connect::amqp(&self.amqp, "euglena-gateway-reconciler").await?;
         let ch = conn.create_channel().await?;
         self.topology.declare(&ch).await?;
         *link = Some((conn, ch.clone()));
@@ -186,13 +186,13 @@ impl Reconciler {
     }
 
     async fn drain_dead_letters(&self, report: &mut PassReport) -> anyhow::Result<()> {
-        let ch = tokio::time::timeout(proto::connect::AMQP_CONNECT_TIMEOUT, self.feed())
+        let ch = tokio::time::timeout(runtime::connect::AMQP_CONNECT_TIMEOUT, self.feed())
             .await
             .map_err(|_| anyhow::anyhow!("rabbitmq: reconciler link timed out"))??;
         let queue = self.topology.dlq_feed();
         for _ in 0..self.settings.batch {
             let got = tokio::time::timeout(
-                proto::connect::REDIS_TIMEOUT,
+                runtime::connect::REDIS_TIMEOUT,
                 ch.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }),
             )
             .await

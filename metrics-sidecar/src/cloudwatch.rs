@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
-use proto::backoff::Backoff;
+use runtime::backoff::Backoff;
 use tokio::time::Instant;
 
 use crate::probe::Reading;

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use lapin::{Channel, Connection};
 use proto::Keys;
-use proto::backoff::Backoff;
-use proto::connect::Endpoint;
 use proto::presence::AgentCount;
 use proto::topology::Topology;
 use redis::aio::ConnectionManager;
+use runtime::backoff::Backoff;
+use runtime::connect::Endpoint;
 use tokio::time::Instant;
 
 /// Bound on one broker or Redis read; the sample interval is seconds, so this is generous.
@@ -127,7 +127,7 @@ impl Probe {
             if Instant::now() < self.next_connect {
                 return None;
             }
-            match proto::connect::amqp(&self.rabbitmq, "metrics-probe").await {
+            match runtime::connect::amqp(&self.rabbitmq, "metrics-probe").await {
                 Ok(c) => {
                     self.backoff.reset();
                     self.conn = Some(c);

@@ -78,5 +78,5 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus metrics: requests by route template and status, latencies, tasks, webhooks.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics() -> impl IntoResponse {
-    proto::ops::metrics_text().await
+    runtime::ops::metrics_text().await
 }

@@ -3,7 +3,7 @@
 //! envelope; every other ending is a [`SubmitError`], mapped to a problem in one `From`.
 //!
 //! - Admission (idempotency, rate limit, active cap, quota) and the record are one script
-//!   call, group-committed across concurrent submissions (`proto::group_commit`); so is the
+//!   call, group-committed across concurrent submissions (`runtime::group_commit`); so is the
 //!   confirmed mark.
 //! - [`publisher`]: the broker link, publishes with publisher confirms (and readiness).
 //! - [`undo`]: a submission that was admitted but not confirmed is closed "not enqueued"
@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::TaskId;
-use proto::group_commit::GroupCommit;
-use proto::lifecycle::Stage;
 use proto::store::{Claim, Limits, NewTask, StoreError, SubmitOutcome, TaskStore};
 use proto::task::{TaskResponse, TaskStatus};
+use runtime::group_commit::GroupCommit;
+use runtime::lifecycle::Stage;
 
 use crate::config::{AdmissionSettings, Settings};
 use crate::problem::ApiError;
@@ -250,7 +250,7 @@ impl Submissions {
         let published = self.0.publisher.publish(envelope).await;
         stage("publish", started);
         if let Err(e) = published {
-            tracing::error!(error.cause_chain = %proto::telemetry::Chain(&e), "publish failed; undoing the submission");
+            tracing::error!(error.cause_chain = %runtime::telemetry::Chain(&e), "publish failed; undoing the submission");
             metrics::counter!("gateway_publish_failures_total").increment(1);
             self.spawn_undo(task.clone());
             return false;

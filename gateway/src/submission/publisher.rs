@@ -15,8 +15,8 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOpti
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionStatus};
 use proto::TaskEnvelope;
-use proto::connect::Endpoint;
 use proto::topology::Topology;
+use runtime::connect::Endpoint;
 use tokio::sync::Mutex;
 
 const RECONNECT_COOLDOWN: Duration = Duration::from_secs(1);
@@ -84,7 +84,7 @@ impl Publisher {
         // its own inside the publish timeout, so a broker that accepts TCP but never
         // answers costs one slow attempt, not one per request.
         self.mark_failure();
-        let budget = (self.timeout * 3 / 4).min(proto::connect::AMQP_CONNECT_TIMEOUT);
+        let budget = (self.timeout * 3 / 4).min(runtime::connect::AMQP_CONNECT_TIMEOUT);
         let attempt = tokio::time::timeout(budget, self.connect()).await;
         match attempt.unwrap_or_else(|_| Err(PublishError::Connect("connection attempt timed out".into()))) {
             Ok(l) => {
@@ -110,7 +110,7 @@ impl Publisher {
     }
 
     async fn connect(&self) -> Result<Link, PublishError> {
-        let connection = proto::connect::amqp(&self.endpoint, "euglena-gateway")
+        let connection = runtime::connect::amqp(&self.endpoint, "euglena-gateway")
             .await
             .map_err(|e| PublishError::Connect(e.to_string()))?;
         let channel = connection.create_channel().await?;

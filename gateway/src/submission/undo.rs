@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use proto::backoff::Backoff;
 use proto::store::{NewTask, TaskStore};
+use runtime::backoff::Backoff;
 
 /// Retries until the undo succeeds or `window` after the task's creation has passed.
 pub(super) async fn undo(store: &TaskStore, task: &NewTask, window: Duration) {
