@@ -8,18 +8,11 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use proto::metric_names::{BUSY_WORKERS, DEAD_LETTER_DEPTH, IN_FLIGHT, QUEUE_DEPTH, QUEUE_NAME, WORKERS};
 use runtime::backoff::Backoff;
 use tokio::time::Instant;
 
 use crate::probe::Reading;
-
-pub const QUEUE_DEPTH: &str = "QueueDepth";
-pub const IN_FLIGHT: &str = "InFlight";
-pub const WORKERS: &str = "Workers";
-pub const BUSY_WORKERS: &str = "BusyWorkers";
-pub const DEAD_LETTER_DEPTH: &str = "DeadLetterDepth";
-pub const DESIRED_WORKERS: &str = "DesiredWorkers";
-pub const QUEUE_NAME: &str = "QueueName";
 
 /// The named values of a reading that are known, in a fixed order.
 pub fn values(reading: &Reading) -> Vec<(&'static str, u64)> {

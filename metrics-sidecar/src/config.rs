@@ -3,10 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use proto::metric_names::DEFAULT_NAMESPACE;
 use runtime::config::{ConfigError, Env};
 use runtime::settings::CommonSettings;
-
-pub const DEFAULT_NAMESPACE: &str = "Euglena/RabbitMQ";
 
 #[derive(Debug, Clone)]
 pub struct Settings {

@@ -15,6 +15,8 @@
 //! - [`topology`]: queue, dead-letter exchange and dead-letter queue declaration.
 //! - [`webhook_queue`]: the durable queue of task-end webhooks.
 //! - [`stream_leases`]: per-user leases on open event streams, shared by every replica.
+//! - [`metric_names`]: the CloudWatch namespace, metric names and dimension the sidecar
+//!   publishes and the autoscaler reads.
 //! - [`time`]: RFC 3339 timestamps on the wire, millisecond precision, and the quota day.
 //!
 //! What is shared at run time but is no contract (connections, TLS, the serve loop,
@@ -25,6 +27,7 @@ pub mod domain;
 pub mod envelope;
 pub mod keys;
 pub mod lua;
+pub mod metric_names;
 pub mod preload;
 pub mod presence;
 pub mod samples;

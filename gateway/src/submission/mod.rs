@@ -25,7 +25,7 @@ use proto::task::{TaskResponse, TaskStatus};
 use runtime::group_commit::GroupCommit;
 use runtime::lifecycle::Stage;
 
-use crate::config::{AdmissionSettings, Settings};
+use crate::config::Settings;
 use crate::problem::ApiError;
 pub use publisher::{PublishError, Publisher};
 
@@ -117,17 +117,6 @@ struct Inner {
     request_timeout: Duration,
 }
 
-/// The admission settings as the store's script takes them.
-pub fn limits(a: &AdmissionSettings) -> Limits {
-    Limits {
-        daily_ticks: a.daily_tick_limit,
-        rate_per_minute: a.submit_rate_per_minute,
-        burst: a.submit_burst,
-        max_active: a.max_active_tasks,
-        idempotency_ttl: a.idempotency_ttl,
-    }
-}
-
 fn stage(name: &'static str, since: Instant) {
     metrics::histogram!("gateway_submit_stage_seconds", "stage" => name).record(since.elapsed().as_secs_f64());
 }
@@ -136,7 +125,7 @@ impl Submissions {
     /// Spawns the two group-commit workers on `commits`; publishes and undos run on
     /// `in_flight` (stopped first, so the workers still serve what they ask).
     pub fn new(settings: &Settings, store: TaskStore, publisher: Publisher, in_flight: Stage, commits: &Stage) -> Self {
-        let limits = limits(&settings.admission);
+        let limits = settings.admission;
         let admits = {
             let store = store.clone();
             GroupCommit::spawn(SUBMIT_BATCH, SUBMIT_CALLS, commits, move |tasks: Vec<NewTask>| {
