@@ -6,6 +6,8 @@
 //! - [`config`]: typed environment parsing (`Env`) that names the variable on error.
 //! - [`settings`]: the settings every process shares (Redis, RabbitMQ, prefix, queue).
 //! - [`connect`]: Redis and RabbitMQ connections with timeouts and backoff.
+//! - [`amqp_link`]: one lazily (re)opened RabbitMQ connection and channel with the topology
+//!   declared, closed channel first (the gateway's publisher and reconciler, the sidecar's probe).
 //! - [`tls`]: rustls for `rediss://` / `amqps://`: system roots plus a private CA file.
 //! - [`serve`]: the hardened HTTP accept loop of every listener.
 //! - [`ops`]: `/health` and `/metrics` (Prometheus text) for the agent and the sidecar.
@@ -18,6 +20,7 @@
 //! - [`group_commit`]: concurrent callers' small writes batched into one script call.
 
 pub mod address_policy;
+pub mod amqp_link;
 pub mod backoff;
 pub mod config;
 pub mod connect;
