@@ -40,11 +40,15 @@ pub enum ApiError {
     Unexpected(#[from] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// RFC 9457 problem details; `detail` is written for the user.
+// The body of every problem response and, through its derived schema, the `Problem` of the
+// OpenAPI document: one definition of both.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:euglena:problem:{slug}`.
     #[serde(rename = "type")]
     kind: String,
-    title: &'a str,
+    title: &'static str,
     status: u16,
     detail: String,
 }
