@@ -15,7 +15,8 @@
 //! - [`shutdown`]: the one SIGTERM/SIGINT signal.
 //! - [`lifecycle`]: the one owner of a process's background tasks, stopped in a declared
 //!   order, each within a grace.
-//! - [`backoff`]: capped, jittered exponential backoff.
+//! - [`backoff`]: capped, jittered exponential backoff, and `retry`, the one loop that waits
+//!   it out between failed attempts (reconnects, store writes, the undo, `PutMetricData`).
 //! - [`address_policy`]: public-internet-only outbound requests (visits, webhooks).
 //! - [`group_commit`]: concurrent callers' small writes batched into one script call.
 
