@@ -22,13 +22,14 @@ Checks (any failure exits 1):
   6. self-test of the extractor: facts known to be in the source must be found (so a change
      in coding style that the regexes miss fails loudly instead of passing vacuously).
 
-How reads are found: in each crate's src/ (tests stripped), calls of the proto `Env` accessors
+How reads are found: in each crate's src/ (tests stripped), calls of the runtime `Env` accessors
 (`env.string("X"`, `env.parse("X"`, `env.parse::<T>("X"`, `env.ranged("X"`, `env.seconds("X"`,
 `env.millis("X"`, `env.bool("X"`, `env.opt_string("X"`, `env.raw("X"`), closures defined over
 them (`let required = |var: &str| env.opt_string(var)...; required("X")`), `std::env::var("X")`
 / `var_os`, and tracing's `EnvFilter::*_default_env` (RUST_LOG). Reads inside
 `impl T { fn from_env .. }` belong to T; a binary reads what its entry file's `T::from_env`
-calls reach (transitively), plus the reads outside any from_env of its own crate and of proto.
+calls reach (transitively), plus the reads outside any from_env of its own crate and of the shared
+crates (proto and runtime).
 
 Usage: check_env_vars.py [--root DIR] [--quiet]
 """
@@ -45,7 +46,9 @@ try:
 except ImportError:  # pragma: no cover - the deploy checks install PyYAML with cfn-lint
     sys.exit("check_env_vars: PyYAML is required (.venv/bin/pip install pyyaml)")
 
-CRATES = ["proto", "gateway", "agent", "metrics-sidecar", "autoscaler"]
+# The shared crates come first: every binary may read what they read.
+SHARED = ["proto", "runtime"]
+CRATES = [*SHARED, "gateway", "agent", "metrics-sidecar", "autoscaler"]
 
 # ARCHITECTURE §1: the port each long-running binary listens on, and the variable that moves it.
 CONTRACT_PORTS = {"gateway": (8080, "GATEWAY_ADDR"), "agent": (8081, "AGENT_HEALTH_ADDR"),
@@ -229,7 +232,7 @@ class Source:
             self.entries[crate] = (crate, src_dir / "main.rs")
 
     def _resolve(self, crate: str, type_name: str) -> tuple[str, str] | None:
-        for key in [(crate, type_name), ("proto", type_name)]:
+        for key in [(crate, type_name), *((shared, type_name) for shared in SHARED)]:
             if key in self.impls:
                 return key
         matches = [k for k in self.impls if k[1] == type_name]
@@ -239,12 +242,12 @@ class Source:
         """(reads, required) of one binary."""
         crate, entry = self.entries[name]
         text = strip_comments(entry.read_text())
-        reads = set(self.globals[crate]) | self.globals["proto"]
+        reads = set(self.globals[crate]).union(*(self.globals[shared] for shared in SHARED))
         required = set(self.global_required[crate])
         direct, direct_req = reads_in(text)
         reads |= direct
         required |= direct_req
-        if "proto::telemetry::init" in text:
+        if "runtime::telemetry::init" in text:
             reads |= {"LOG_FORMAT", "RUST_LOG"}
         todo = [c.group(1) for c in FROM_ENV_CALL.finditer(text)]
         seen: set[tuple[str, str]] = set()

@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::options::ConfirmSelectOptions;
-use proto::connect::Endpoint;
 use proto::store::{Limits, NewTask, SubmitOutcome, TaskStore};
 use proto::topology::Topology;
 use proto::{Keys, TaskId};
 use redis::aio::ConnectionManager;
+use runtime::connect::Endpoint;
 use testkit::{AgentProc, Namespace, Services};
 
 use common::{cpu_report, cpu_ticks, env_num, named_pids, publish_all, seconds};
@@ -72,10 +72,10 @@ async fn main() {
         },
     };
 
-    let mut redis = proto::connect::redis(&ns.services.redis).expect("redis");
+    let mut redis = runtime::connect::redis(&ns.services.redis).expect("redis");
     let store = TaskStore::new(redis.clone(), Keys::new(ns.prefix.clone()), Duration::from_secs(900));
     store.load_scripts().await.expect("load scripts");
-    let amqp = proto::connect::amqp(&ns.services.rabbitmq, "euglena-bench-agent-prefill").await.expect("rabbitmq");
+    let amqp = runtime::connect::amqp(&ns.services.rabbitmq, "euglena-bench-agent-prefill").await.expect("rabbitmq");
     let channel = amqp.create_channel().await.expect("channel");
     channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
     let topology = Topology::new(ns.queue.clone(), 5);

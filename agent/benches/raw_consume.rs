@@ -14,8 +14,8 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
-use proto::connect::Endpoint;
 use proto::topology::Topology;
+use runtime::connect::Endpoint;
 
 use common::{cpu_report, cpu_ticks, env_num, named_pids, publish_all, seconds};
 
@@ -27,7 +27,7 @@ async fn main() {
     let prefetch = u16::try_from(prefetch).expect("BENCH_CONCURRENCY fits a prefetch count");
     let url = std::env::var("RABBITMQ_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let queue = format!("bench.rawc.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let conn = proto::connect::amqp(&Endpoint::new(url), "euglena-bench-raw-consume").await.expect("rabbitmq");
+    let conn = runtime::connect::amqp(&Endpoint::new(url), "euglena-bench-raw-consume").await.expect("rabbitmq");
     let topology = Topology::new(queue.clone(), 5);
 
     // Pre-fill on a confirm channel of its own.

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use proto::config::{ConfigError, Env};
-use proto::settings::CommonSettings;
+use runtime::config::{ConfigError, Env};
+use runtime::settings::CommonSettings;
 
 use crate::memory::MemorySettings;
 use crate::model::offline::OfflineSettings;

@@ -1,5 +1,5 @@
 //! The consume loop: connect and subscribe (with backoff, through
-//! [`proto::connect::until_connected`]), declare the topology, set prefetch to
+//! [`runtime::connect::until_connected`]), declare the topology, set prefetch to
 //! `AGENT_CONCURRENCY`, and hand each delivery to [`crate::delivery::process`] on the
 //! task tracker. Prefetch is the concurrency bound: the broker never sends more unacked
 //! deliveries than that.
@@ -16,9 +16,9 @@ use futures_util::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
-use proto::backoff::Backoff;
-use proto::connect::AmqpConnectError;
 use proto::topology::Topology;
+use runtime::backoff::Backoff;
+use runtime::connect::AmqpConnectError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -53,7 +53,7 @@ enum SubscribeError {
 
 /// Connects, opens a channel with prefetch, declares the topology and starts consuming.
 async fn subscribe(s: &Settings, topology: &Topology) -> Result<(Link, Consumer), SubscribeError> {
-    let conn = proto::connect::amqp(&s.common.rabbitmq, &s.worker_id).await?;
+    let conn = runtime::connect::amqp(&s.common.rabbitmq, &s.worker_id).await?;
     let setup = async {
         let ch = conn.create_channel().await?;
         ch.basic_qos(s.concurrency, BasicQosOptions::default()).await?;
@@ -90,7 +90,7 @@ pub async fn consume(
     let topology = Topology::new(s.common.input_queue.clone(), s.common.max_deliveries);
     loop {
         let (link, mut consumer) =
-            proto::connect::until_connected("rabbitmq", &stop, || subscribe(s, &topology)).await?;
+            runtime::connect::until_connected("rabbitmq", &stop, || subscribe(s, &topology)).await?;
         let link_lost = interrupt.child_token();
         tracing::info!(queue = %topology.queue, prefetch = s.concurrency, "consuming");
         loop {

@@ -29,7 +29,7 @@
 //!
 //! [`run`] wires them: Redis, the worker, heartbeat, protection, the consumer, then the
 //! drain; heartbeat, protection and the health endpoint are background tasks owned by one
-//! `proto::lifecycle::Background`, stopped in that order after the drain. Shutdown (SIGTERM): stop taking deliveries, mark presence `draining`, let running
+//! `runtime::lifecycle::Background`, stopped in that order after the drain. Shutdown (SIGTERM): stop taking deliveries, mark presence `draining`, let running
 //! tasks finish for up to `AGENT_DRAIN_SECONDS`, then interrupt the rest (checkpointed,
 //! requeued with `nack`), close the broker link, release scale-in protection, deregister.
 //! Every log line of a run carries the `agent_id` (its span), so agents sharing one
@@ -56,8 +56,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::Keys;
-use proto::lifecycle::{Background, Stage};
 use proto::store::TaskStore;
+use runtime::lifecycle::{Background, Stage};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -82,13 +82,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let span = tracing::info_span!("agent", agent_id = %settings.worker_id);
     async move {
-        let shutdown = proto::lifecycle::cancel_on(shutdown);
+        let shutdown = runtime::lifecycle::cancel_on(shutdown);
         // Stopped in this order after the drain (or after a failed start): scale-in
         // protection released while deregistering, then the health endpoint.
         let mut background = Background::new();
         let after_drain = background.stage("presence and protection", AFTER_DRAIN_GRACE);
         let ops = background.stage("health endpoint", OPS_GRACE);
-        ops.track(proto::ops::spawn(health, settings.common.http_header_timeout, ops.token()));
+        ops.track(runtime::ops::spawn(health, settings.common.http_header_timeout, ops.token()));
         let result = serve(settings, shutdown, &after_drain).await;
         background.stop().await;
         tracing::info!("agent stopped");
@@ -101,8 +101,8 @@ pub async fn run(
 /// Until shutdown: connect, build the worker, consume; then drain. The background tasks it
 /// starts run on `after_drain`, which the caller stops once this returns.
 async fn serve(settings: Settings, shutdown: CancellationToken, after_drain: &Stage) -> anyhow::Result<()> {
-    let mut redis = proto::connect::redis(&settings.common.redis)?;
-    if !proto::connect::wait_for_redis(&mut redis, &settings.common.redis, &shutdown).await {
+    let mut redis = runtime::connect::redis(&settings.common.redis)?;
+    if !runtime::connect::wait_for_redis(&mut redis, &settings.common.redis, &shutdown).await {
         return Ok(());
     }
     let store = TaskStore::new(redis, Keys::new(settings.common.key_prefix.clone()), settings.common.task_record_ttl);

@@ -1,5 +1,5 @@
 use agent::config::{HELP, Settings};
-use proto::config::{Env, cli_args, exit_on_config_error};
+use runtime::config::{Env, cli_args, exit_on_config_error};
 
 // As in the gateway: glibc malloc/free were the largest share (28 %) of an agent's CPU per
 // task in the throughput benchmark's profile.
@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     }
     let settings = Settings::from_env(&Env::from_process()).unwrap_or_else(|e| exit_on_config_error("agent", &e));
-    proto::telemetry::init();
+    runtime::telemetry::init();
     let health = tokio::net::TcpListener::bind(settings.health_addr).await?;
-    agent::run(health, settings, proto::shutdown::signal()).await
+    agent::run(health, settings, runtime::shutdown::signal()).await
 }

@@ -21,8 +21,8 @@
 
 use std::time::Duration;
 
-use proto::backoff::Backoff;
-use proto::config::{ConfigError, Env};
+use runtime::backoff::Backoff;
+use runtime::config::{ConfigError, Env};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;

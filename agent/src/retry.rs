@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use proto::backoff::Backoff;
 use proto::store::StoreError;
+use runtime::backoff::{self, Backoff};
 use tokio_util::sync::CancellationToken;
 
 /// How long a store write keeps retrying before the delivery is given back to the broker.
@@ -31,28 +31,19 @@ where
     retry(Some(stop), op).await
 }
 
-async fn retry<T, F, Fut>(stop: Option<&CancellationToken>, mut op: F) -> Result<T, StoreError>
+async fn retry<T, F, Fut>(stop: Option<&CancellationToken>, op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
     let started = tokio::time::Instant::now();
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let stopped = || stop.is_some_and(CancellationToken::is_cancelled);
-    loop {
-        match op().await {
-            Err(StoreError::Redis(e)) if started.elapsed() < STORE_RETRY_BUDGET && !stopped() => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis write failed; retrying");
-                match stop {
-                    Some(stop) => tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = stop.cancelled() => return Err(StoreError::Redis(e)),
-                    },
-                    None => tokio::time::sleep(delay).await,
-                }
-            }
-            other => return other,
+    let again = |e: &StoreError, delay: Duration, _| match e {
+        StoreError::Redis(e) if started.elapsed() < STORE_RETRY_BUDGET && !stopped() => {
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis write failed; retrying");
+            true
         }
-    }
+        _ => false,
+    };
+    backoff::retry(Backoff::new(Duration::from_millis(100), Duration::from_secs(5)), stop, op, again).await
 }

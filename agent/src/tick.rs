@@ -12,7 +12,7 @@ use std::time::Duration;
 use proto::TaskResult;
 use proto::store::{ProgressOutcome, StoreError, TaskStore};
 use proto::task::TaskRecord;
-use proto::telemetry::Chain;
+use runtime::telemetry::Chain;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -105,7 +105,7 @@ impl Run<'_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ModelError>>,
     {
-        let mut backoff = proto::backoff::Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
+        let mut backoff = runtime::backoff::Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
         loop {
             match self.race(deadline, call()).await {
                 Race::Done(Err(e @ ModelError::Transient { .. })) => {

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use proto::config::{ConfigError, Env};
-use proto::settings::CommonSettings;
+use runtime::config::{ConfigError, Env};
+use runtime::settings::CommonSettings;
 
 use crate::policy::Bounds;
 
@@ -54,7 +54,7 @@ impl LambdaSettings {
             cluster: required("ECS_CLUSTER")?,
             service: required("ECS_SERVICE")?,
             dry_run: env.bool("DRY_RUN", false)?,
-            namespace: env.string("CLOUDWATCH_NAMESPACE", metrics_sidecar::config::DEFAULT_NAMESPACE),
+            namespace: env.string("CLOUDWATCH_NAMESPACE", proto::metric_names::DEFAULT_NAMESPACE),
             queue: env.string("AGENT_INPUT_QUEUE", "agent.mandates"),
         })
     }

@@ -8,8 +8,9 @@ use std::time::SystemTime;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::LambdaEvent;
-use metrics_sidecar::cloudwatch::{DESIRED_WORKERS, datum};
-use proto::telemetry::Chain;
+use metrics_sidecar::cloudwatch::datum;
+use proto::metric_names::DESIRED_WORKERS;
+use runtime::telemetry::Chain;
 use serde::Serialize;
 
 use crate::config::LambdaSettings;

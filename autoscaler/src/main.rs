@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use autoscaler::config::{LocalSettings, PolicySettings};
 use autoscaler::simulate::{self, SimParams};
-use proto::config::{Env, cli_args, exit_on_config_error};
+use runtime::config::{Env, cli_args, exit_on_config_error};
 
 const HELP: &str = "\
 The Euglena autoscaler: sizes the agent fleet from queue depth and running tasks.
@@ -34,9 +34,9 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("local") if args.len() == 1 => {
             let settings = LocalSettings::from_env(&env).unwrap_or_else(|e| exit_on_config_error("autoscaler", &e));
-            proto::telemetry::init();
+            runtime::telemetry::init();
             let (view, _) = tokio::sync::watch::channel(Default::default());
-            autoscaler::local::run(settings, view, proto::shutdown::signal()).await
+            autoscaler::local::run(settings, view, runtime::shutdown::signal()).await
         }
         Some("simulate") => simulate_cmd(&args[1..], &env),
         Some(other) => fail(&format!("unknown command or argument {other:?}")),

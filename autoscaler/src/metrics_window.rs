@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
-use metrics_sidecar::cloudwatch::{BUSY_WORKERS, IN_FLIGHT, QUEUE_DEPTH, QUEUE_NAME};
+use proto::metric_names::{BUSY_WORKERS, IN_FLIGHT, QUEUE_DEPTH, QUEUE_NAME};
 
 use crate::policy::Sample;
 

@@ -15,8 +15,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use lapin::Channel;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use proto::connect::Endpoint;
 use proto::topology::Topology;
+use runtime::connect::Endpoint;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -60,7 +60,7 @@ async fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
     let url = std::env::var("RABBITMQ_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let queue = format!("bench.floor.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let conn = proto::connect::amqp(&Endpoint::new(url), "euglena-bench-floor").await.expect("rabbitmq");
+    let conn = runtime::connect::amqp(&Endpoint::new(url), "euglena-bench-floor").await.expect("rabbitmq");
     let channel = conn.create_channel().await.expect("channel");
     channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
     let topology = Topology::new(queue.clone(), 5);
@@ -73,7 +73,7 @@ async fn main() {
     let local = listener.local_addr().expect("addr");
     let serve = axum::serve(listener, app);
     if benching {
-        serve.with_graceful_shutdown(proto::shutdown::signal()).await.expect("serve");
+        serve.with_graceful_shutdown(runtime::shutdown::signal()).await.expect("serve");
     } else {
         let server = tokio::spawn(async move { serve.await });
         let http = reqwest::Client::new();

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use proto::connect::Endpoint;
 use proto::topology::Topology;
+use runtime::connect::Endpoint;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -23,7 +23,7 @@ async fn main() {
         if benching { (env_num("BENCH_SECONDS", 10), env_num("BENCH_CONCURRENCY", 64)) } else { (1, 4) };
     let url = std::env::var("RABBITMQ_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let queue = format!("bench.raw.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let conn = proto::connect::amqp(&Endpoint::new(url), "euglena-bench-raw").await.expect("rabbitmq");
+    let conn = runtime::connect::amqp(&Endpoint::new(url), "euglena-bench-raw").await.expect("rabbitmq");
     let channel = conn.create_channel().await.expect("channel");
     // `--delete-topology Q`: scripts/bench.sh removes the gateway's queues and exchange with it.
     let args: Vec<String> = std::env::args().collect();

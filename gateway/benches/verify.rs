@@ -10,7 +10,7 @@ use std::time::Instant;
 use gateway::auth::{Jwks, Verifier};
 use gateway::config::AuthSettings;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use proto::config::Env;
+use runtime::config::Env;
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-00";
 const EC_PEM: &[u8] = include_bytes!("../tests/fixtures/ec-p256.pem");

@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jsonwebtoken::jwk::Jwk;
-use proto::config::{ConfigError, Env};
-use proto::serve::EdgeSettings;
-use proto::settings::CommonSettings;
+use proto::store::Limits;
+use runtime::config::{ConfigError, Env};
+use runtime::serve::EdgeSettings;
+use runtime::settings::CommonSettings;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::webhooks::WebhookSettings;
@@ -16,7 +17,11 @@ pub struct Settings {
     pub addr: SocketAddr,
     pub common: CommonSettings,
     pub auth: AuthSettings,
-    pub admission: AdmissionSettings,
+    /// Per-user admission limits, as the store's submit script takes them (all enforced in one
+    /// Redis script, so they hold across replicas): `DAILY_TICK_LIMIT`,
+    /// `SUBMIT_RATE_PER_MINUTE`, `SUBMIT_BURST`, `MAX_ACTIVE_TASKS_PER_USER`,
+    /// `IDEMPOTENCY_TTL_SECONDS`.
+    pub admission: Limits,
     pub max_mandate_chars: usize,
     pub max_ticks_limit: u32,
     pub default_max_ticks: u32,
@@ -63,19 +68,6 @@ pub struct AuthSettings {
     pub jwks_cache: Duration,
 }
 
-/// Per-user admission limits (all enforced in one Redis script, so they hold across replicas).
-#[derive(Debug, Clone)]
-pub struct AdmissionSettings {
-    /// Ticks a user may reserve per UTC day; ≤ 0 = unlimited.
-    pub daily_tick_limit: i64,
-    /// `SUBMIT_RATE_PER_MINUTE`; 0 = off.
-    pub submit_rate_per_minute: u32,
-    pub submit_burst: u32,
-    /// `MAX_ACTIVE_TASKS_PER_USER`; 0 = off.
-    pub max_active_tasks: u32,
-    pub idempotency_ttl: Duration,
-}
-
 /// HS256 secrets shorter than this are guessable; Supabase's are 40+ characters.
 pub const MIN_SECRET_BYTES: usize = 32;
 /// Supabase caches its JWKS for 10 minutes at the edge; we never use a set for longer.
@@ -103,7 +95,13 @@ impl Settings {
             addr: env.parse("GATEWAY_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             common,
             auth: AuthSettings::from_env(env)?,
-            admission: AdmissionSettings::from_env(env)?,
+            admission: Limits {
+                daily_ticks: env.parse("DAILY_TICK_LIMIT", 256)?,
+                rate_per_minute: env.ranged("SUBMIT_RATE_PER_MINUTE", 60, 0..=60_000)?,
+                burst: env.ranged("SUBMIT_BURST", 10, 1..=10_000)?,
+                max_active: env.ranged("MAX_ACTIVE_TASKS_PER_USER", 20, 0..=100_000)?,
+                idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECONDS", 24 * 3600)?,
+            },
             max_mandate_chars: env.ranged(
                 "MAX_MANDATE_CHARS",
                 8000,
@@ -201,18 +199,6 @@ impl AuthSettings {
     }
 }
 
-impl AdmissionSettings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            daily_tick_limit: env.parse("DAILY_TICK_LIMIT", 256)?,
-            submit_rate_per_minute: env.ranged("SUBMIT_RATE_PER_MINUTE", 60, 0..=60_000)?,
-            submit_burst: env.ranged("SUBMIT_BURST", 10, 1..=10_000)?,
-            max_active_tasks: env.ranged("MAX_ACTIVE_TASKS_PER_USER", 20, 0..=100_000)?,
-            idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECONDS", 24 * 3600)?,
-        })
-    }
-}
-
 /// `TRUSTED_PROXIES`: comma-separated addresses or CIDR blocks of the load balancers and
 /// proxies in front of the gateway.
 fn trusted_proxies(env: &Env) -> Result<Vec<ipnet::IpNet>, ConfigError> {
@@ -274,9 +260,9 @@ mod tests {
         assert_eq!(s.addr.port(), 8080);
         assert_eq!((s.max_mandate_chars, s.max_ticks_limit, s.default_max_ticks), (8000, 200, 50));
         assert_eq!(s.max_body_bytes, 65536);
-        assert_eq!(s.admission.daily_tick_limit, 256);
-        assert_eq!((s.admission.submit_rate_per_minute, s.admission.submit_burst), (60, 10));
-        assert_eq!(s.admission.max_active_tasks, 20);
+        assert_eq!(s.admission.daily_ticks, 256);
+        assert_eq!((s.admission.rate_per_minute, s.admission.burst), (60, 10));
+        assert_eq!(s.admission.max_active, 20);
         assert_eq!(s.admission.idempotency_ttl, Duration::from_secs(86_400));
         assert_eq!(s.publish_timeout, Duration::from_secs(5));
         assert_eq!(s.common.input_queue, "agent.mandates");

@@ -17,8 +17,8 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use proto::backoff::Backoff;
-use proto::lifecycle::Stage;
+use runtime::backoff::Backoff;
+use runtime::lifecycle::Stage;
 
 /// How long one `XREAD` blocks; a new follower's key joins the read after at most this.
 pub const BLOCK: Duration = Duration::from_millis(500);

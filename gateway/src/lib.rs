@@ -44,9 +44,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use proto::Keys;
-use proto::lifecycle::Background;
 use proto::store::TaskStore;
 use proto::topology::Topology;
+use runtime::lifecycle::Background;
 use tokio::net::TcpListener;
 
 use crate::auth::{Jwks, Verifier, jwks};
@@ -57,9 +57,9 @@ use crate::state::{AppState, Inner};
 use crate::streams::StreamLimits;
 use crate::submission::{Publisher, Submissions};
 use crate::webhooks::Dispatcher;
-use proto::address_policy::{Lookup, SystemLookup};
 use proto::stream_leases::StreamLeases;
 use proto::webhook_queue::WebhookQueue;
+use runtime::address_policy::{Lookup, SystemLookup};
 
 /// In-flight requests get this long to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -73,8 +73,8 @@ pub fn build_state(settings: Settings, background: &mut Background) -> anyhow::R
     let streams_stage = background.stage("event streams", Duration::from_secs(5));
     let in_flight = background.stage("submissions in flight", Duration::from_secs(10));
     let commits = background.stage("group commits", Duration::from_secs(5));
-    let redis = proto::connect::redis(&settings.common.redis)?;
-    let hub = EventHub::spawn(proto::connect::redis_blocking(&settings.common.redis, hub::BLOCK)?, &streams_stage);
+    let redis = runtime::connect::redis(&settings.common.redis)?;
+    let hub = EventHub::spawn(runtime::connect::redis_blocking(&settings.common.redis, hub::BLOCK)?, &streams_stage);
     let keys = Keys::new(settings.common.key_prefix.clone());
     let store = TaskStore::new(redis.clone(), keys, settings.common.task_record_ttl);
     let topology = Topology::new(settings.common.input_queue.clone(), settings.common.max_deliveries);
@@ -111,7 +111,7 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    proto::ops::prometheus();
+    runtime::ops::prometheus();
     let mut background = Background::new();
     let state = match build_state(settings, &mut background) {
         Ok(state) => state,
@@ -148,7 +148,7 @@ pub async fn run(
     // next request retries.
     let mut redis = state.redis.clone();
     let (redis_up, broker_up) = tokio::join!(
-        tokio::time::timeout(WARM_UP, proto::connect::ping_redis(&mut redis, &state.settings.common.redis)),
+        tokio::time::timeout(WARM_UP, runtime::connect::ping_redis(&mut redis, &state.settings.common.redis)),
         state.submissions.publisher().connect_now(WARM_UP),
     );
     match redis_up {
@@ -163,8 +163,10 @@ pub async fn run(
         tracing::warn!("CONSOLE_DEV_TOKENS=true: POST /dev/token mints tokens for anyone; local use only");
     }
     let app = routes::router(state.clone());
-    let reserve =
-        proto::serve::Reserve { app: routes::reserve_router(state.clone()), connections: state.settings.probe_reserve };
+    let reserve = runtime::serve::Reserve {
+        app: routes::reserve_router(state.clone()),
+        connections: state.settings.probe_reserve,
+    };
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     // Ending the event streams at the signal means the drain does not wait for followers
     // that would otherwise stay for minutes.
@@ -173,7 +175,7 @@ pub async fn run(
         shutdown.await;
         streams.cancel();
     };
-    proto::serve::serve(listener, app, Some(reserve), state.settings.edge.clone(), SHUTDOWN_GRACE, signal).await;
+    runtime::serve::serve(listener, app, Some(reserve), state.settings.edge.clone(), SHUTDOWN_GRACE, signal).await;
     background.stop().await;
     state.submissions.publisher().close().await;
     tracing::info!("gateway stopped");

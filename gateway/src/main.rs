@@ -1,5 +1,5 @@
 use gateway::config::{HELP, Settings};
-use proto::config::{Env, cli_args, exit_on_config_error};
+use runtime::config::{Env, cli_args, exit_on_config_error};
 
 // glibc's malloc was about a quarter of the gateway's CPU under load (perf: malloc, _int_free,
 // malloc_consolidate); every request allocates and frees headers, JSON and buffers on two threads.
@@ -24,9 +24,9 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("gateway: unknown argument {other:?}; see --help");
         std::process::exit(2);
     }
-    proto::telemetry::init();
+    runtime::telemetry::init();
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
-    gateway::run(listener, settings, proto::shutdown::signal()).await
+    gateway::run(listener, settings, runtime::shutdown::signal()).await
 }
 
 fn print_token(settings: &Settings, args: &[String]) -> anyhow::Result<()> {

@@ -6,19 +6,9 @@ use std::sync::OnceLock;
 use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-/// RFC 9457 problem details; `detail` is written for the user.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Problem {
-    /// `urn:euglena:problem:{slug}`.
-    #[schema(rename = "type")]
-    kind: String,
-    title: String,
-    status: u16,
-    detail: String,
-}
+use crate::problem::Problem;
 
 /// The problems every bearer-authenticated route can answer (`responses(AuthProblems, ..)`).
 #[derive(utoipa::IntoResponses)]

@@ -40,11 +40,15 @@ pub enum ApiError {
     Unexpected(#[from] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// RFC 9457 problem details; `detail` is written for the user.
+// The body of every problem response and, through its derived schema, the `Problem` of the
+// OpenAPI document: one definition of both.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:euglena:problem:{slug}`.
     #[serde(rename = "type")]
     kind: String,
-    title: &'a str,
+    title: &'static str,
     status: u16,
     detail: String,
 }
@@ -90,7 +94,7 @@ impl IntoResponse for ApiError {
         let detail = match &self {
             Self::Unexpected(e) => {
                 let e: &(dyn std::error::Error + 'static) = e.as_ref();
-                tracing::error!(error.cause_chain = %proto::telemetry::Chain(e), "request failed");
+                tracing::error!(error.cause_chain = %runtime::telemetry::Chain(e), "request failed");
                 "an internal error occurred; it has been logged".to_owned()
             }
             Self::MissingToken => "an Authorization: Bearer <JWT> header is required".to_owned(),
@@ -124,7 +128,7 @@ impl From<proto::store::StoreError> for ApiError {
     fn from(e: proto::store::StoreError) -> Self {
         match e {
             proto::store::StoreError::Redis(e) => {
-                tracing::error!(error.cause_chain = %proto::telemetry::Chain(&e), "redis call failed");
+                tracing::error!(error.cause_chain = %runtime::telemetry::Chain(&e), "redis call failed");
                 Self::Unavailable { detail: "the task store is unavailable; try again".into(), retry_after: 1 }
             }
             other => Self::Unexpected(other.into()),

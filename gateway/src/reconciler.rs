@@ -17,16 +17,16 @@
 use std::time::Duration;
 
 use crate::config::ReconcilerSettings;
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::AMQPValue;
-use lapin::{Channel, Connection};
 use proto::TaskEnvelope;
-use proto::connect::Endpoint;
 use proto::reconcile::CloseOutcome;
 use proto::store::{StoreError, TaskStore};
 use proto::topology::Topology;
-use tokio::sync::Mutex;
+use runtime::amqp_link::AmqpLink;
+use runtime::connect::Endpoint;
 use tokio_util::sync::CancellationToken;
 
 /// What one pass did.
@@ -48,11 +48,11 @@ pub enum Role {
 pub struct Reconciler {
     store: TaskStore,
     topology: Topology,
-    amqp: Endpoint,
     publish_timeout: Duration,
     settings: ReconcilerSettings,
     holder: String,
-    link: Mutex<Option<(Connection, Channel)>>,
+    /// The dead-letter feed's connection and channel.
+    link: AmqpLink,
 }
 
 impl Reconciler {
@@ -64,7 +64,8 @@ impl Reconciler {
         settings: ReconcilerSettings,
     ) -> Self {
         let holder = format!("gateway-{}", uuid::Uuid::new_v4().simple());
-        Self { store, topology, amqp, publish_timeout, settings, holder, link: Mutex::new(None) }
+        let link = AmqpLink::new(amqp, "euglena-gateway-reconciler", topology.clone());
+        Self { store, topology, publish_timeout, settings, holder, link }
     }
 
     /// The reconciler of a running gateway.
@@ -127,9 +128,7 @@ impl Reconciler {
         if leading && let Err(e) = self.store.release_lease(&self.holder).await {
             tracing::warn!(error = %e, "could not release the reconciler lease; it expires by itself");
         }
-        if let Some((conn, _)) = self.link.lock().await.take() {
-            let _ = conn.close(200, "gateway shutting down".into()).await;
-        }
+        self.link.close("gateway shutting down").await;
     }
 
     /// One pass: take or keep the lease, then close what is due.
@@ -143,7 +142,7 @@ impl Reconciler {
         self.close_unconfirmed(&mut report).await?;
         if let Err(e) = self.drain_dead_letters(&mut report).await {
             // Dropping the link makes the next pass reconnect.
-            *self.link.lock().await = None;
+            self.link.reset().await;
             return Err(e);
         }
         Ok(Role::Leader(report))
@@ -171,28 +170,18 @@ impl Reconciler {
     }
 
     async fn feed(&self) -> anyhow::Result<Channel> {
-        let mut link = self.link.lock().await;
-        if let Some((conn, ch)) = link.as_ref()
-            && conn.status().connected()
-            && ch.status().connected()
-        {
-            return Ok(ch.clone());
-        }
-        let conn = proto::connect::amqp(&self.amqp, "euglena-gateway-reconciler").await?;
-        let ch = conn.create_channel().await?;
-        self.topology.declare(&ch).await?;
-        *link = Some((conn, ch.clone()));
-        Ok(ch)
+        let (channel, _) = self.link.channel().await?;
+        Ok(channel)
     }
 
     async fn drain_dead_letters(&self, report: &mut PassReport) -> anyhow::Result<()> {
-        let ch = tokio::time::timeout(proto::connect::AMQP_CONNECT_TIMEOUT, self.feed())
+        let ch = tokio::time::timeout(runtime::connect::AMQP_CONNECT_TIMEOUT, self.feed())
             .await
             .map_err(|_| anyhow::anyhow!("rabbitmq: reconciler link timed out"))??;
         let queue = self.topology.dlq_feed();
         for _ in 0..self.settings.batch {
             let got = tokio::time::timeout(
-                proto::connect::REDIS_TIMEOUT,
+                runtime::connect::REDIS_TIMEOUT,
                 ch.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }),
             )
             .await

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use proto::address_policy::Lookup;
 use proto::store::TaskStore;
 use redis::aio::ConnectionManager;
+use runtime::address_policy::Lookup;
 
 use tokio_util::sync::CancellationToken;
 

@@ -8,18 +8,11 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
-use proto::backoff::Backoff;
+use proto::metric_names::{BUSY_WORKERS, DEAD_LETTER_DEPTH, IN_FLIGHT, QUEUE_DEPTH, QUEUE_NAME, WORKERS};
+use runtime::backoff::{self, Backoff};
 use tokio::time::Instant;
 
 use crate::probe::Reading;
-
-pub const QUEUE_DEPTH: &str = "QueueDepth";
-pub const IN_FLIGHT: &str = "InFlight";
-pub const WORKERS: &str = "Workers";
-pub const BUSY_WORKERS: &str = "BusyWorkers";
-pub const DEAD_LETTER_DEPTH: &str = "DeadLetterDepth";
-pub const DESIRED_WORKERS: &str = "DesiredWorkers";
-pub const QUEUE_NAME: &str = "QueueName";
 
 /// The named values of a reading that are known, in a fixed order.
 pub fn values(reading: &Reading) -> Vec<(&'static str, u64)> {
@@ -75,22 +68,22 @@ impl Publisher {
         }
         let now = SystemTime::now();
         let data: Vec<MetricDatum> = values.iter().map(|(name, v)| datum(queue, name, *v, now)).collect();
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
-        loop {
+        let put = || async {
             let call = client.put_metric_data().namespace(&self.namespace).set_metric_data(Some(data.clone())).send();
-            let error = match call.await {
-                Ok(_) => return Ok(()),
-                Err(e) => aws_sdk_cloudwatch::error::DisplayErrorContext(e).to_string(),
-            };
-            metrics::counter!("euglena_cloudwatch_put_errors_total").increment(1);
-            let delay = backoff.next_delay();
+            call.await.map(|_| ()).map_err(|e| {
+                metrics::counter!("euglena_cloudwatch_put_errors_total").increment(1);
+                aws_sdk_cloudwatch::error::DisplayErrorContext(e).to_string()
+            })
+        };
+        let again = |error: &String, delay: Duration, attempt: u32| {
             if Instant::now() + delay >= deadline {
-                return Err(error);
+                return false;
             }
-            tracing::warn!(error = %error, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64,
+            tracing::warn!(error = %error, attempt, retry_in_ms = delay.as_millis() as u64,
                 "PutMetricData failed; retrying");
-            tokio::time::sleep(delay).await;
-        }
+            true
+        };
+        backoff::retry(Backoff::new(Duration::from_millis(500), Duration::from_secs(5)), None, put, again).await
     }
 }
 

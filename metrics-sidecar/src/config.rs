@@ -3,10 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use proto::config::{ConfigError, Env};
-use proto::settings::CommonSettings;
-
-pub const DEFAULT_NAMESPACE: &str = "Euglena/RabbitMQ";
+use proto::metric_names::DEFAULT_NAMESPACE;
+use runtime::config::{ConfigError, Env};
+use runtime::settings::CommonSettings;
 
 #[derive(Debug, Clone)]
 pub struct Settings {

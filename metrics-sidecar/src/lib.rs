@@ -8,7 +8,7 @@
 //!
 //! [`run`] publishes every `METRICS_INTERVAL_SECONDS` until its shutdown future resolves,
 //! and serves `/health` and `/metrics` (the same values as Prometheus gauges) meanwhile, as
-//! a `proto::lifecycle` stage stopped after the loop.
+//! a `runtime::lifecycle` stage stopped after the loop.
 
 pub mod aws;
 pub mod cloudwatch;
@@ -18,7 +18,7 @@ pub mod probe;
 use std::time::Duration;
 
 use proto::Keys;
-use proto::lifecycle::Background;
+use runtime::lifecycle::Background;
 use tokio::net::TcpListener;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -55,10 +55,10 @@ pub async fn run(
     publisher: Publisher,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let shutdown = proto::lifecycle::cancel_on(shutdown);
+    let shutdown = runtime::lifecycle::cancel_on(shutdown);
     let mut background = Background::new();
     let ops = background.stage("health endpoint", OPS_GRACE);
-    ops.track(proto::ops::spawn(listener, settings.common.http_header_timeout, ops.token()));
+    ops.track(runtime::ops::spawn(listener, settings.common.http_header_timeout, ops.token()));
     let result = sample(&settings, &publisher, &shutdown).await;
     background.stop().await;
     tracing::info!("metrics sidecar stopped");
@@ -70,7 +70,7 @@ const OPS_GRACE: Duration = Duration::from_secs(5);
 
 /// One sample every interval until `shutdown`.
 async fn sample(settings: &Settings, publisher: &Publisher, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let redis = proto::connect::redis(&settings.common.redis)?;
+    let redis = runtime::connect::redis(&settings.common.redis)?;
     let keys = Keys::new(settings.common.key_prefix.clone());
     let mut history = redis.clone();
     // About a day of samples for the console's chart.

@@ -1,5 +1,5 @@
 use metrics_sidecar::config::{HELP, Settings};
-use proto::config::{Env, cli_args, exit_on_config_error};
+use runtime::config::{Env, cli_args, exit_on_config_error};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -10,9 +10,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings =
         Settings::from_env(&Env::from_process()).unwrap_or_else(|e| exit_on_config_error("metrics-sidecar", &e));
-    proto::telemetry::init();
+    runtime::telemetry::init();
     // Listening for the signal from here, so one during the CloudWatch setup is not fatal.
-    let shutdown = proto::shutdown::token();
+    let shutdown = runtime::shutdown::token();
     let publisher = metrics_sidecar::publisher(&settings).await;
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
     metrics_sidecar::run(listener, settings, publisher, shutdown.cancelled_owned()).await

@@ -7,17 +7,21 @@
 
 use std::time::Duration;
 
-use lapin::{Channel, Connection};
+use lapin::Channel;
 use proto::Keys;
-use proto::backoff::Backoff;
-use proto::connect::Endpoint;
 use proto::presence::AgentCount;
 use proto::topology::Topology;
 use redis::aio::ConnectionManager;
+use runtime::amqp_link::{AmqpLink, LinkError};
+use runtime::backoff::Backoff;
+use runtime::connect::Endpoint;
 use tokio::time::Instant;
 
 /// Bound on one broker or Redis read; the sample interval is seconds, so this is generous.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on connecting (itself bounded by the connect timeout), opening a channel and
+/// declaring the queues.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reading {
@@ -28,15 +32,17 @@ pub struct Reading {
 }
 
 pub struct Probe {
-    rabbitmq: Endpoint,
+    /// Declares the topology (idempotently, with the same arguments as every process)
+    /// before the passive reads: a passive declare of a queue that does not exist yet (the
+    /// sidecar started before the gateway) closes the channel and lapin logs it as an
+    /// ERROR on a healthy start.
+    link: AmqpLink,
     redis_endpoint: Endpoint,
     topology: Topology,
     queue: String,
     redis: ConnectionManager,
     keys: Keys,
     heartbeat_ttl: Duration,
-    conn: Option<Connection>,
-    channel: Option<Channel>,
     backoff: Backoff,
     next_connect: Instant,
 }
@@ -51,15 +57,13 @@ impl Probe {
         heartbeat_ttl: Duration,
     ) -> Self {
         Self {
-            rabbitmq: rabbitmq.clone(),
+            link: AmqpLink::new(rabbitmq.clone(), "metrics-probe", topology.clone()),
             redis_endpoint: redis_endpoint.clone(),
             queue: topology.queue.clone(),
             topology,
             redis,
             keys,
             heartbeat_ttl,
-            conn: None,
-            channel: None,
             backoff: Backoff::reconnect(),
             next_connect: Instant::now(),
         }
@@ -104,13 +108,12 @@ impl Probe {
             Ok(Err(e)) => {
                 // A missing queue (404) closes the channel: open a fresh one next time.
                 tracing::warn!(queue, error = %e, "passive queue declare failed");
-                self.channel = None;
+                self.link.drop_channel().await;
                 None
             }
             Err(_) => {
                 tracing::warn!(queue, "passive queue declare timed out; reconnecting");
-                self.channel = None;
-                self.conn = None;
+                self.link.reset().await;
                 None
             }
         }
@@ -118,70 +121,34 @@ impl Probe {
 
     /// The open channel, reopening it or reconnecting (with backoff) as needed.
     async fn channel(&mut self) -> Option<Channel> {
-        if let Some(ch) = self.channel.as_ref().filter(|ch| ch.status().connected()) {
-            return Some(ch.clone());
+        if !self.link.is_connected().await && Instant::now() < self.next_connect {
+            return None;
         }
-        self.channel = None;
-        if !self.conn.as_ref().is_some_and(|c| c.status().connected()) {
-            self.conn = None;
-            if Instant::now() < self.next_connect {
-                return None;
-            }
-            match proto::connect::amqp(&self.rabbitmq, "metrics-probe").await {
-                Ok(c) => {
-                    self.backoff.reset();
-                    self.conn = Some(c);
-                }
-                Err(e) => {
-                    let delay = self.backoff.next_delay();
-                    self.next_connect = Instant::now() + delay;
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "rabbitmq not reachable");
-                    return None;
-                }
-            }
-        }
-        let conn = self.conn.as_ref()?;
-        match tokio::time::timeout(READ_TIMEOUT, conn.create_channel()).await {
-            Ok(Ok(ch)) => {
-                // Declare (idempotently, with the same arguments as every process) before the
-                // passive reads: a passive declare of a queue that does not exist yet (the
-                // sidecar started before the gateway) closes the channel and lapin logs it
-                // as an ERROR on a healthy start.
-                match tokio::time::timeout(READ_TIMEOUT, self.topology.declare(&ch)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "declaring the queues failed; the reads will say why");
-                    }
-                    Err(_) => tracing::warn!("declaring the queues timed out"),
-                }
-                if !ch.status().connected() {
-                    return None;
-                }
-                self.channel = Some(ch.clone());
+        match tokio::time::timeout(OPEN_TIMEOUT, self.link.channel()).await {
+            Ok(Ok((ch, _))) => {
+                self.backoff.reset();
                 Some(ch)
             }
+            Ok(Err(LinkError::Connect(e))) => {
+                let delay = self.backoff.next_delay();
+                self.next_connect = Instant::now() + delay;
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "rabbitmq not reachable");
+                None
+            }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot open a rabbitmq channel; reconnecting");
-                self.conn = None;
+                tracing::warn!(error = %e, "cannot open a rabbitmq channel and declare the queues");
                 None
             }
             Err(_) => {
                 tracing::warn!("opening a rabbitmq channel timed out; reconnecting");
-                self.conn = None;
+                self.link.reset().await;
                 None
             }
         }
     }
 
-    /// Closes the broker connection (graceful shutdown).
+    /// Closes the channel, then the connection (graceful shutdown).
     pub async fn close(&mut self) {
-        // Channel first: closing the connection with the channel still open makes lapin log
-        // an ERROR ("invalid channel state: Closing") on every clean stop.
-        if let Some(ch) = self.channel.take() {
-            let _ = tokio::time::timeout(READ_TIMEOUT, ch.close(200, "metrics probe stopping".into())).await;
-        }
-        if let Some(conn) = self.conn.take() {
-            let _ = tokio::time::timeout(READ_TIMEOUT, conn.close(200, "metrics probe stopping".into())).await;
-        }
+        self.link.close("metrics probe stopping").await;
     }
 }

@@ -1,4 +1,4 @@
-//! Euglena's contracts, shared by every process.
+//! Euglena's contracts, shared by every process: the shapes on the wire and in Redis.
 //!
 //! # Layout
 //! - [`domain`]: parse-don't-validate newtypes (`Mandate`, `MaxTicks`, `TaskId`).
@@ -10,45 +10,31 @@
 //!   (progress, finish, cancel), read (get, list, cursor), [`reconcile`] (the reconciler's
 //!   closes and lease); [`lua`] runs the scripts by hash with a one-round-trip NOSCRIPT
 //!   fallback, [`preload`] loads them all at start.
-//! - [`group_commit`]: concurrent callers' small writes batched into one script call.
 //! - [`presence`]: agent heartbeats and the live/busy agent count.
 //! - [`samples`]: the fleet's sampled history (`metrics:samples`) for the console.
 //! - [`topology`]: queue, dead-letter exchange and dead-letter queue declaration.
 //! - [`webhook_queue`]: the durable queue of task-end webhooks.
 //! - [`stream_leases`]: per-user leases on open event streams, shared by every replica.
-//! - [`connect`]: Redis and RabbitMQ connections with timeouts and backoff.
-//! - [`tls`]: rustls for `rediss://` / `amqps://`: system roots plus a private CA file.
-//! - [`config`]: typed environment parsing that names the variable on error.
-//! - [`settings`]: the settings every process shares (Redis, RabbitMQ, prefix, queue).
-//! - [`serve`]: the hardened HTTP accept loop of every listener.
-//! - [`address_policy`]: public-internet-only outbound requests (visits, webhooks).
-//! - [`lifecycle`]: the one owner of a process's background tasks, stopped in a declared
-//!   order, each within a grace.
-//! - [`telemetry`], [`shutdown`], [`backoff`], [`ops`]: runtime plumbing every service shares.
+//! - [`metric_names`]: the CloudWatch namespace, metric names and dimension the sidecar
+//!   publishes and the autoscaler reads.
+//! - [`time`]: RFC 3339 timestamps on the wire, millisecond precision, and the quota day.
+//!
+//! What is shared at run time but is no contract (connections, TLS, the serve loop,
+//! telemetry, settings, lifecycle, backoff, the address policy, group commit) lives in
+//! the `runtime` crate, which depends on this one and never the other way round.
 
-pub mod address_policy;
-pub mod backoff;
-pub mod config;
-pub mod connect;
 pub mod domain;
 pub mod envelope;
-pub mod group_commit;
 pub mod keys;
-pub mod lifecycle;
 pub mod lua;
-pub mod ops;
+pub mod metric_names;
 pub mod preload;
 pub mod presence;
 pub mod samples;
-pub mod serve;
-pub mod settings;
-pub mod shutdown;
 pub mod store;
 pub mod stream_leases;
 pub mod task;
-pub mod telemetry;
 pub mod time;
-pub mod tls;
 pub mod topology;
 pub mod webhook_queue;
 

@@ -75,14 +75,17 @@ pub async fn deregister(conn: &mut ConnectionManager, keys: &Keys, worker_id: &s
         .await
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// Live agents (heartbeat newer than AGENT_HEARTBEAT_TTL_SECONDS), busy and idle.
+// The gateway's `GET /agents/count` body and the sidecar's reading. The fields carry plain
+// comments, not docs: the schema in the OpenAPI document has no per-field descriptions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AgentCount {
-    /// Agents whose last heartbeat is newer than the TTL.
+    // Agents whose last heartbeat is newer than the TTL.
     pub count: u64,
-    /// Live agents running at least one task.
+    // Live agents running at least one task.
     pub busy: u64,
     pub idle: u64,
-    /// Tasks running across live agents.
+    // Tasks running across live agents: for the sidecar, not on the wire.
     #[serde(skip)]
     pub running_tasks: u64,
 }

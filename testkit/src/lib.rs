@@ -33,12 +33,12 @@ use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Connection};
-use proto::config::Env;
 use proto::store::{Takeover, TaskStore};
 use proto::topology::Topology;
 use proto::{Keys, TaskEnvelope, TaskId, TaskRecord};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use runtime::config::Env;
 use serde_json::{Value, json};
 
 pub struct Harness {
@@ -94,9 +94,9 @@ impl Harness {
     /// [`Harness::start`] in a namespace of the caller's (shared with processes it starts).
     pub async fn start_in(ns: Namespace, extra: &[(&str, &str)]) -> Self {
         let (addr, gateway) = spawn_gateway(&ns, extra).await;
-        let redis = proto::connect::redis(&ns.services.redis).expect("redis url");
+        let redis = runtime::connect::redis(&ns.services.redis).expect("redis url");
         let store = TaskStore::new(redis.clone(), Keys::new(ns.prefix.clone()), Duration::from_secs(900));
-        let amqp = proto::connect::amqp(&ns.services.rabbitmq, "testkit").await.expect("rabbitmq");
+        let amqp = runtime::connect::amqp(&ns.services.rabbitmq, "testkit").await.expect("rabbitmq");
         let channel = amqp.create_channel().await.expect("channel");
         Topology::new(ns.queue.clone(), max_deliveries(extra)).declare(&channel).await.expect("declare");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use proto::connect::Endpoint;
 use proto::topology::Topology;
 use redis::AsyncCommands;
+use runtime::connect::Endpoint;
 
 pub const SECRET: &str = "testkit-secret-testkit-secret-testkit-0123";
 
@@ -95,7 +95,7 @@ impl Default for Namespace {
 
 /// Deletes every key under `prefix`.
 pub async fn purge_keys(redis: &Endpoint, prefix: &str) {
-    let Ok(client) = proto::connect::redis_client(redis) else { return };
+    let Ok(client) = runtime::connect::redis_client(redis) else { return };
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
     let mut keys = Vec::new();
     if let Ok(mut iter) = conn.scan_match::<_, String>(format!("{prefix}*")).await {
@@ -116,7 +116,7 @@ const PURGE_LIMIT: Duration = Duration::from_secs(30);
 pub async fn purge(ns: &Namespace) {
     let work = async {
         purge_keys(&ns.services.redis, &ns.prefix).await;
-        if let Ok(conn) = proto::connect::amqp(&ns.services.rabbitmq, "testkit-purge").await {
+        if let Ok(conn) = runtime::connect::amqp(&ns.services.rabbitmq, "testkit-purge").await {
             if let Ok(ch) = conn.create_channel().await {
                 let _ = Topology::new(ns.queue.clone(), 1).delete(&ch).await;
             }

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use proto::TaskId;
-use proto::config::{ConfigError, Env};
 use proto::store::MemoryCleanup;
+use runtime::config::{ConfigError, Env};
 use serde::{Deserialize, Serialize};
 
 use crate::embedding::{EmbedError, Embedder};

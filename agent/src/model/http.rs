@@ -2,7 +2,7 @@
 //! in place of its built-in retry layer, because ours must
 //! - honour `Retry-After` (seconds or an HTTP date) and `retry-after-ms`, capped so a
 //!   misbehaving server cannot park a task for an hour;
-//! - back off exponentially with jitter otherwise ([`proto::backoff::Backoff`]);
+//! - back off exponentially with jitter otherwise ([`runtime::backoff::Backoff`]);
 //! - retry 408, 429 and 5xx replies, timeouts and connection failures, and nothing else,
 //!   so a 401 ends the task after one request instead of retrying forever.
 //!
@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use async_openai::error::OpenAIError;
 use async_openai::middleware::{HttpRequestFactory, ReqwestService};
-use proto::backoff::Backoff;
 use reqwest::Response;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+use runtime::backoff::Backoff;
 use tower::ServiceExt;
 
 /// The longest wait a `Retry-After` header can ask for; past it we wait this long.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use proto::TaskResult;
-use proto::config::{ConfigError, Env};
+use runtime::config::{ConfigError, Env};
 
 use super::{Action, Decision, Model, ModelError, View};
 use crate::text::clip;

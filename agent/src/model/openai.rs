@@ -24,7 +24,7 @@ use async_openai::types::chat::{
 };
 use async_trait::async_trait;
 use proto::TaskResult;
-use proto::config::{ConfigError, Env};
+use runtime::config::{ConfigError, Env};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::http::{RetryPolicy, RetryingTransport};

@@ -1,5 +1,5 @@
 //! The tools behind the model's actions: [`search`], [`visit`] (with
-//! [`proto::address_policy`] and [`html`]); `think` and `exit` need none. [`Tools::run`] turns an action into what the
+//! [`runtime::address_policy`] and [`html`]); `think` and `exit` need none. [`Tools::run`] turns an action into what the
 //! model reads next tick (the observation, bounded) and what memory keeps (passages).
 //! Tool failures are observations, not errors: the model reads "visit failed: …" and
 //! chooses something else.
@@ -10,7 +10,7 @@ pub mod visit;
 
 use std::sync::Arc;
 
-use proto::address_policy::SystemLookup;
+use runtime::address_policy::SystemLookup;
 
 use crate::checkpoint::PageNote;
 use crate::memory::{Kind, NewMemory};

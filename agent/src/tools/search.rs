@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use proto::config::{ConfigError, Env};
+use runtime::config::{ConfigError, Env};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! The `visit` tool: fetch one web page under the SSRF rules of ARCHITECTURE §5 and return its
 //! readable text.
 //!
-//! - http and https only; every hop's host is checked ([`proto::address_policy`]) and the connection
+//! - http and https only; every hop's host is checked ([`runtime::address_policy`]) and the connection
 //!   goes to the checked address;
 //! - redirects are followed by hand (the client's own policy is off) so each `Location`
 //!   is checked like the first URL, at most [`MAX_REDIRECTS`] times;
@@ -15,12 +15,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::config::{ConfigError, Env};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, USER_AGENT};
+use runtime::config::{ConfigError, Env};
 use url::Url;
 
 use super::html;
-use proto::address_policy::{Blocked, Lookup, Policy, blocked_in, check_literal_host};
+use runtime::address_policy::{Blocked, Lookup, Policy, blocked_in, check_literal_host};
 
 pub const MAX_REDIRECTS: usize = 5;
 const AGENT: &str = concat!("EuglenaAgent/", env!("CARGO_PKG_VERSION"), " (research agent)");
@@ -112,7 +112,7 @@ impl Visitor {
     /// `exempt`: addresses treated as public (tests only; see [`Policy::exempt`]).
     pub fn new(settings: VisitSettings, lookup: Arc<dyn Lookup>, exempt: Vec<IpAddr>) -> anyhow::Result<Self> {
         let policy = Policy { allow_private: settings.allow_private, exempt };
-        let client = proto::address_policy::guarded_client(lookup, policy.clone(), None)?
+        let client = runtime::address_policy::guarded_client(lookup, policy.clone(), None)?
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .timeout(settings.timeout)
             .build()?;

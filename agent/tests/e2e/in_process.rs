@@ -28,10 +28,10 @@ use agent::tick::{Run, RunEnd};
 use agent::tools::Tools;
 use agent::worker::{Intelligence, Worker};
 use async_trait::async_trait;
-use proto::config::Env;
 use proto::store::{Limits, MemoryCleanup, NewTask, SubmitOutcome, Takeover, TaskStore};
 use proto::{Keys, TaskEnvelope, TaskId, TaskRecord, TaskResult, TaskStatus};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use runtime::config::Env;
 use testkit::Namespace;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -200,7 +200,7 @@ impl Drop for Core {
 /// The namespace's task store on a connection without timeouts, for paused time (see the
 /// module doc).
 async fn store(ns: &Namespace) -> TaskStore {
-    let client = proto::connect::redis_client(&ns.services.redis).expect("redis url");
+    let client = runtime::connect::redis_client(&ns.services.redis).expect("redis url");
     let config = ConnectionManagerConfig::new().set_response_timeout(None).set_connection_timeout(None);
     let conn = ConnectionManager::new_with_config(client, config).await.expect("redis");
     TaskStore::new(conn, Keys::new(ns.prefix.clone()), Duration::from_secs(900))

@@ -14,7 +14,7 @@ use redis::AsyncCommands;
 use testkit::Namespace;
 
 fn store(ns: &Namespace) -> RedisStore {
-    let conn = proto::connect::redis(&testkit::Services::shared().redis).expect("redis url");
+    let conn = runtime::connect::redis(&testkit::Services::shared().redis).expect("redis url");
     RedisStore::new(conn, Keys::new(ns.prefix.clone()), Duration::from_secs(900))
 }
 
@@ -136,7 +136,7 @@ async fn memories_are_deleted_at_the_end_or_kept_for_the_retention() {
     let ns = Namespace::new();
     let s = store(&ns);
     let keys = Keys::new(ns.prefix.clone());
-    let mut conn = proto::connect::redis(&testkit::Services::shared().redis).expect("redis");
+    let mut conn = runtime::connect::redis(&testkit::Services::shared().redis).expect("redis");
     let (gone, kept) = (scope("alice"), scope("alice"));
     for sc in [&gone, &kept] {
         s.add(sc, vec![(memory("fact"), vec![0.5, 0.5])]).await.expect("add");

@@ -10,7 +10,7 @@ use agent::model::openai::{LlmSettings, OpenAiModel, ResponseMode};
 use agent::model::prompt::Dialect;
 use agent::model::{Action, Model, ModelError, View};
 use proto::TaskStatus;
-use proto::telemetry::Chain;
+use runtime::telemetry::Chain;
 use serde_json::json;
 use testkit::Harness;
 use wiremock::matchers::{header, method, path};

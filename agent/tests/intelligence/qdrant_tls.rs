@@ -6,10 +6,10 @@
 use agent::memory::qdrant::QdrantStore;
 use agent::memory::{MemorySettings, RecallQuery, Scope, VectorStore};
 use proto::TaskId;
-use proto::config::Env;
+use runtime::config::Env;
 use testkit::tls::{Pki, TlsRedis};
 
-fn settings(url: &str, key: Option<&str>) -> Result<MemorySettings, proto::config::ConfigError> {
+fn settings(url: &str, key: Option<&str>) -> Result<MemorySettings, runtime::config::ConfigError> {
     let mut env = Env::default().with("QDRANT_URL", url);
     if let Some(k) = key {
         env = env.with("QDRANT_API_KEY", k);

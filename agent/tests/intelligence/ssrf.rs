@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent::tools::visit::{VisitError, VisitSettings, Visitor};
-use proto::address_policy::{Lookup, SystemLookup};
+use runtime::address_policy::{Lookup, SystemLookup};
 
 use crate::support::{FakeDns, Reply, Server};
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent::tools::visit::{VisitError, VisitSettings, Visitor};
-use proto::address_policy::SystemLookup;
+use runtime::address_policy::SystemLookup;
 
 use crate::support::{Reply, Server};
 

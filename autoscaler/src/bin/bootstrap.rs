@@ -7,7 +7,7 @@ use autoscaler::config::LambdaSettings;
 use autoscaler::lambda::Scaler;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use proto::config::{Env, cli_args, exit_on_config_error};
+use runtime::config::{Env, cli_args, exit_on_config_error};
 
 const HELP: &str = "\
 The Euglena autoscaler Lambda handler (runs under the Lambda runtime, or `cargo lambda watch`).
@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
     let _ = cli_args("bootstrap", HELP);
     let settings =
         LambdaSettings::from_env(&Env::from_process()).unwrap_or_else(|e| exit_on_config_error("bootstrap", &e));
-    proto::telemetry::init();
+    runtime::telemetry::init();
     let sdk = metrics_sidecar::aws::load().await;
     let scaler = Arc::new(Scaler::new(settings, &sdk));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| {

@@ -44,8 +44,8 @@ pub async fn run(
     view: watch::Sender<FleetView>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let shutdown = proto::lifecycle::cancel_on(shutdown);
-    let mut redis = proto::connect::redis(&settings.common.redis)?;
+    let shutdown = runtime::lifecycle::cancel_on(shutdown);
+    let mut redis = runtime::connect::redis(&settings.common.redis)?;
     let keys = Keys::new(settings.common.key_prefix.clone());
     let mut probe = Probe::new(
         &settings.common.rabbitmq,

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use autoscaler::config::LocalSettings;
 use autoscaler::local::FleetView;
-use proto::config::Env;
 use proto::{TaskId, TaskStatus};
+use runtime::config::Env;
 use testkit::Harness;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

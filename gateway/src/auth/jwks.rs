@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use proto::lifecycle::Stage;
+use runtime::lifecycle::Stage;
 
 /// Bound on one JWKS fetch.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(3);

@@ -170,7 +170,7 @@ fn reason(e: jsonwebtoken::errors::Error) -> Rejection {
 mod tests {
     use super::*;
     use crate::auth::dev_token;
-    use proto::config::Env;
+    use runtime::config::Env;
     use serde_json::json;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";

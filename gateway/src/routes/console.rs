@@ -110,12 +110,12 @@ const DEV_TOKEN_TTL: u64 = 3600;
 #[utoipa::path(post, path = "/dev/token", tag = "console",
     request_body(content = DevTokenRequest, content_type = "application/json"),
     responses((status = 200, description = "A development token", body = DevToken),
-        (status = 400, description = "Malformed JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not asked from this machine", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Development tokens are off", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "sub is empty, too long or has control characters", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not asked from this machine", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Development tokens are off", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "sub is empty, too long or has control characters", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn dev_token(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,

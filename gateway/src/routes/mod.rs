@@ -70,7 +70,7 @@ fn documented() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// What connections past `GATEWAY_MAX_CONNECTIONS` get (see `proto::serve`): the probes, so a
+/// What connections past `GATEWAY_MAX_CONNECTIONS` get (see `runtime::serve`): the probes, so a
 /// load balancer or orchestrator never sees a healthy gateway as dead because users hold every
 /// connection, and a fast `503` for everything else instead of a wait in the backlog.
 pub fn reserve_router(state: AppState) -> Router {

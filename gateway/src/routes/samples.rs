@@ -21,9 +21,9 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/ops/samples", tag = "console",
     params(("minutes" = Option<u32>, Query, minimum = 1, maximum = 1440, description = "How far back (default 60)")),
     responses((status = 200, description = "Samples", body = samples_cache::Samples),
-        (status = 400, description = "Unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "minutes out of range", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Unknown query parameter", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "minutes out of range", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis is unavailable", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn samples(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use proto::presence::AgentCount;
 use serde::Serialize;
 
 use crate::problem::ApiError;
@@ -13,23 +14,15 @@ use crate::state::AppState;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Live agents (heartbeat newer than AGENT_HEARTBEAT_TTL_SECONDS), busy and idle.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AgentCount {
-    pub count: u64,
-    pub busy: u64,
-    pub idle: u64,
-}
-
 /// How many agents are alive, and how many of them are busy.
 #[utoipa::path(get, path = "/agents/count", tag = "system",
     responses((status = 200, description = "The fleet", body = AgentCount), crate::openapi::Unavailable))]
 pub async fn agents_count(State(state): State<AppState>) -> Result<Json<AgentCount>, ApiError> {
     let mut conn = state.redis.clone();
-    let c = proto::presence::count(&mut conn, state.store.keys(), state.settings.common.heartbeat_ttl)
+    let count = proto::presence::count(&mut conn, state.store.keys(), state.settings.common.heartbeat_ttl)
         .await
         .map_err(proto::store::StoreError::Redis)?;
-    Ok(Json(AgentCount { count: c.count, busy: c.busy, idle: c.idle }))
+    Ok(Json(count))
 }
 
 /// Liveness: 200 while the process runs.
@@ -78,5 +71,5 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus metrics: requests by route template and status, latencies, tasks, webhooks.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics() -> impl IntoResponse {
-    proto::ops::metrics_text().await
+    runtime::ops::metrics_text().await
 }

@@ -59,12 +59,12 @@ fn accepted(record: &TaskResponse) -> Response {
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[ -~]{1,255}$", description = "1..255 printable ASCII; makes the submit idempotent per user for IDEMPOTENCY_TTL_SECONDS")),
     responses(
         (status = 202, description = "Accepted (or the replay of an Idempotency-Key)", body = TaskResponse, headers(("location" = String, description = "/tasks/{id}"))),
-        (status = 400, description = "Malformed JSON or Idempotency-Key", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The same Idempotency-Key is still being processed", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid (named in detail), the body is not an object, or the Idempotency-Key was used with another request", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Daily tick quota, rate limit or active-task cap; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The same Idempotency-Key is still being processed", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (named in detail), the body is not an object, or the Idempotency-Key was used with another request", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Daily tick quota, rate limit or active-task cap; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::openapi::AuthProblems,
         crate::openapi::Unavailable,
     ))]
@@ -163,9 +163,9 @@ pub async fn get(
         ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]+-[0-9]+$", description = "Resume after this event id (wins over after)")),
     responses(
         (status = 200, description = "text/event-stream; each event's data is a TaskEvent", body = crate::events::StreamEvent, content_type = "text/event-stream"),
-        (status = 400, description = "Not an event id, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "You already hold SSE_MAX_STREAMS_PER_USER event streams; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis or RabbitMQ is unavailable, this gateway holds SSE_MAX_STREAMS streams, or the request deadline passed; see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not an event id, or an unknown query parameter", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "You already hold SSE_MAX_STREAMS_PER_USER event streams; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis or RabbitMQ is unavailable, this gateway holds SSE_MAX_STREAMS streams, or the request deadline passed; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::openapi::AuthProblems,
         crate::openapi::TaskNotFound,
     ))]
@@ -198,7 +198,7 @@ pub async fn events(
 #[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", security(("bearer" = [])), params(("id" = uuid::Uuid, Path, description = "The task id (correlation_id)")),
     responses(
         (status = 202, description = "Cancelled, or cancel requested", body = TaskResponse),
-        (status = 409, description = "The task already ended", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task already ended", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::openapi::AuthProblems,
         crate::openapi::TaskNotFound,
         crate::openapi::Unavailable,
@@ -226,8 +226,8 @@ pub async fn cancel(
         ("cursor" = Option<String>, Query, pattern = "^-?[0-9]+:[0-9a-f-]{36}$", description = "next_cursor of the previous page")),
     responses(
         (status = 200, description = "A page of tasks", body = TaskList),
-        (status = 400, description = "Not a cursor from this API, or an unknown query parameter", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "limit out of range", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a cursor from this API, or an unknown query parameter", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "limit out of range", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::openapi::AuthProblems,
         crate::openapi::Unavailable,
     ))]

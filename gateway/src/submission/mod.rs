@@ -3,7 +3,7 @@
 //! envelope; every other ending is a [`SubmitError`], mapped to a problem in one `From`.
 //!
 //! - Admission (idempotency, rate limit, active cap, quota) and the record are one script
-//!   call, group-committed across concurrent submissions (`proto::group_commit`); so is the
+//!   call, group-committed across concurrent submissions (`runtime::group_commit`); so is the
 //!   confirmed mark.
 //! - [`publisher`]: the broker link, publishes with publisher confirms (and readiness).
 //! - [`undo`]: a submission that was admitted but not confirmed is closed "not enqueued"
@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::TaskId;
-use proto::group_commit::GroupCommit;
-use proto::lifecycle::Stage;
 use proto::store::{Claim, Limits, NewTask, StoreError, SubmitOutcome, TaskStore};
 use proto::task::{TaskResponse, TaskStatus};
+use runtime::group_commit::GroupCommit;
+use runtime::lifecycle::Stage;
 
-use crate::config::{AdmissionSettings, Settings};
+use crate::config::Settings;
 use crate::problem::ApiError;
 pub use publisher::{PublishError, Publisher};
 
@@ -117,17 +117,6 @@ struct Inner {
     request_timeout: Duration,
 }
 
-/// The admission settings as the store's script takes them.
-pub fn limits(a: &AdmissionSettings) -> Limits {
-    Limits {
-        daily_ticks: a.daily_tick_limit,
-        rate_per_minute: a.submit_rate_per_minute,
-        burst: a.submit_burst,
-        max_active: a.max_active_tasks,
-        idempotency_ttl: a.idempotency_ttl,
-    }
-}
-
 fn stage(name: &'static str, since: Instant) {
     metrics::histogram!("gateway_submit_stage_seconds", "stage" => name).record(since.elapsed().as_secs_f64());
 }
@@ -136,7 +125,7 @@ impl Submissions {
     /// Spawns the two group-commit workers on `commits`; publishes and undos run on
     /// `in_flight` (stopped first, so the workers still serve what they ask).
     pub fn new(settings: &Settings, store: TaskStore, publisher: Publisher, in_flight: Stage, commits: &Stage) -> Self {
-        let limits = limits(&settings.admission);
+        let limits = settings.admission;
         let admits = {
             let store = store.clone();
             GroupCommit::spawn(SUBMIT_BATCH, SUBMIT_CALLS, commits, move |tasks: Vec<NewTask>| {
@@ -250,7 +239,7 @@ impl Submissions {
         let published = self.0.publisher.publish(envelope).await;
         stage("publish", started);
         if let Err(e) = published {
-            tracing::error!(error.cause_chain = %proto::telemetry::Chain(&e), "publish failed; undoing the submission");
+            tracing::error!(error.cause_chain = %runtime::telemetry::Chain(&e), "publish failed; undoing the submission");
             metrics::counter!("gateway_publish_failures_total").increment(1);
             self.spawn_undo(task.clone());
             return false;

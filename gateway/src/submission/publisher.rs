@@ -1,5 +1,6 @@
 //! Publishes task envelopes with publisher confirms. One connection and one confirm
-//! channel are shared by all requests and rebuilt lazily when the broker drops them.
+//! channel (a [`runtime::amqp_link::AmqpLink`]) are shared by all requests and rebuilt
+//! lazily when the broker drops them.
 //! Every publish is bounded by `PUBLISH_TIMEOUT_MS`; a reconnect that just failed is not
 //! retried for a second, so an outage costs each request one fast failure, not a stampede.
 //!
@@ -11,13 +12,13 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionStatus};
+use lapin::{Channel, ConnectionStatus};
 use proto::TaskEnvelope;
-use proto::connect::Endpoint;
 use proto::topology::Topology;
-use tokio::sync::Mutex;
+use runtime::amqp_link::{AmqpLink, LinkError};
+use runtime::connect::Endpoint;
 
 const RECONNECT_COOLDOWN: Duration = Duration::from_secs(1);
 /// How long a readiness answer is reused (under the usual probe interval of a few seconds).
@@ -39,16 +40,18 @@ pub enum PublishError {
     Blocked,
 }
 
-struct Link {
-    connection: Connection,
-    channel: Channel,
+impl From<LinkError> for PublishError {
+    fn from(e: LinkError) -> Self {
+        match e {
+            LinkError::Connect(e) => Self::Connect(e.to_string()),
+            LinkError::Channel(e) => Self::Amqp(e),
+        }
+    }
 }
 
 pub struct Publisher {
-    endpoint: Endpoint,
-    topology: Topology,
+    link: AmqpLink,
     timeout: Duration,
-    link: Mutex<Option<Link>>,
     last_failure: std::sync::Mutex<Option<Instant>>,
     ready_cache: std::sync::Mutex<Option<(Instant, bool)>>,
 }
@@ -56,23 +59,16 @@ pub struct Publisher {
 impl Publisher {
     pub fn new(endpoint: Endpoint, topology: Topology, timeout: Duration) -> Self {
         Self {
-            endpoint,
-            topology,
+            link: AmqpLink::new(endpoint, "euglena-gateway", topology).with_confirms(),
             timeout,
-            link: Mutex::new(None),
             last_failure: std::sync::Mutex::new(None),
             ready_cache: std::sync::Mutex::new(None),
         }
     }
 
     async fn channel(&self) -> Result<(Channel, ConnectionStatus), PublishError> {
-        let mut link = self.link.lock().await;
-        if let Some(l) = link.as_ref() {
-            if l.connection.status().connected() && l.channel.status().connected() {
-                return Ok((l.channel.clone(), l.connection.status().clone()));
-            }
-            tracing::warn!("rabbitmq link lost; reconnecting");
-            *link = None;
+        if self.link.is_open().await {
+            return Ok(self.link.channel().await?);
         }
         let cooling =
             self.last_failure.lock().map(|t| t.is_some_and(|t| t.elapsed() < RECONNECT_COOLDOWN)).unwrap_or(false);
@@ -84,16 +80,16 @@ impl Publisher {
         // its own inside the publish timeout, so a broker that accepts TCP but never
         // answers costs one slow attempt, not one per request.
         self.mark_failure();
-        let budget = (self.timeout * 3 / 4).min(proto::connect::AMQP_CONNECT_TIMEOUT);
-        let attempt = tokio::time::timeout(budget, self.connect()).await;
-        match attempt.unwrap_or_else(|_| Err(PublishError::Connect("connection attempt timed out".into()))) {
-            Ok(l) => {
-                let ch = (l.channel.clone(), l.connection.status().clone());
-                *link = Some(l);
+        let budget = (self.timeout * 3 / 4).min(runtime::connect::AMQP_CONNECT_TIMEOUT);
+        let attempt = match tokio::time::timeout(budget, self.link.channel()).await {
+            Ok(opened) => opened.map_err(PublishError::from),
+            Err(_) => Err(PublishError::Connect("connection attempt timed out".into())),
+        };
+        match attempt {
+            Ok(ch) => {
                 if let Ok(mut t) = self.last_failure.lock() {
                     *t = None;
                 }
-                tracing::info!(queue = %self.topology.queue, "rabbitmq publisher connected");
                 Ok(ch)
             }
             Err(e) => {
@@ -109,16 +105,6 @@ impl Publisher {
         }
     }
 
-    async fn connect(&self) -> Result<Link, PublishError> {
-        let connection = proto::connect::amqp(&self.endpoint, "euglena-gateway")
-            .await
-            .map_err(|e| PublishError::Connect(e.to_string()))?;
-        let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        self.topology.declare(&channel).await?;
-        Ok(Link { connection, channel })
-    }
-
     /// Returns only once the broker has confirmed the persistent message.
     pub async fn publish(&self, envelope: &TaskEnvelope) -> Result<(), PublishError> {
         let work = async {
@@ -131,7 +117,7 @@ impl Publisher {
             let confirm = channel
                 .basic_publish(
                     "".into(),
-                    self.topology.queue.as_str().into(),
+                    self.topology().queue.as_str().into(),
                     BasicPublishOptions { mandatory: true, ..Default::default() },
                     &envelope.to_json(),
                     props,
@@ -162,7 +148,7 @@ impl Publisher {
                 return Err(PublishError::Blocked);
             }
             let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-            channel.queue_declare(self.topology.queue.as_str().into(), passive, FieldTable::default()).await?;
+            channel.queue_declare(self.topology().queue.as_str().into(), passive, FieldTable::default()).await?;
             Ok::<_, PublishError>(())
         };
         let ok = match tokio::time::timeout(limit, probe).await {
@@ -191,9 +177,12 @@ impl Publisher {
         }
     }
 
+    /// Closes the channel, then the connection.
     pub async fn close(&self) {
-        if let Some(l) = self.link.lock().await.take() {
-            let _ = l.connection.close(200, "gateway shutting down".into()).await;
-        }
+        self.link.close("gateway shutting down").await;
+    }
+
+    fn topology(&self) -> &Topology {
+        self.link.topology()
     }
 }

@@ -9,38 +9,35 @@
 
 use std::time::Duration;
 
-use proto::backoff::Backoff;
-use proto::store::{NewTask, TaskStore};
+use proto::store::{NewTask, StoreError, TaskStore};
+use runtime::backoff::{self, Backoff};
 
 /// Retries until the undo succeeds or `window` after the task's creation has passed.
 pub(super) async fn undo(store: &TaskStore, task: &NewTask, window: Duration) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut tries = 0u32;
-    loop {
-        tries += 1;
-        match store.abort_submit(task).await {
-            Ok(true) => {
-                tracing::info!(tries, "submission undone: record failed, quota refunded");
-                metrics::counter!("gateway_undo_total", "result" => "undone").increment(1);
-                return;
-            }
-            Ok(false) => {
-                // Claimed by an agent (the publish landed after all), or never created.
-                metrics::counter!("gateway_undo_total", "result" => "not_needed").increment(1);
-                return;
-            }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                let age = (chrono::Utc::now() - task.created_at).to_std().unwrap_or_default();
-                if age + delay >= window {
-                    tracing::error!(error = %e, tries, "could not undo the submission; the reconciler will close it");
-                    metrics::counter!("gateway_undo_total", "result" => "left_to_reconciler").increment(1);
-                    return;
-                }
-                tracing::warn!(error = %e, tries, retry_in_ms = delay.as_millis() as u64, "undo failed; retrying");
-                metrics::counter!("gateway_undo_retries_total").increment(1);
-                tokio::time::sleep(delay).await;
-            }
+    let again = |e: &StoreError, delay: Duration, attempts: u32| {
+        tries = attempts;
+        let age = (chrono::Utc::now() - task.created_at).to_std().unwrap_or_default();
+        if age + delay >= window {
+            tracing::error!(error = %e, tries, "could not undo the submission; the reconciler will close it");
+            metrics::counter!("gateway_undo_total", "result" => "left_to_reconciler").increment(1);
+            return false;
         }
+        tracing::warn!(error = %e, tries, retry_in_ms = delay.as_millis() as u64, "undo failed; retrying");
+        metrics::counter!("gateway_undo_retries_total").increment(1);
+        true
+    };
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    match backoff::retry(backoff, None, || store.abort_submit(task), again).await {
+        Ok(true) => {
+            tracing::info!(tries = tries + 1, "submission undone: record failed, quota refunded");
+            metrics::counter!("gateway_undo_total", "result" => "undone").increment(1);
+        }
+        Ok(false) => {
+            // Claimed by an agent (the publish landed after all), or never created.
+            metrics::counter!("gateway_undo_total", "result" => "not_needed").increment(1);
+        }
+        // Logged and counted above, when the retries stopped.
+        Err(_) => {}
     }
 }

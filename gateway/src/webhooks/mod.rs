@@ -28,10 +28,10 @@ use std::time::Duration;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use proto::address_policy::{Lookup, Outbound, Policy, TargetError, blocked_in, check_target, guarded_client};
 use proto::store::TaskStore;
 use proto::webhook_queue::{Settled, WebhookQueue};
 use proto::{TaskId, TaskStatus};
+use runtime::address_policy::{Lookup, Outbound, Policy, TargetError, blocked_in, check_target, guarded_client};
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -114,7 +114,7 @@ impl Dispatcher {
         let attempt_bound = self.settings.timeout + BOOKKEEPING;
         let lease = attempt_bound + LEASE_MARGIN;
         let mut in_flight = JoinSet::new();
-        let mut backoff = proto::backoff::Backoff::reconnect();
+        let mut backoff = runtime::backoff::Backoff::reconnect();
         loop {
             match self.queue.backlog().await {
                 Ok(n) => metrics::gauge!("webhook_backlog").set(n as f64),
@@ -125,7 +125,7 @@ impl Dispatcher {
             if free > 0 {
                 match self.queue.claim(free, lease).await {
                     Ok(ids) => {
-                        backoff = proto::backoff::Backoff::reconnect();
+                        backoff = runtime::backoff::Backoff::reconnect();
                         let mut started = 0;
                         for id in &ids {
                             if let Some(job) = self.start(*id).await {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use proto::config::{ConfigError, Env};
+use runtime::config::{ConfigError, Env};
 
 use super::sign::parse_secret;
 

@@ -185,7 +185,7 @@ async fn made_up_methods_do_not_grow_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_samples_reads_redis_once_per_interval() {
     let redis = testkit::private::PrivateRedis::start(false);
-    let services = Services { redis: proto::connect::Endpoint::new(redis.url()), ..Services::shared() };
+    let services = Services { redis: runtime::connect::Endpoint::new(redis.url()), ..Services::shared() };
     let app = Harness::start_in(Namespace::on(services), &[("OPS_SAMPLES_CACHE_SECONDS", "2")]).await;
     let keys = proto::Keys::new(app.ns.prefix.clone());
     let mut conn = app.redis.clone();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use proto::connect::Endpoint;
+use runtime::connect::Endpoint;
 use serde_json::{Value, json};
 use testkit::private::{PrivateRabbit, Proxy};
 use testkit::{Harness, Services};

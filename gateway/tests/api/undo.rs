@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use proto::connect::Endpoint;
 use proto::{Keys, TaskId, TaskStatus};
 use redis::AsyncCommands;
+use runtime::connect::Endpoint;
 use serde_json::json;
 use testkit::private::{PrivateRedis, Proxy};
 use testkit::{Harness, Namespace, Services};

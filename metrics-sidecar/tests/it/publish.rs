@@ -5,9 +5,9 @@ use lapin::options::BasicPublishOptions;
 use metrics_sidecar::cloudwatch::Publisher;
 use metrics_sidecar::config::Settings;
 use proto::Keys;
-use proto::config::Env;
 use proto::presence::{Heartbeat, WorkerState};
 use proto::topology::Topology;
+use runtime::config::Env;
 use testkit::Namespace;
 use tokio_util::sync::CancellationToken;
 
@@ -40,14 +40,14 @@ fn heartbeat(id: &str, state: WorkerState, tasks: usize) -> Heartbeat {
 /// Queue state the test knows exactly: 3 ready, 2 dead-lettered, 2 agents of which one is
 /// busy with 2 tasks.
 async fn known_state(ns: &Namespace) -> lapin::Connection {
-    let conn = proto::connect::amqp(&testkit::Services::shared().rabbitmq, "sidecar-test").await.expect("rabbitmq");
+    let conn = runtime::connect::amqp(&testkit::Services::shared().rabbitmq, "sidecar-test").await.expect("rabbitmq");
     let ch = conn.create_channel().await.expect("channel");
     ch.confirm_select(Default::default()).await.expect("confirms");
     let topology = Topology::new(ns.queue.clone(), 5);
     topology.declare(&ch).await.expect("declare");
     publish(&ch, &ns.queue, 3).await;
     publish(&ch, &topology.dlq(), 2).await;
-    let mut redis = proto::connect::redis(&testkit::Services::shared().redis).expect("redis");
+    let mut redis = runtime::connect::redis(&testkit::Services::shared().redis).expect("redis");
     let keys = Keys::new(ns.prefix.clone());
     let ttl = Duration::from_secs(60);
     proto::presence::beat(&mut redis, &keys, &heartbeat("w-busy", WorkerState::Busy, 2), ttl).await.expect("beat");

@@ -60,7 +60,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// One copy per caller of a failed group commit (a Redis error keeps its kind).
-    pub(crate) fn duplicate(&self) -> Self {
+    pub fn duplicate(&self) -> Self {
         match self {
             Self::Redis(e) => Self::Redis(e.clone()),
             other => Self::Reply(other.to_string()),

@@ -25,7 +25,7 @@ pub(crate) struct Scratch {
 impl Scratch {
     pub(crate) fn new() -> Self {
         let ns = Namespace::new();
-        let conn = proto::connect::redis(&ns.services.redis).expect("redis url");
+        let conn = runtime::connect::redis(&ns.services.redis).expect("redis url");
         let store = TaskStore::new(conn, Keys::new(ns.prefix.clone()), Duration::from_secs(900));
         Self { store, _keys: Purged(ns) }
     }

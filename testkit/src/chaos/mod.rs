@@ -19,7 +19,7 @@ use redis::AsyncCommands;
 use serde_json::json;
 
 use crate::private::{PrivateRabbit, PrivateRedis};
-use proto::connect::Endpoint;
+use runtime::connect::Endpoint;
 
 use crate::{AgentProc, GatewayProc, Namespace, SECRET, Services};
 
@@ -79,7 +79,7 @@ impl Stack {
     pub async fn new(bins: &Bins, redis_url: &str, rabbitmq_url: &str, agent_env: &[(&str, &str)]) -> Self {
         let services = Services { redis: Endpoint::new(redis_url), rabbitmq: Endpoint::new(rabbitmq_url) };
         let ns = Namespace::on(services);
-        let redis = proto::connect::redis(&ns.services.redis).expect("redis url");
+        let redis = runtime::connect::redis(&ns.services.redis).expect("redis url");
         let store = TaskStore::new(redis.clone(), Keys::new(ns.prefix.clone()), Duration::from_secs(900));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("http client");
         Self {

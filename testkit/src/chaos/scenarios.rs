@@ -286,9 +286,10 @@ impl Fault {
     async fn check(&self, s: &Stack, servers: &Servers) -> Effect {
         match self {
             Self::Poison => {
-                let conn = proto::connect::amqp(&proto::connect::Endpoint::new(servers.rabbit.url()), "chaos-poison")
-                    .await
-                    .expect("rabbitmq");
+                let conn =
+                    runtime::connect::amqp(&runtime::connect::Endpoint::new(servers.rabbit.url()), "chaos-poison")
+                        .await
+                        .expect("rabbitmq");
                 let ch = conn.create_channel().await.expect("channel");
                 let dlq = Topology::new(s.ns.queue.clone(), 5).dlq();
                 let depth = Topology::depth(&ch, &dlq).await.map(|d| d.0).unwrap_or(0);
@@ -361,7 +362,7 @@ async fn sigterm_drain(s: &mut Stack) -> Effect {
 const POISON_BODIES: usize = 5;
 
 async fn poison(s: &mut Stack, servers: &Servers) -> String {
-    let conn = proto::connect::amqp(&proto::connect::Endpoint::new(servers.rabbit.url()), "chaos-poison")
+    let conn = runtime::connect::amqp(&runtime::connect::Endpoint::new(servers.rabbit.url()), "chaos-poison")
         .await
         .expect("rabbitmq");
     let ch = conn.create_channel().await.expect("channel");

@@ -1,7 +1,7 @@
 //! The connection functions every process uses, one link at a time.
 
-use proto::connect::{self, AmqpConnectError, Endpoint};
 use redis::AsyncCommands;
+use runtime::connect::{self, AmqpConnectError, Endpoint};
 use testkit::tls::{Pki, TlsRedis};
 
 async fn redis_error(endpoint: &Endpoint) -> String {

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use proto::TaskStatus;
-use proto::connect::{AmqpConnectError, Endpoint};
+use runtime::connect::{AmqpConnectError, Endpoint};
 use testkit::binaries::workspace_bin;
 use testkit::tls::{Pki, TempDir, TlsRabbit, TlsRedis};
 use testkit::{Harness, Namespace, Services, free_port};
@@ -47,10 +47,10 @@ async fn amqp_refusals(rabbit: &TlsRabbit, pki: &Pki) {
     assert!(text.contains("not valid for this host name"), "{text}");
 
     // With the CA the same node answers, and a plaintext client gets nothing from it.
-    let conn = proto::connect::amqp(&rabbit.endpoint(Some(&pki.ca_file)), "tls-test").await.expect("amqps");
+    let conn = runtime::connect::amqp(&rabbit.endpoint(Some(&pki.ca_file)), "tls-test").await.expect("amqps");
     conn.close(200, "done".into()).await.expect("close");
     let plain = Endpoint::new(format!("amqp://guest:guest@localhost:{}/%2f", rabbit.port));
-    assert!(proto::connect::amqp(&plain, "tls-test").await.is_err(), "plaintext must not connect");
+    assert!(runtime::connect::amqp(&plain, "tls-test").await.is_err(), "plaintext must not connect");
 }
 
 /// A service binary run with the test's environment; stderr goes to a file.

@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::lifecycle::Stage;
 
-use crate::store::StoreError;
+use proto::store::StoreError;
 
 type Reply<O> = oneshot::Sender<Result<O, StoreError>>;
 

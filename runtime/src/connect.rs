@@ -13,7 +13,7 @@ use lapin::{Connection, ConnectionProperties, DefaultConnectionBuilder};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use crate::backoff::{self, Backoff};
 use crate::config::ConfigError;
 use crate::tls::{self, PrivateCa};
 
@@ -165,27 +165,20 @@ pub fn redis_blocking(endpoint: &Endpoint, block: Duration) -> redis::RedisResul
 /// warning naming `service`. `None` once `stop` is cancelled (checked between attempts;
 /// every attempt is bounded by its own timeouts, and a half-open connection is never
 /// dropped mid-handshake).
-pub async fn until_connected<T, E, F, Fut>(service: &str, stop: &CancellationToken, mut attempt: F) -> Option<T>
+pub async fn until_connected<T, E, F, Fut>(service: &str, stop: &CancellationToken, attempt: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    let mut backoff = Backoff::reconnect();
-    while !stop.is_cancelled() {
-        match attempt().await {
-            Ok(v) => return Some(v),
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{service} not reachable");
-                tokio::select! {
-                    () = stop.cancelled() => return None,
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
+    if stop.is_cancelled() {
+        return None;
     }
-    None
+    let again = |e: &E, delay: Duration, _| {
+        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{service} not reachable");
+        true
+    };
+    backoff::retry(Backoff::reconnect(), Some(stop), attempt, again).await.ok()
 }
 
 /// Waits until Redis answers `PING`, or the token is cancelled (then `false`).
