@@ -142,6 +142,7 @@ async fn main() {
         "task", "answer", "status", "ticks", "lost", "calls", "tokens", "seconds"
     );
     let mut lost_total = 0;
+    let mut errors = Vec::new();
     for (id, (slug, _, _, fact)) in ids.iter().zip(TASKS) {
         let rec = app.wait_for(*id, ALL_DONE.saturating_sub(started.elapsed()), |r| r.status.is_terminal()).await;
         let result = rec.result.clone().unwrap_or_default();
@@ -160,6 +161,9 @@ async fn main() {
             }
             _ => f64::NAN,
         };
+        if let Some(e) = &rec.error {
+            errors.push(format!("{slug}: {e}"));
+        }
         // Ticks whose reply could not be used (after the retry): the robustness figure.
         let lost = app.events(*id).await.iter().filter(|e| e.get("action").is_some_and(|a| a == "invalid")).count();
         lost_total += lost;
@@ -174,6 +178,9 @@ async fn main() {
             result["usage"]["total_tokens"].as_u64().unwrap_or(0),
             seconds
         );
+    }
+    for e in &errors {
+        println!("error of {e}");
     }
     println!("ticks lost to unusable replies: {lost_total}");
     println!("eval: solved {solved} of {}", TASKS.len());
