@@ -110,6 +110,11 @@ async fn main() {
         let model = LocalModel::start(&python).await;
         env.push(("OPENAI_BASE_URL".into(), format!("{}/v1", model.url)));
         env.push(("LLM_MODEL".into(), "smollm2-135m".into()));
+        // Greedy decoding: the small model's score then varies only with the order tasks
+        // share the server in, not with sampling.
+        if !env.iter().any(|(k, _)| k == "LLM_TEMPERATURE") {
+            env.push(("LLM_TEMPERATURE".into(), "0".into()));
+        }
         Some(model)
     };
     if !env.iter().any(|(k, _)| k == "EMBEDDING_MODEL") && local.is_some() {
