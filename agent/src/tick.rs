@@ -129,6 +129,18 @@ impl Run<'_> {
         }
     }
 
+    /// What the model sees: the task, the loop state, the memories recalled for this step.
+    fn view<'v>(&'v self, state: &'v LoopState, memories: &'v [Recalled]) -> View<'v> {
+        View {
+            mandate: &self.record.mandate,
+            max_ticks: self.record.max_ticks,
+            state,
+            memories,
+            meter: &self.meter,
+            search: self.tools.can_search(),
+        }
+    }
+
     fn scope(&self) -> Scope {
         Scope { task: self.record.id, user: self.record.user_id.clone() }
     }
@@ -160,14 +172,7 @@ impl Run<'_> {
         while state.tick < max_ticks {
             let memories =
                 raced!(state, self.race(deadline, self.recall(&state, &recall_query(&state, mandate))).await);
-            let view = View {
-                mandate,
-                max_ticks,
-                state: &state,
-                memories: &memories,
-                meter: &self.meter,
-                search: self.tools.can_search(),
-            };
+            let view = self.view(&state, &memories);
             let decided = raced!(state, self.model_call(deadline, || self.model.decide(&view)).await);
             let tick = state.tick + 1;
             let (action, decision) = match decided {
@@ -229,14 +234,7 @@ impl Run<'_> {
             }
         }
         let memories = raced!(state, self.race(deadline, self.recall(&state, mandate)).await);
-        let view = View {
-            mandate,
-            max_ticks,
-            state: &state,
-            memories: &memories,
-            meter: &self.meter,
-            search: self.tools.can_search(),
-        };
+        let view = self.view(&state, &memories);
         match raced!(state, self.model_call(deadline, || self.model.synthesize(&view)).await) {
             Ok(mut result) => {
                 // A model that forgets the lists still delivered what the loop collected.
