@@ -38,6 +38,31 @@ pub struct LoopState {
     /// URLs search results showed the model (a result may cite them beside the pages read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shown: Vec<String>,
+    /// The tool call this task is parked on (set when it parks, cleared by the tick the
+    /// decision completes), with the rest of that tick's decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingCall>,
+    /// The owner's messages read so far, in order (the prompt shows each once); the n-th
+    /// message sent is the n-th here, so a resumed run reads only those after them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_messages: Vec<String>,
+}
+
+/// A tool call waiting for the owner, and what else the model decided on that tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingCall {
+    pub call_id: String,
+    /// The tick the call belongs to (1-based): it completes when the decision comes.
+    pub tick: u32,
+    pub tool: String,
+    pub arguments: serde_json::Value,
+    pub thought: String,
+    #[serde(default)]
+    pub notes: Option<String>,
+    #[serde(default)]
+    pub deliverable: Option<String>,
+    #[serde(default)]
+    pub remember: Vec<String>,
 }
 
 /// Search-result URLs kept for checking sources; a long task keeps its latest.

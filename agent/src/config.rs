@@ -30,6 +30,12 @@ pub struct Settings {
     pub memory: MemorySettings,
     /// `None`: no `ECS_AGENT_URI` (not on ECS), so no scale-in protection.
     pub protection: Option<ProtectionSettings>,
+    /// `MCP_SERVERS` / `MCP_SERVERS_FILE`: the tool servers tasks may choose from.
+    pub mcp: runtime::mcp::McpServers,
+    /// `MCP_CALL_TIMEOUT_SECONDS`, `MCP_RESULT_MAX_CHARS`.
+    pub mcp_limits: runtime::mcp::McpLimits,
+    /// `APPROVAL_TIMEOUT_SECONDS`: a parked call not decided by then is denied as expired.
+    pub approval_timeout: Duration,
 }
 
 impl Settings {
@@ -60,6 +66,13 @@ impl Settings {
             visit: VisitSettings::from_env(env)?,
             memory: MemorySettings::from_env(env)?,
             protection: ProtectionSettings::from_env(env)?,
+            mcp: runtime::mcp::McpServers::from_env(env)?,
+            mcp_limits: runtime::mcp::McpLimits {
+                call: env.seconds("MCP_CALL_TIMEOUT_SECONDS", 30)?,
+                result_chars: env.ranged("MCP_RESULT_MAX_CHARS", 8000, 100..=100_000)?,
+                ..runtime::mcp::McpLimits::default()
+            },
+            approval_timeout: Duration::from_secs(env.ranged("APPROVAL_TIMEOUT_SECONDS", 3600, 1..=30 * 86_400)?),
         })
     }
 }

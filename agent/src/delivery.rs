@@ -152,6 +152,14 @@ async fn take_over(worker: &Worker, envelope: &TaskEnvelope) -> Result<Claimed, 
             forget(worker, envelope.correlation_id).await;
             Err(Outcome::DeadLettered)
         }
+        Ok(Takeover::Stale) => {
+            tracing::info!(seq = envelope.seq, "a copy of an earlier enqueue of this task; acking without running");
+            Err(Outcome::Acked)
+        }
+        Ok(Takeover::Parked) => {
+            tracing::info!("task is parked on its owner's decision; acking without running");
+            Err(Outcome::Acked)
+        }
         Ok(Takeover::Missing) => {
             tracing::warn!("task record vanished before the claim; dead-lettering");
             Err(Outcome::DeadLettered)
@@ -199,6 +207,7 @@ async fn run(
         timeout: worker.settings.task_timeout,
         stop,
         meter: Meter::starting_at(state.usage),
+        approval_timeout: worker.settings.approval_timeout,
     };
     let end = run.execute(state).await;
     let usage = run.meter.total();
@@ -211,6 +220,8 @@ async fn run(
             tracing::warn!("a newer delivery owns this task; stopping without writing");
             return Err(Outcome::Acked);
         }
+        // The record holds the pending call; the decision puts a new envelope on the queue.
+        RunEnd::Parked => return Err(Outcome::Acked),
         RunEnd::Missing => return Err(recreate(worker, envelope, last).await),
         RunEnd::Interrupted if last => return Err(give_up(worker, record, *attempt).await),
         RunEnd::Interrupted => {

@@ -54,7 +54,8 @@ impl Intelligence {
             }
         };
         let memory = Memory::new(vectors, embedder, settings.memory.top_k, settings.memory.retention);
-        let tools = Tools::new(settings.search.clone(), settings.visit.clone())?;
+        let mcp = runtime::mcp::McpClients::new(settings.mcp.clone(), settings.mcp_limits);
+        let tools = Tools::new(settings.search.clone(), settings.visit.clone(), mcp)?;
         Ok(Self { model, tools, memory })
     }
 }

@@ -50,6 +50,8 @@ pub struct Settings {
     pub webhooks: Option<WebhookSettings>,
     /// `CONSOLE_DEV_TOKENS`: `POST /dev/token` mints HS256 tokens for anyone. Local use only.
     pub console_dev_tokens: bool,
+    /// `MCP_SERVERS` / `MCP_SERVERS_FILE`: the tool servers a task may choose from.
+    pub mcp: runtime::mcp::McpServers,
 }
 
 /// Where signing keys come from and which claims a token must carry.
@@ -122,6 +124,7 @@ impl Settings {
             samples_cache: Duration::from_secs(env.ranged("OPS_SAMPLES_CACHE_SECONDS", 10, 1..=300)?),
             webhooks: WebhookSettings::from_env(env)?,
             console_dev_tokens: env.bool("CONSOLE_DEV_TOKENS", false)?,
+            mcp: runtime::mcp::McpServers::from_env(env)?,
         })
     }
 }

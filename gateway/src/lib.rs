@@ -36,6 +36,7 @@ pub mod samples_cache;
 pub mod state;
 pub mod streams;
 pub mod submission;
+pub mod tools;
 pub mod webhooks;
 
 use std::future::Future;
@@ -100,7 +101,20 @@ pub fn build_state(settings: Settings, background: &mut Background) -> anyhow::R
     );
     let samples = SamplesCache::new(settings.samples_cache);
     let shutdown = streams_stage.token();
-    Ok(AppState::new(Inner { settings, store, redis, verifier, submissions, hub, shutdown, streams, samples, lookup }))
+    let mcp = Arc::new(runtime::mcp::McpClients::new(settings.mcp.clone(), runtime::mcp::McpLimits::default()));
+    Ok(AppState::new(Inner {
+        settings,
+        store,
+        redis,
+        verifier,
+        submissions,
+        hub,
+        shutdown,
+        streams,
+        samples,
+        lookup,
+        mcp,
+    }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight

@@ -11,6 +11,13 @@
 //!   after N deliveries"), its unused quota refunded. The copy in `{queue}.dlq` stays there
 //!   for operators.
 //!
+//! - **expired approvals**: a task parked on a tool call past its `expires_at` gets the
+//!   call denied as expired and goes back to the queue, as a decision would put it.
+//! - **unpublished resumes**: a task put back on the queue by a decision whose publish was
+//!   not confirmed within `PUBLISH_TIMEOUT_MS + RECONCILE_GRACE_MS` (its gateway died, the
+//!   broker was down) is published again with the next enqueue number while it is still
+//!   unclaimed; a copy of the earlier number that did land is stale and acked unrun.
+//!
 //! The lease lives `3 × RECONCILE_INTERVAL_MS`, so a dead leader is replaced within that;
 //! with the defaults a stuck submission is closed within `PUBLISH_TIMEOUT_MS` + 60 s.
 
@@ -34,6 +41,10 @@ use tokio_util::sync::CancellationToken;
 pub struct PassReport {
     pub not_enqueued: usize,
     pub dead_lettered: usize,
+    /// Parked calls denied as expired.
+    pub expired: usize,
+    /// Resumes published again.
+    pub republished: usize,
     /// Entries looked at that needed nothing (confirmed, claimed, already terminal, gone).
     pub skipped: usize,
 }
@@ -53,6 +64,8 @@ pub struct Reconciler {
     holder: String,
     /// The dead-letter feed's connection and channel.
     link: AmqpLink,
+    /// Publishes resumes (absent: expired calls are decided and left for a gateway's pass).
+    resumes: Option<crate::submission::Submissions>,
 }
 
 impl Reconciler {
@@ -65,7 +78,14 @@ impl Reconciler {
     ) -> Self {
         let holder = format!("gateway-{}", uuid::Uuid::new_v4().simple());
         let link = AmqpLink::new(amqp, "euglena-gateway-reconciler", topology.clone());
-        Self { store, topology, publish_timeout, settings, holder, link }
+        Self { store, topology, publish_timeout, settings, holder, link, resumes: None }
+    }
+
+    /// Also resumes parked tasks (expired calls, unpublished resumes) through `submissions`.
+    #[must_use]
+    pub fn with_resumes(mut self, submissions: crate::submission::Submissions) -> Self {
+        self.resumes = Some(submissions);
+        self
     }
 
     /// The reconciler of a running gateway.
@@ -78,6 +98,7 @@ impl Reconciler {
             s.publish_timeout,
             s.reconciler.clone(),
         )
+        .with_resumes(state.submissions.clone())
     }
 
     pub fn holder(&self) -> &str {
@@ -103,6 +124,8 @@ impl Reconciler {
                         tracing::info!(
                             not_enqueued = report.not_enqueued,
                             dead_lettered = report.dead_lettered,
+                            expired = report.expired,
+                            republished = report.republished,
                             skipped = report.skipped,
                             "reconciler pass"
                         );
@@ -140,6 +163,8 @@ impl Reconciler {
         metrics::counter!("gateway_reconciler_passes_total", "role" => "leader").increment(1);
         let mut report = PassReport::default();
         self.close_unconfirmed(&mut report).await?;
+        self.expire_parked(&mut report).await?;
+        self.republish_resumes(&mut report).await?;
         if let Err(e) = self.drain_dead_letters(&mut report).await {
             // Dropping the link makes the next pass reconnect.
             self.link.reset().await;
@@ -164,6 +189,68 @@ impl Reconciler {
                     report.skipped += 1;
                     tracing::error!(correlation_id = %id, error = %e, "reconciler: unreadable record; left as is");
                 }
+            }
+        }
+        Ok(())
+    }
+
+    async fn expire_parked(&self, report: &mut PassReport) -> anyhow::Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        for id in self.store.expired_parked(now, self.settings.batch).await? {
+            let rec = match self.store.get(id).await {
+                Ok(Some(rec)) => rec,
+                Ok(None) => {
+                    self.store.forget_marks(id).await?;
+                    continue;
+                }
+                Err(StoreError::Redis(e)) => return Err(e.into()),
+                Err(e) => {
+                    tracing::error!(correlation_id = %id, error = %e, "reconciler: unreadable parked record; mark dropped");
+                    self.store.forget_marks(id).await?;
+                    continue;
+                }
+            };
+            let Some(pending) = rec.pending_action.clone().filter(|_| rec.status == proto::TaskStatus::RequiresAction)
+            else {
+                // Decided or cancelled meanwhile; the mark is stale.
+                self.store.forget_marks(id).await?;
+                report.skipped += 1;
+                continue;
+            };
+            let decision = proto::task::ActionDecision {
+                call_id: pending.call_id,
+                decision: proto::task::Verdict::Expired,
+                arguments: None,
+            };
+            if let proto::store::DecideOutcome::Resumed { seq } = self.store.decide(&rec, &decision).await? {
+                report.expired += 1;
+                metrics::counter!("gateway_reconciler_closed_total", "reason" => "approval_expired").increment(1);
+                tracing::info!(correlation_id = %id, "reconciler: tool call not decided in time; denied as expired, task resumes");
+                if let Some(s) = &self.resumes {
+                    s.resume(&rec, seq).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn republish_resumes(&self, report: &mut PassReport) -> anyhow::Result<()> {
+        let Some(resumes) = &self.resumes else { return Ok(()) };
+        let wait = self.publish_timeout + self.settings.grace;
+        let cutoff = chrono::Utc::now().timestamp_millis() - i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        for id in self.store.stale_resumes(cutoff, self.settings.batch).await? {
+            let Some(seq) = self.store.republish(id).await? else {
+                report.skipped += 1;
+                continue;
+            };
+            let Some(rec) = self.store.get(id).await? else {
+                self.store.forget_marks(id).await?;
+                continue;
+            };
+            if resumes.resume(&rec, seq).await {
+                report.republished += 1;
+                metrics::counter!("gateway_reconciler_closed_total", "reason" => "resume_republished").increment(1);
+                tracing::warn!(correlation_id = %id, seq, "reconciler: a resume was never confirmed; published it again");
             }
         }
         Ok(())

@@ -36,6 +36,8 @@ pub struct Inner {
     pub samples: SamplesCache,
     /// Name resolution for checking webhook URLs at submit.
     pub lookup: Arc<dyn Lookup>,
+    /// The operator's MCP servers, listed to check the tools a task chooses.
+    pub mcp: Arc<runtime::mcp::McpClients>,
 }
 
 impl FromRef<AppState> for Arc<Verifier> {

@@ -25,6 +25,15 @@ pub struct TaskEnvelope {
     pub submitted_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v: Option<u32>,
+    /// Which enqueue of the task this is: 0 at submit, one more each time a parked task
+    /// is put back on the queue. A delivery whose `seq` is below the record's is a stale
+    /// copy (a re-publish won the race) and is acked without running.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,8 +112,12 @@ mod tests {
             user_id: Some("u".into()),
             submitted_at: Some(Utc::now()),
             v: Some(1),
+            seq: 0,
         };
         assert_eq!(TaskEnvelope::parse(&e.to_json()).expect("valid"), e);
+        assert!(!String::from_utf8_lossy(&e.to_json()).contains("seq"), "the first enqueue's envelope is unchanged");
+        let resumed = TaskEnvelope { seq: 2, ..e };
+        assert_eq!(TaskEnvelope::parse(&resumed.to_json()).expect("valid").seq, 2);
     }
 
     #[test]

@@ -83,6 +83,23 @@ impl Keys {
         format!("{}events:{id}", self.prefix)
     }
 
+    /// Sorted set: parked tasks (status `requires_action`) → when their pending call
+    /// expires (unix ms); the reconciler denies expired ones.
+    pub fn parked(&self) -> String {
+        format!("{}parked", self.prefix)
+    }
+
+    /// Sorted set: tasks put back on the queue after a decision whose publish is not
+    /// confirmed yet → when (unix ms); the reconciler publishes again what stays.
+    pub fn resuming(&self) -> String {
+        format!("{}resuming", self.prefix)
+    }
+
+    /// List: the owner's messages to a running task, oldest first.
+    pub fn messages(&self, id: TaskId) -> String {
+        format!("{}messages:{id}", self.prefix)
+    }
+
     /// Sorted set: ids of submissions whose publish is not confirmed yet, by creation ms.
     pub fn unconfirmed(&self) -> String {
         format!("{}unconfirmed", self.prefix)

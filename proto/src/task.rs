@@ -1,8 +1,9 @@
 //! The task record kept in Redis (`task:{id}` hash) and the `TaskResponse` clients see.
 //!
 //! Status machine: `in_queue` → `in_progress` → `completed` | `failed` | `cancelled`, and
-//! `in_queue` → `cancelled`. Terminal states never change; the Lua scripts in
-//! [`crate::store`] are the only writers and enforce it.
+//! `in_queue` → `cancelled`; a running task may park in `requires_action` (a tool call
+//! waiting for its owner) and go back to `in_queue` on the decision. Terminal states never
+//! change; the Lua scripts in [`crate::store`] are the only writers and enforce it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,18 +19,22 @@ use crate::domain::TaskId;
 pub enum TaskStatus {
     InQueue,
     InProgress,
+    /// Parked: a tool call waits for its owner's decision; no worker or delivery holds it.
+    RequiresAction,
     Completed,
     Failed,
     Cancelled,
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 5] = [Self::InQueue, Self::InProgress, Self::Completed, Self::Failed, Self::Cancelled];
+    pub const ALL: [TaskStatus; 6] =
+        [Self::InQueue, Self::InProgress, Self::RequiresAction, Self::Completed, Self::Failed, Self::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InQueue => "in_queue",
             Self::InProgress => "in_progress",
+            Self::RequiresAction => "requires_action",
             Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
@@ -121,6 +126,52 @@ pub struct TaskRecord {
     pub quota_key: Option<String>,
     /// Where the end of the task is announced (a signed POST), if anywhere.
     pub webhook_url: Option<String>,
+    /// The MCP tools the owner chose (`<server>` or `<server>/<tool>`); empty = built-ins only.
+    pub tools: Vec<String>,
+    /// The tool call waiting for the owner (status `requires_action`).
+    pub pending_action: Option<RequiredAction>,
+    /// The input schema of the pending call's tool, to check edited arguments against.
+    pub pending_schema: Option<serde_json::Value>,
+    /// The owner's answer to the last parked call, for the run that resumes.
+    pub decision: Option<ActionDecision>,
+    /// Which enqueue of the task is current (see [`crate::TaskEnvelope::seq`]).
+    pub seq: u32,
+    /// Messages the owner sent to the task so far.
+    pub messages: u32,
+}
+
+/// A tool call waiting for its owner's approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RequiredAction {
+    /// Answer at `POST /tasks/{id}/actions/{call_id}`.
+    pub call_id: String,
+    /// `<server>/<tool>`.
+    pub tool: String,
+    /// The arguments the model chose (already checked against the tool's schema).
+    #[schema(value_type = Object)]
+    pub arguments: serde_json::Value,
+    /// RFC 3339; without a decision by then the call is denied as expired.
+    pub expires_at: String,
+}
+
+/// What the owner (or the expiry) decided about a parked call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Approve,
+    Deny,
+    /// Nobody decided within `APPROVAL_TIMEOUT_SECONDS`: treated as a denial.
+    Expired,
+}
+
+/// The decision the resumed run reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionDecision {
+    pub call_id: String,
+    pub decision: Verdict,
+    /// Arguments the owner edited, when approving (checked against the tool's schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +197,10 @@ impl TaskRecord {
         let result = take("result")
             .map(|s| serde_json::from_str(&s).map_err(|e| RecordError { field: "result", reason: e.to_string() }))
             .transpose()?;
+        let tools: Vec<String> = json_field("tools", take("tools"))?.unwrap_or_default();
+        let pending_action = json_field("pending_action", take("pending_action"))?;
+        let pending_schema = json_field("pending_schema", take("pending_schema"))?;
+        let decision = json_field("decision", take("decision"))?;
         Ok(Some(Self {
             id,
             user_id: take("user_id").unwrap_or_default(),
@@ -166,7 +221,27 @@ impl TaskRecord {
             cancel_requested: take("cancel_requested").as_deref() == Some("1"),
             quota_key: take("quota_key"),
             webhook_url: take("webhook_url"),
+            tools,
+            pending_action,
+            pending_schema,
+            decision,
+            seq: num("seq", take("seq"))?.unwrap_or(0),
+            messages: num("messages", take("messages"))?.unwrap_or(0),
         }))
+    }
+
+    /// The envelope of enqueue `seq` of this task (as the gateway publishes it: the owner,
+    /// and the submission time its quota reservation was taken by).
+    pub fn envelope(&self, seq: u32) -> crate::TaskEnvelope {
+        crate::TaskEnvelope {
+            correlation_id: self.id,
+            mandate: self.mandate.clone(),
+            max_ticks: self.max_ticks,
+            user_id: Some(self.user_id.clone()),
+            submitted_at: chrono::DateTime::parse_from_rfc3339(&self.created_at).ok().map(|t| t.to_utc()),
+            v: Some(crate::envelope::ENVELOPE_VERSION),
+            seq,
+        }
     }
 
     pub fn to_response(&self) -> TaskResponse {
@@ -184,8 +259,17 @@ impl TaskRecord {
             started_at: self.started_at.clone(),
             finished_at: self.finished_at.clone(),
             webhook_url: self.webhook_url.clone(),
+            tools: (!self.tools.is_empty()).then(|| self.tools.clone()),
+            required_action: self.pending_action.clone().filter(|_| self.status == TaskStatus::RequiresAction),
         }
     }
+}
+
+fn json_field<T: serde::de::DeserializeOwned>(
+    field: &'static str,
+    v: Option<String>,
+) -> Result<Option<T>, RecordError> {
+    v.map(|s| serde_json::from_str(&s).map_err(|e| RecordError { field, reason: e.to_string() })).transpose()
 }
 
 /// The task as clients see it; field names are those of the Python Euglena.
@@ -213,6 +297,12 @@ pub struct TaskResponse {
     pub finished_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub webhook_url: Option<String>,
+    /// The MCP tools chosen for the task (absent: the built-in tools only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tools: Option<Vec<String>>,
+    /// While `requires_action`: the tool call waiting for the owner's decision.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub required_action: Option<RequiredAction>,
 }
 
 #[cfg(test)]

@@ -38,6 +38,37 @@ impl Settled {
     }
 }
 
+/// One queued delivery: a task's end, or (member `{id}/action`) the announcement that it
+/// waits on its owner's decision, each with its own attempts and state on the record
+/// (`webhook_*`, `action_webhook_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hook {
+    pub id: TaskId,
+    /// `task.requires_action` rather than the end.
+    pub action: bool,
+}
+
+impl Hook {
+    pub fn end(id: TaskId) -> Self {
+        Self { id, action: false }
+    }
+
+    fn member(&self) -> String {
+        if self.action { format!("{}/action", self.id) } else { self.id.to_string() }
+    }
+
+    fn parse(member: &str) -> Option<Self> {
+        match member.strip_suffix("/action") {
+            Some(id) => Some(Self { id: id.parse().ok()?, action: true }),
+            None => Some(Self { id: member.parse().ok()?, action: false }),
+        }
+    }
+
+    fn field(&self, name: &str) -> String {
+        if self.action { format!("action_{name}") } else { name.to_owned() }
+    }
+}
+
 #[derive(Clone)]
 pub struct WebhookQueue {
     conn: ConnectionManager,
@@ -50,29 +81,30 @@ impl WebhookQueue {
     }
 
     /// Leases up to `max` due deliveries for `lease`.
-    pub async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<TaskId>, StoreError> {
+    pub async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Hook>, StoreError> {
         let ids: Vec<String> = CLAIM
             .key(self.keys.webhooks_due())
             .arg(max)
             .arg(lease.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+        Ok(ids.iter().filter_map(|m| Hook::parse(m)).collect())
     }
 
     /// Counts a failed attempt on the record; returns the attempts so far.
-    pub async fn record_failure(&self, id: TaskId, last: &str) -> Result<u32, StoreError> {
+    pub async fn record_failure(&self, hook: &Hook, last: &str) -> Result<u32, StoreError> {
+        let id = hook.id;
         let (attempts,): (u32,) = redis::pipe()
             .atomic()
             .cmd("HINCRBY")
             .arg(self.keys.task(id))
-            .arg("webhook_attempts")
+            .arg(hook.field("webhook_attempts"))
             .arg(1)
             .cmd("HSET")
             .arg(self.keys.task(id))
-            .arg("webhook_state")
+            .arg(hook.field("webhook_state"))
             .arg("retrying")
-            .arg("webhook_last")
+            .arg(hook.field("webhook_last"))
             .arg(last)
             .ignore()
             .query_async(&mut self.conn.clone())
@@ -81,28 +113,28 @@ impl WebhookQueue {
     }
 
     /// Makes the delivery due `after` from now (only while it is still queued).
-    pub async fn schedule(&self, id: TaskId, after: Duration) -> Result<(), StoreError> {
+    pub async fn schedule(&self, hook: &Hook, after: Duration) -> Result<(), StoreError> {
         let due = chrono::Utc::now().timestamp_millis() + i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2);
         let _: i64 = redis::cmd("ZADD")
             .arg(self.keys.webhooks_due())
             .arg("XX")
             .arg(due)
-            .arg(id.to_string())
+            .arg(hook.member())
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(())
     }
 
     /// Ends the delivery: off the queue, the outcome on the record.
-    pub async fn settle(&self, id: TaskId, how: Settled, last: &str) -> Result<(), StoreError> {
+    pub async fn settle(&self, hook: &Hook, how: Settled, last: &str) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
-        pipe.atomic().cmd("ZREM").arg(self.keys.webhooks_due()).arg(id.to_string()).ignore();
+        pipe.atomic().cmd("ZREM").arg(self.keys.webhooks_due()).arg(hook.member()).ignore();
         if how != Settled::Orphaned {
             pipe.cmd("HSET")
-                .arg(self.keys.task(id))
-                .arg("webhook_state")
+                .arg(self.keys.task(hook.id))
+                .arg(hook.field("webhook_state"))
                 .arg(how.as_str())
-                .arg("webhook_last")
+                .arg(hook.field("webhook_last"))
                 .arg(last)
                 .ignore();
         }

@@ -19,6 +19,7 @@
 //!   it out between failed attempts (reconnects, store writes, the undo, `PutMetricData`).
 //! - [`address_policy`]: public-internet-only outbound requests (visits, webhooks).
 //! - [`group_commit`]: concurrent callers' small writes batched into one script call.
+//! - [`mcp`]: the operator's MCP servers and calls to their tools.
 
 pub mod address_policy;
 pub mod amqp_link;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod connect;
 pub mod group_commit;
 pub mod lifecycle;
+pub mod mcp;
 pub mod ops;
 pub mod serve;
 pub mod settings;

@@ -35,7 +35,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Connection};
 use proto::store::{Takeover, TaskStore};
 use proto::topology::Topology;
-use proto::{Keys, TaskEnvelope, TaskId, TaskRecord};
+use proto::{Keys, TaskId, TaskRecord};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use runtime::config::Env;
@@ -162,14 +162,7 @@ impl Harness {
     /// published for it (rebuilt from its record), through [`TaskStore::take_over`].
     pub async fn take_over(&self, id: TaskId, worker: &str, max_deliveries: u32) -> Takeover {
         let rec = self.record(id).await.expect("record");
-        let envelope = TaskEnvelope {
-            correlation_id: rec.id,
-            mandate: rec.mandate.clone(),
-            max_ticks: rec.max_ticks,
-            user_id: Some(rec.user_id.clone()),
-            submitted_at: chrono::DateTime::parse_from_rfc3339(&rec.created_at).ok().map(|t| t.to_utc()),
-            v: Some(proto::envelope::ENVELOPE_VERSION),
-        };
+        let envelope = rec.envelope(rec.seq);
         self.store.take_over(&envelope, worker, max_deliveries).await.expect("take over")
     }
 

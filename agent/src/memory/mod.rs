@@ -35,6 +35,8 @@ pub enum Kind {
     Search,
     /// A passage of a visited page.
     Page,
+    /// What an MCP tool returned.
+    Tool,
 }
 
 impl Kind {
@@ -43,11 +45,12 @@ impl Kind {
             Self::Fact => "fact",
             Self::Search => "search",
             Self::Page => "page",
+            Self::Tool => "tool",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Fact, Self::Search, Self::Page].into_iter().find(|k| k.as_str() == s)
+        [Self::Fact, Self::Search, Self::Page, Self::Tool].into_iter().find(|k| k.as_str() == s)
     }
 }
 

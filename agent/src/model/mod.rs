@@ -26,8 +26,17 @@ use crate::meter::Meter;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
-    Search { query: String },
-    Visit { url: String },
+    Search {
+        query: String,
+    },
+    Visit {
+        url: String,
+    },
+    /// An MCP tool, `<server>/<tool>`, with arguments its input schema accepts.
+    Tool {
+        tool: String,
+        arguments: serde_json::Value,
+    },
     Think,
     Exit,
 }
@@ -37,6 +46,7 @@ impl Action {
         match self {
             Self::Search { .. } => "search",
             Self::Visit { .. } => "visit",
+            Self::Tool { .. } => "tool",
             Self::Think => "think",
             Self::Exit => "exit",
         }
@@ -67,6 +77,28 @@ pub struct View<'a> {
     pub meter: &'a Meter,
     /// Whether a search provider is configured: without one, `search` is not offered.
     pub search: bool,
+    /// The MCP tools the task may call this tick (none: `tool` is not offered).
+    pub tools: &'a ToolOffer,
+}
+
+/// The MCP tools on offer for one tick, and the servers whose tools could not be listed
+/// (the model is told they are unavailable for now).
+#[derive(Debug, Clone, Default)]
+pub struct ToolOffer {
+    pub tools: Vec<runtime::mcp::ToolInfo>,
+    pub unavailable: Vec<String>,
+}
+
+impl ToolOffer {
+    /// No MCP tools.
+    pub fn none() -> &'static Self {
+        static NONE: ToolOffer = ToolOffer { tools: Vec::new(), unavailable: Vec::new() };
+        &NONE
+    }
+
+    pub fn get(&self, full_name: &str) -> Option<&runtime::mcp::ToolInfo> {
+        self.tools.iter().find(|t| t.full_name == full_name)
+    }
 }
 
 /// What caused a model error: the client's error, kept for the log's cause chain.

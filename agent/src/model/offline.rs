@@ -6,6 +6,9 @@
 //! 2. think for `OFFLINE_THINK_TICKS` ticks, each `OFFLINE_TICK_DELAY_MS` long;
 //! 3. exit, with each visited page's title and first paragraph as deliverables.
 //!
+//! A mandate with lines `tool: <server>/<tool> <json-arguments>` instead calls those tools,
+//! once per line, in order, then exits with their results as deliverables.
+//!
 //! It does not search, read pages beyond their first paragraph, or judge anything, and
 //! its result says so.
 
@@ -61,6 +64,23 @@ pub fn mandate_urls(text: &str) -> Vec<String> {
     out
 }
 
+/// The mandate's `tool: <server>/<tool> <json-arguments>` lines, in order; arguments that
+/// are not a JSON object are passed as `{}`.
+pub fn mandate_tool_calls(text: &str) -> Vec<(String, serde_json::Value)> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("tool:"))
+        .filter_map(|rest| {
+            let rest = rest.trim();
+            let (name, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, "{}"));
+            let args = serde_json::from_str::<serde_json::Value>(args.trim())
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({}));
+            (!name.is_empty()).then(|| (name.to_owned(), args))
+        })
+        .collect()
+}
+
 impl OfflineModel {
     pub fn new(settings: OfflineSettings) -> Self {
         Self { settings }
@@ -85,6 +105,23 @@ impl Model for OfflineModel {
     async fn decide(&self, view: &View<'_>) -> Result<Decision, ModelError> {
         tokio::time::sleep(self.settings.tick_delay).await;
         let tick = view.state.tick;
+        let calls = mandate_tool_calls(view.mandate);
+        if !calls.is_empty() {
+            let d = |thought: String, action: Action| Decision {
+                thought,
+                action,
+                notes: None,
+                deliverable: None,
+                remember: Vec::new(),
+            };
+            return Ok(match calls.into_iter().nth(tick as usize) {
+                Some((tool, arguments)) => d(
+                    format!("offline step {}: call {tool} as the mandate says", tick + 1),
+                    Action::Tool { tool, arguments },
+                ),
+                None => d("offline planner is done".into(), Action::Exit),
+            });
+        }
         let (urls, thinks) = self.plan(view.mandate, view.max_ticks);
         let visits = urls.len() as u32;
         let decision = |thought: String, action: Action, notes: Option<String>| Decision {
@@ -114,6 +151,20 @@ impl Model for OfflineModel {
 
     async fn synthesize(&self, view: &View<'_>) -> Result<TaskResult, ModelError> {
         let state = view.state;
+        if !mandate_tool_calls(view.mandate).is_empty() {
+            let results: Vec<&crate::checkpoint::Step> = state.history.iter().filter(|s| s.action == "tool").collect();
+            let ok = results.iter().filter(|s| s.observation.contains(" returned")).count();
+            return Ok(TaskResult {
+                success: ok > 0,
+                deliverables: results.iter().map(|s| s.observation.clone()).collect(),
+                notes: format!(
+                    "Produced by the OFFLINE DEMO MODEL (no LLM configured): made the {} tool calls the mandate lists, {ok} returned a result.",
+                    results.len()
+                ),
+                sources: Vec::new(),
+                usage: None,
+            });
+        }
         let (urls, _) = self.plan(view.mandate, view.max_ticks);
         let thought = state.history.iter().filter(|s| s.action == "think").count();
         let failures: Vec<String> = state
@@ -158,6 +209,7 @@ mod tests {
     use super::*;
     use crate::checkpoint::{LoopState, PageNote};
     use crate::meter::Meter;
+    use crate::model::ToolOffer;
 
     fn model(think_ticks: u32) -> OfflineModel {
         OfflineModel::new(OfflineSettings { think_ticks, tick_delay: Duration::ZERO })
@@ -168,7 +220,15 @@ mod tests {
         let mut state = LoopState::default();
         let mut out = Vec::new();
         loop {
-            let view = View { mandate, max_ticks, state: &state, memories: &[], meter: &meter, search: false };
+            let view = View {
+                mandate,
+                max_ticks,
+                state: &state,
+                memories: &[],
+                meter: &meter,
+                search: false,
+                tools: ToolOffer::none(),
+            };
             let d = m.decide(&view).await.expect("offline");
             out.push(d.action.clone());
             if d.action == Action::Exit {
@@ -176,6 +236,22 @@ mod tests {
             }
             state.tick += 1;
         }
+    }
+
+    #[tokio::test]
+    async fn calls_the_mandates_tools_in_order_then_exits() {
+        let mandate = "Add numbers.\ntool: calc/add {\"a\": 1, \"b\": 2}\n  tool: calc/echo not-json\ntool:";
+        assert_eq!(
+            mandate_tool_calls(mandate),
+            vec![
+                ("calc/add".to_owned(), serde_json::json!({"a": 1, "b": 2})),
+                ("calc/echo".to_owned(), serde_json::json!({}))
+            ]
+        );
+        let a = actions(&model(3), mandate, 10).await;
+        assert_eq!(a.len(), 3);
+        assert!(matches!(&a[0], Action::Tool { tool, .. } if tool == "calc/add"));
+        assert_eq!(a[2], Action::Exit);
     }
 
     #[tokio::test]
@@ -193,6 +269,7 @@ mod tests {
             memories: &[],
             meter: &meter,
             search: false,
+            tools: ToolOffer::none(),
         };
         let r = m.synthesize(&view).await.expect("ok");
         assert!(r.success && r.notes.contains("OFFLINE DEMO MODEL"));
@@ -220,7 +297,15 @@ mod tests {
             first_paragraph: Some("First paragraph.".into()),
         });
         let meter = Meter::default();
-        let view = View { mandate, max_ticks: 10, state: &state, memories: &[], meter: &meter, search: false };
+        let view = View {
+            mandate,
+            max_ticks: 10,
+            state: &state,
+            memories: &[],
+            meter: &meter,
+            search: false,
+            tools: ToolOffer::none(),
+        };
         let r = model(1).synthesize(&view).await.expect("ok");
         assert_eq!(r.deliverables, vec!["A: First paragraph.".to_owned()]);
         assert_eq!(r.sources, vec!["https://a.example/x".to_owned()]);

@@ -167,8 +167,8 @@ pub fn classify(e: OpenAIError) -> ModelError {
     classified.caused_by(e)
 }
 
-fn system(search: bool) -> ChatCompletionRequestMessage {
-    ChatCompletionRequestSystemMessage::from(prompt::system(search)).into()
+fn system(text: &str) -> ChatCompletionRequestMessage {
+    ChatCompletionRequestSystemMessage::from(text.to_owned()).into()
 }
 
 /// One reply: its text, and whether the server cut it off at `max_tokens`.
@@ -275,9 +275,10 @@ impl OpenAiModel {
     /// Asks, parses, and when the reply cannot be used asks once more: afresh with a note to
     /// be brief when it was cut off (the cut-off text is no help to repair), otherwise with
     /// the reply and what was wrong with it.
-    async fn ask<T>(&self, prompt_text: String, search: bool, ask: Ask<'_, T>, meter: &Meter) -> Result<T, ModelError> {
+    async fn ask<T>(&self, prompt_text: String, view: &View<'_>, ask: Ask<'_, T>) -> Result<T, ModelError> {
+        let (meter, system_text) = (view.meter, prompt::system(view.search, !view.tools.tools.is_empty()));
         let format = self.response_format(ask.name, &ask.schema);
-        let mut messages = vec![system(search), user(prompt_text.clone())];
+        let mut messages = vec![system(&system_text), user(prompt_text.clone())];
         let first = self.complete(&messages, format.clone(), ask.max_tokens, meter).await?;
         let problem = match (first.cut_off, (ask.parse)(&first.text)) {
             (false, Ok(v)) => return Ok(v),
@@ -296,7 +297,7 @@ impl OpenAiModel {
                 );
                 metrics::counter!("agent_model_truncations_total").increment(1);
                 let messages =
-                    vec![system(search), user(format!("{prompt_text}\n\n{}", prompt::shorter(ask.max_tokens)))];
+                    vec![system(&system_text), user(format!("{prompt_text}\n\n{}", prompt::shorter(ask.max_tokens)))];
                 self.complete(&messages, format, ask.max_tokens, meter).await?
             }
             Problem::Malformed(reason) => {
@@ -329,15 +330,14 @@ impl Model for OpenAiModel {
     }
 
     async fn decide(&self, view: &View<'_>) -> Result<Decision, ModelError> {
-        let search = view.search;
-        let parse = move |text: &str| parse::decision(text, search);
+        let parse = |text: &str| parse::decision(text, view.search, view.tools);
         let ask = Ask {
             name: "euglena_action",
-            schema: prompt::action_schema(search, self.settings.dialect),
+            schema: prompt::action_schema(view.search, view.tools, self.settings.dialect),
             max_tokens: self.settings.action_max_tokens,
             parse: &parse,
         };
-        self.ask(prompt::tick(view), search, ask, view.meter).await
+        self.ask(prompt::tick(view), view, ask).await
     }
 
     async fn synthesize(&self, view: &View<'_>) -> Result<TaskResult, ModelError> {
@@ -347,7 +347,7 @@ impl Model for OpenAiModel {
             max_tokens: self.settings.max_tokens,
             parse: &parse::result,
         };
-        self.ask(prompt::synthesis(view), view.search, ask, view.meter).await
+        self.ask(prompt::synthesis(view), view, ask).await
     }
 }
 

@@ -7,7 +7,7 @@
 use proto::TaskResult;
 use serde::Deserialize;
 
-use super::{Action, Decision};
+use super::{Action, Decision, ToolOffer};
 use crate::text::clip;
 
 /// Longest text kept from one field of a reply; a runaway model cannot bloat the checkpoint.
@@ -30,6 +30,8 @@ struct LooseAction {
     kind: Option<String>,
     query: Option<String>,
     url: Option<String>,
+    tool: Option<String>,
+    arguments: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -94,8 +96,32 @@ fn visit_target(raw: String) -> Result<String, String> {
     }
 }
 
-/// A tick's decision; `search` is whether the search action is on offer.
-pub fn decision(text: &str, search: bool) -> Result<Decision, String> {
+/// A `tool` action: a tool on offer, and arguments (an object, or a JSON string of one) its
+/// input schema accepts. A failure is a reason the repair turn quotes, never a call.
+fn tool_call(tools: &ToolOffer, name: Option<String>, arguments: Option<serde_json::Value>) -> Result<Action, String> {
+    let name = non_empty(name).ok_or("action \"tool\" needs \"tool\", the name of a listed tool")?;
+    let Some(info) = tools.get(&name) else {
+        let names: Vec<&str> = tools.tools.iter().map(|t| t.full_name.as_str()).collect();
+        return Err(format!("there is no tool {name:?}; the tools are: {}", names.join(", ")));
+    };
+    let arguments = match arguments {
+        None | Some(serde_json::Value::Null) => serde_json::json!({}),
+        Some(serde_json::Value::String(s)) => {
+            serde_json::from_str(&s).map_err(|e| format!("\"arguments\" is not a JSON object: {e}"))?
+        }
+        Some(v) => v,
+    };
+    if !arguments.is_object() {
+        return Err("\"arguments\" must be a JSON object".into());
+    }
+    crate::tools::mcp::check_arguments(&info.input_schema, &arguments)
+        .map_err(|e| format!("the arguments for {name} do not match its input schema: {e}"))?;
+    Ok(Action::Tool { tool: name, arguments })
+}
+
+/// A tick's decision; `search` is whether the search action is on offer, `tools` the MCP
+/// tools that are.
+pub fn decision(text: &str, search: bool, tools: &ToolOffer) -> Result<Decision, String> {
     let value = json_object(text)?;
     let loose: LooseDecision =
         serde_json::from_value(value).map_err(|e| format!("the JSON did not match the action schema: {e}"))?;
@@ -110,6 +136,8 @@ pub fn decision(text: &str, search: bool) -> Result<Decision, String> {
             let url = non_empty(action.url).ok_or("action \"visit\" needs a non-empty \"url\"")?;
             Action::Visit { url: visit_target(url)? }
         }
+        "tool" if tools.tools.is_empty() => return Err("no tools are available here; use visit, think or exit".into()),
+        "tool" => tool_call(tools, action.tool, action.arguments)?,
         "think" => Action::Think,
         "exit" => Action::Exit,
         other => return Err(format!("unknown action type {other:?}; use search, visit, think or exit")),
@@ -149,9 +177,12 @@ mod tests {
         )
         .expect("fenced");
         assert_eq!(d.action, Action::Search { query: "q".into() });
-        let d =
-            decision(r#"{"thought":"t","action":{"type":"think","query":null,"url":null},"remember":["a",""]}"#, true)
-                .expect("nullable");
+        let d = decision(
+            r#"{"thought":"t","action":{"type":"think","query":null,"url":null},"remember":["a",""]}"#,
+            true,
+            ToolOffer::none(),
+        )
+        .expect("nullable");
         assert_eq!(d.action, Action::Think);
         assert_eq!(d.remember, vec!["a".to_owned()]);
     }
@@ -170,19 +201,19 @@ mod tests {
             (r#"{"action":{"type":"exit"}"#, "cut off"),
             (r#"{"action": nope}"#, "did not parse"),
         ] {
-            let e = decision(text, true).expect_err(text);
+            let e = decision(text, true, ToolOffer::none()).expect_err(text);
             assert!(e.contains(reason), "{text:?}: {e}");
         }
     }
 
     fn decision_with_search(text: &str) -> Result<Decision, String> {
-        decision(text, true)
+        decision(text, true, ToolOffer::none())
     }
 
     #[test]
     fn search_is_refused_when_it_is_off_and_bare_hosts_are_visits() {
         let search = r#"{"thought":"t","action":{"type":"search","query":"q","url":null}}"#;
-        assert!(decision(search, false).expect_err("off").contains("not available"));
+        assert!(decision(search, false, ToolOffer::none()).expect_err("off").contains("not available"));
         for (url, ok) in [
             ("www.example.com", true),
             ("example.org/page?x=1", true),
@@ -190,8 +221,35 @@ mod tests {
             ("ftp://x.example", false),
         ] {
             let text = format!(r#"{{"action":{{"type":"visit","url":"{url}"}}}}"#);
-            assert_eq!(decision(&text, false).is_ok(), ok, "{url}");
+            assert_eq!(decision(&text, false, ToolOffer::none()).is_ok(), ok, "{url}");
         }
+    }
+
+    #[test]
+    fn tool_calls_name_a_listed_tool_with_arguments_its_schema_accepts() {
+        let offer = ToolOffer {
+            tools: vec![runtime::mcp::ToolInfo {
+                full_name: "calc/add".into(),
+                description: "adds".into(),
+                input_schema: serde_json::json!({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}),
+                needs_approval: false,
+            }],
+            unavailable: vec![],
+        };
+        let call = |tool: &str, args: &str| {
+            decision(&format!(r#"{{"action":{{"type":"tool","tool":"{tool}","arguments":{args}}}}}"#), false, &offer)
+        };
+        assert_eq!(
+            call("calc/add", r#"{"a": 2}"#).expect("ok").action,
+            Action::Tool { tool: "calc/add".into(), arguments: serde_json::json!({"a": 2}) }
+        );
+        assert!(call("calc/add", r#""{\"a\": 3}""#).is_ok(), "a JSON string of the object (strict mode)");
+        assert!(call("calc/add", r#"{"a": "two"}"#).expect_err("type").contains("do not match its input schema"));
+        assert!(call("calc/add", "{}").expect_err("required").contains("input schema"));
+        assert!(call("calc/sub", "{}").expect_err("unknown").contains("the tools are: calc/add"));
+        assert!(call("calc/add", "[1]").is_err());
+        let none = decision(r#"{"action":{"type":"tool","tool":"calc/add"}}"#, false, ToolOffer::none());
+        assert!(none.expect_err("none offered").contains("no tools"));
     }
 
     #[test]

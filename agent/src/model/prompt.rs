@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use super::View;
+use super::{ToolOffer, View};
 use crate::memory::Recalled;
 use crate::text::clip;
 
@@ -31,10 +31,25 @@ pub enum Dialect {
     OpenAi,
 }
 
-/// The action schema: only the actions this agent can run, with the dialect's bounds.
-pub fn action_schema(search: bool, dialect: Dialect) -> serde_json::Value {
+/// The action schema: only the actions this agent can run, with the dialect's bounds. With
+/// MCP tools on offer, `tool` (one of their names) and `arguments` (an object; a JSON string
+/// in OpenAI's strict mode, which refuses an object without declared properties).
+pub fn action_schema(search: bool, tools: &ToolOffer, dialect: Dialect) -> serde_json::Value {
     let mut schema = ACTION_SCHEMA.clone();
-    schema["properties"]["action"]["properties"]["type"]["enum"] = serde_json::json!(action_types(search));
+    let action = &mut schema["properties"]["action"];
+    action["properties"]["type"]["enum"] = serde_json::json!(action_types(search, !tools.tools.is_empty()));
+    if !tools.tools.is_empty() {
+        let mut names: Vec<serde_json::Value> = tools.tools.iter().map(|t| t.full_name.clone().into()).collect();
+        names.push(serde_json::Value::Null);
+        action["properties"]["tool"] = serde_json::json!({"type": ["string", "null"], "enum": names});
+        action["properties"]["arguments"] = match dialect {
+            Dialect::Full => serde_json::json!({"type": ["object", "null"]}),
+            Dialect::OpenAi => serde_json::json!({"type": ["string", "null"], "description": "a JSON object"}),
+        };
+        if let Some(req) = action["required"].as_array_mut() {
+            req.extend(["tool".into(), "arguments".into()]);
+        }
+    }
     for_dialect(schema, dialect)
 }
 
@@ -59,24 +74,68 @@ fn for_dialect(mut schema: serde_json::Value, dialect: Dialect) -> serde_json::V
     schema
 }
 
-fn action_types(search: bool) -> Vec<&'static str> {
-    let all = ["search", "visit", "think", "exit"];
-    all.into_iter().filter(|a| search || *a != "search").collect()
+fn action_types(search: bool, tools: bool) -> Vec<&'static str> {
+    let all = ["search", "visit", "tool", "think", "exit"];
+    all.into_iter().filter(|a| (search || *a != "search") && (tools || *a != "tool")).collect()
 }
 
 /// The system prompt, naming only the actions this agent can run.
-pub fn system(search: bool) -> String {
+pub fn system(search: bool, tools: bool) -> String {
     let mut actions = Vec::new();
     if search {
         actions.push("- `search`: query a web search engine. Give `query`. You get titles, URLs and snippets.");
     }
+    actions.push("- `visit`: read one web page. Give `url` (http or https). You get its title and text.");
+    if tools {
+        actions.push(
+            "- `tool`: call one of the tools listed under \"Tools you can call\". Give `tool` (its name) and \
+             `arguments` (a JSON object its input schema accepts). You get its result.",
+        );
+    }
     actions.extend([
-        "- `visit`: read one web page. Give `url` (http or https). You get its title and text.",
         "- `think`: reason without a tool, to plan or to combine what you have found.",
         "- `exit`: stop; you have enough to answer the mandate, or more work will not help.",
     ]);
-    let types: Vec<String> = action_types(search).iter().map(|a| format!("\"{a}\"")).collect();
-    Template::new(SYSTEM).with("{{actions}}", actions.join("\n")).with("{{action_types}}", types.join(" | ")).render()
+    let types: Vec<String> = action_types(search, tools).iter().map(|a| format!("\"{a}\"")).collect();
+    let fields =
+        if tools { ", \"tool\": <tool name> or null, \"arguments\": {<name>: <value>, ...} or null" } else { "" };
+    Template::new(SYSTEM)
+        .with("{{actions}}", actions.join("\n"))
+        .with("{{action_types}}", types.join(" | "))
+        .with("{{action_fields}}", fields.to_owned())
+        .render()
+}
+
+/// Characters of one tool's input schema in the prompt.
+const SCHEMA_CHARS: usize = 1500;
+
+/// The tools section of a tick's prompt (empty without tools).
+fn tools_section(offer: &ToolOffer) -> String {
+    if offer.tools.is_empty() && offer.unavailable.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n\n## Tools you can call\n");
+    for t in &offer.tools {
+        let approval = if t.needs_approval { " (needs the owner's approval: the task waits for it)" } else { "" };
+        out.push_str(&format!(
+            "- `{}`{approval}: {}\n  input schema: {}\n",
+            t.full_name,
+            clip(&t.description, 500),
+            clip(&t.input_schema.to_string(), SCHEMA_CHARS)
+        ));
+    }
+    for u in &offer.unavailable {
+        out.push_str(&format!("- {u}\n"));
+    }
+    out.trim_end().to_owned()
+}
+
+/// The owner's messages (empty when there are none), each once, oldest first.
+fn owner_section(messages: &[String]) -> String {
+    if messages.is_empty() {
+        return String::new();
+    }
+    format!("\n\n# Messages from the task's owner (follow them)\n{}", bullets(messages.iter().cloned()))
 }
 
 /// Steps shown in the prompt, newest last.
@@ -130,6 +189,8 @@ fn fill(template: &str, view: &View<'_>, tick: u32) -> String {
         ("{{sources}}", bullets(pages)),
         ("{{memories}}", memories(view.memories)),
         ("{{history}}", history(view)),
+        ("{{owner}}", owner_section(&state.owner_messages)),
+        ("{{tools}}", tools_section(view.tools)),
     ]
     .into_iter()
     // Placeholders are replaced in one pass over the template, so text that came from a
@@ -203,6 +264,7 @@ mod tests {
     use crate::checkpoint::{LoopState, Step};
     use crate::memory::{Kind, Recalled};
     use crate::meter::Meter;
+    use crate::model::ToolOffer;
 
     #[test]
     fn tick_prompt_carries_state_and_does_not_expand_page_text() {
@@ -229,6 +291,7 @@ mod tests {
             memories: &recalled,
             meter: &meter,
             search: true,
+            tools: ToolOffer::none(),
         };
         let p = tick(&view);
         assert!(p.contains("find colours") && p.contains("Tick 3 of 5 (2 left"), "{p}");
@@ -244,21 +307,39 @@ mod tests {
 
     #[test]
     fn the_action_set_follows_the_tools() {
-        let with = action_schema(true, Dialect::Full);
-        let without = action_schema(false, Dialect::Full);
+        let with = action_schema(true, ToolOffer::none(), Dialect::Full);
+        let without = action_schema(false, ToolOffer::none(), Dialect::Full);
         let types = |s: &serde_json::Value| s["properties"]["action"]["properties"]["type"]["enum"].clone();
         assert_eq!(types(&with), serde_json::json!(["search", "visit", "think", "exit"]));
         assert_eq!(types(&without), serde_json::json!(["visit", "think", "exit"]));
-        assert!(system(true).contains("`search`") && system(true).contains("\"search\" | \"visit\""));
-        assert!(!system(false).contains("`search`") && !system(false).contains("\"search\""), "{}", system(false));
-        assert!(!system(false).contains("{{"), "every placeholder filled");
+        assert!(system(true, false).contains("`search`") && system(true, false).contains("\"search\" | \"visit\""));
+        assert!(!system(false, false).contains("`search`") && !system(false, false).contains("\"search\""));
+        assert!(!system(false, false).contains("{{"), "every placeholder filled");
+        assert!(!system(false, false).contains("`tool`") && system(false, true).contains("`tool`"));
+        let offer = ToolOffer {
+            tools: vec![runtime::mcp::ToolInfo {
+                full_name: "calc/add".into(),
+                description: "adds".into(),
+                input_schema: serde_json::json!({"type": "object"}),
+                needs_approval: false,
+            }],
+            unavailable: vec![],
+        };
+        let schema = action_schema(false, &offer, Dialect::Full);
+        assert_eq!(types(&schema), serde_json::json!(["visit", "tool", "think", "exit"]));
+        assert_eq!(schema["properties"]["action"]["properties"]["tool"]["enum"], serde_json::json!(["calc/add", null]));
+        let strict = action_schema(false, &offer, Dialect::OpenAi);
+        assert_eq!(
+            strict["properties"]["action"]["properties"]["arguments"]["type"],
+            serde_json::json!(["string", "null"])
+        );
     }
 
     #[test]
     fn each_dialect_gets_the_bounds_it_accepts() {
-        let full = action_schema(true, Dialect::Full).to_string();
+        let full = action_schema(true, ToolOffer::none(), Dialect::Full).to_string();
         assert!(full.contains("maxLength") && full.contains("maxItems"));
-        for schema in [action_schema(true, Dialect::OpenAi), result_schema(Dialect::OpenAi)] {
+        for schema in [action_schema(true, ToolOffer::none(), Dialect::OpenAi), result_schema(Dialect::OpenAi)] {
             let text = schema.to_string();
             assert!(!text.contains("maxLength"), "OpenAI strict mode refuses maxLength: {text}");
             assert!(text.contains("maxItems"));

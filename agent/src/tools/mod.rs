@@ -5,12 +5,14 @@
 //! chooses something else.
 
 pub mod html;
+pub mod mcp;
 pub mod search;
 pub mod visit;
 
 use std::sync::Arc;
 
 use runtime::address_policy::SystemLookup;
+use runtime::mcp::McpClients;
 
 use crate::checkpoint::PageNote;
 use crate::memory::{Kind, NewMemory};
@@ -37,12 +39,19 @@ pub struct Outcome {
 pub struct Tools {
     pub searcher: Searcher,
     pub visitor: Visitor,
+    /// The operator's MCP servers (none configured: no `tool` action).
+    pub mcp: Arc<McpClients>,
 }
 
 impl Tools {
-    /// The search provider and the visitor (system DNS, the address policy) as configured.
-    pub fn new(search: SearchSettings, visit: VisitSettings) -> anyhow::Result<Self> {
-        Ok(Self { searcher: Searcher::new(search)?, visitor: Visitor::new(visit, Arc::new(SystemLookup), Vec::new())? })
+    /// The search provider, the visitor (system DNS, the address policy) and the MCP
+    /// servers as configured.
+    pub fn new(search: SearchSettings, visit: VisitSettings, mcp: McpClients) -> anyhow::Result<Self> {
+        Ok(Self {
+            searcher: Searcher::new(search)?,
+            visitor: Visitor::new(visit, Arc::new(SystemLookup), Vec::new())?,
+            mcp: Arc::new(mcp),
+        })
     }
 
     /// Whether `search` can run: the model is offered only the actions that can.
@@ -52,7 +61,8 @@ impl Tools {
 
     pub async fn run(&self, action: &Action, tick: u32) -> Outcome {
         match action {
-            Action::Think | Action::Exit => Outcome::default(),
+            // MCP calls need the task and the process's clients: the tick loop makes them.
+            Action::Think | Action::Exit | Action::Tool { .. } => Outcome::default(),
             Action::Search { query } => match self.searcher.search(query).await {
                 Ok(hits) => searched(query, &hits, tick),
                 Err(e) => {

@@ -225,6 +225,7 @@ impl Core {
             user_id: Some(task.user_id.clone()),
             submitted_at: Some(task.created_at),
             v: Some(1),
+            seq: 0,
         };
         Self { ns, store, settings, envelope }
     }
@@ -239,7 +240,8 @@ impl Core {
     }
 
     fn tools(&self) -> Tools {
-        Tools::new(self.settings.search.clone(), self.settings.visit.clone()).expect("tools")
+        let mcp = runtime::mcp::McpClients::new(self.settings.mcp.clone(), self.settings.mcp_limits);
+        Tools::new(self.settings.search.clone(), self.settings.visit.clone(), mcp).expect("tools")
     }
 
     fn worker(&self, model: Arc<Scripted>) -> Worker {
@@ -294,7 +296,7 @@ async fn a_redelivered_task_resumes_from_its_checkpoint() {
     before.deliverables.push("found by the first run".into());
     before.usage =
         Usage { prompt_tokens: 1000, completion_tokens: 100, total_tokens: 1100, model_calls: 2, failed_calls: 0 };
-    core.store.progress(&rec, 1, 2, "think", &before.encode()).await.expect("progress");
+    core.store.progress(&rec, 1, 2, "think", &before.encode(), None).await.expect("progress");
 
     let model = Scripted::new(&core, vec![Reply::Act(Action::Think), Reply::Act(Action::Exit)]);
     assert_eq!(core.deliver(model.clone(), 1).await, Outcome::Acked);
@@ -408,6 +410,7 @@ async fn a_run_whose_attempt_was_taken_over_writes_nothing() {
         timeout: Duration::from_secs(900),
         stop: &stop,
         meter: Meter::default(),
+        approval_timeout: Duration::from_secs(3600),
     };
     let end = run.execute(LoopState::default()).await;
     assert!(matches!(end, RunEnd::Fenced), "{end:?}");

@@ -20,6 +20,7 @@ async fn poison_messages_are_dead_lettered_and_the_agent_keeps_consuming() {
         user_id: Some("alice".into()),
         submitted_at: None,
         v: None,
+        seq: 0,
     };
     assert!(app.store.adopt(&env).await.expect("adopt"));
     let bad = format!(r#"{{"correlation_id":"{id}","mandate":"","max_ticks":3}}"#);

@@ -8,7 +8,7 @@ use agent::checkpoint::LoopState;
 use agent::meter::Meter;
 use agent::model::openai::{LlmSettings, OpenAiModel, ResponseMode};
 use agent::model::prompt::Dialect;
-use agent::model::{Action, Model, ModelError, View};
+use agent::model::{Action, Model, ModelError, ToolOffer, View};
 use proto::TaskStatus;
 use runtime::telemetry::Chain;
 use serde_json::json;
@@ -38,7 +38,16 @@ fn model(server: &MockServer, max_retries: u32) -> OpenAiModel {
 
 async fn decide(m: &OpenAiModel, meter: &Meter) -> Result<agent::model::Decision, ModelError> {
     let state = LoopState::default();
-    m.decide(&View { mandate: "find zebras", max_ticks: 5, state: &state, memories: &[], meter, search: true }).await
+    m.decide(&View {
+        mandate: "find zebras",
+        max_ticks: 5,
+        state: &state,
+        memories: &[],
+        meter,
+        search: true,
+        tools: ToolOffer::none(),
+    })
+    .await
 }
 
 /// A reply the server cut off at `max_tokens`.
@@ -111,7 +120,15 @@ async fn without_a_search_provider_search_is_not_offered() {
         .await;
     let meter = Meter::default();
     let state = LoopState::default();
-    let view = View { mandate: "m", max_ticks: 3, state: &state, memories: &[], meter: &meter, search: false };
+    let view = View {
+        mandate: "m",
+        max_ticks: 3,
+        state: &state,
+        memories: &[],
+        meter: &meter,
+        search: false,
+        tools: ToolOffer::none(),
+    };
     model(&server, 0).decide(&view).await.expect("decided");
     let body: serde_json::Value = serde_json::from_str(&chat_requests(&server).await[0]).expect("json");
     let types = &body["response_format"]["json_schema"]["schema"]["properties"]["action"]["properties"]["type"]["enum"];

@@ -158,7 +158,7 @@ fn fields(map: HashMap<String, redis::Value>) -> Map<String, Value> {
     for (k, v) in map {
         let Ok(s) = redis::from_redis_value::<String>(v) else { continue };
         let value = match k.as_str() {
-            "tick" | "attempt" => s.parse::<u64>().map(Value::from).unwrap_or(Value::String(s)),
+            "tick" | "attempt" | "index" => s.parse::<u64>().map(Value::from).unwrap_or(Value::String(s)),
             "cancel_requested" => Value::Bool(s == "1"),
             _ => Value::String(s),
         };
@@ -183,7 +183,13 @@ async fn to_event(
     state: &AppState,
     task: TaskId,
 ) -> Result<Event, redis::RedisError> {
-    let name = if fields.contains_key("tick") { "tick" } else { "status" };
+    let name = if fields.contains_key("tick") {
+        "tick"
+    } else if fields.contains_key("message") {
+        "message"
+    } else {
+        "status"
+    };
     if is_terminal(&fields)
         && let Some(rec) = state.store.get(task).await.map_err(store_error)?
     {

@@ -1,5 +1,6 @@
 //! The HTTP surface; one module per resource.
 
+pub mod actions;
 pub mod console;
 pub mod samples;
 pub mod system;
@@ -56,6 +57,8 @@ fn documented() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::cancel))
         .routes(routes!(tasks::events))
+        .routes(routes!(actions::decide))
+        .routes(routes!(actions::message))
         .routes(routes!(system::agents_count))
         .routes(routes!(system::health))
         .routes(routes!(system::ready))

@@ -35,6 +35,11 @@ pub struct TaskRequest {
     #[serde(default)]
     #[schema(format = "uri", max_length = 2048)]
     pub webhook_url: Option<String>,
+    /// MCP tools the agent may call besides its built-ins: `<server>` (all its tools) or
+    /// `<server>/<tool>`, from the operator's `MCP_SERVERS`. Absent: built-in tools only.
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub tools: Option<Vec<String>>,
 }
 
 /// One page of the caller's tasks, newest first.
@@ -92,15 +97,22 @@ pub async fn submit(
             Some(crate::webhooks::check_url(w, state.lookup.as_ref(), raw).await.map_err(ApiError::Unprocessable)?)
         }
     };
+    let tools = match &req.tools {
+        Some(raw) => crate::tools::check_choice(&state.mcp, raw).await?,
+        None => Vec::new(),
+    };
     let task = NewTask {
         id: TaskId::new(),
         user_id: user.0,
         mandate: mandate.as_str().to_owned(),
         max_ticks: max_ticks.get(),
         created_at: chrono::Utc::now(),
-        idempotency: idempotency_key
-            .map(|key| Idempotency { key, fingerprint: fingerprint(&mandate, max_ticks, webhook_url.as_deref()) }),
+        idempotency: idempotency_key.map(|key| Idempotency {
+            key,
+            fingerprint: fingerprint(&mandate, max_ticks, webhook_url.as_deref(), &tools),
+        }),
         webhook_url,
+        tools,
     };
     tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
     Ok(accepted(&state.submissions.submit(task).await?))
@@ -119,9 +131,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Equal for requests that ask for the same task (after trimming and defaults).
-fn fingerprint(mandate: &Mandate, max_ticks: MaxTicks, webhook_url: Option<&str>) -> String {
+fn fingerprint(mandate: &Mandate, max_ticks: MaxTicks, webhook_url: Option<&str>, tools: &[String]) -> String {
     let mut h = Sha256::new();
     h.update(max_ticks.get().to_be_bytes());
+    // Each length-prefixed; an empty choice adds nothing, so keys from before tools existed match.
+    for t in tools {
+        h.update((t.len() as u64).to_be_bytes());
+        h.update(t.as_bytes());
+    }
     // Length-prefixed, so no mandate/URL split of the same bytes collides.
     let url = webhook_url.unwrap_or("");
     h.update((url.len() as u64).to_be_bytes());
@@ -130,7 +147,7 @@ fn fingerprint(mandate: &Mandate, max_ticks: MaxTicks, webhook_url: Option<&str>
     hex::encode(h.finalize())
 }
 
-async fn owned(state: &AppState, user: &AuthUser, raw_id: &str) -> Result<TaskRecord, ApiError> {
+pub(crate) async fn owned(state: &AppState, user: &AuthUser, raw_id: &str) -> Result<TaskRecord, ApiError> {
     let id: TaskId = raw_id.parse().map_err(|_| ApiError::NotFound)?;
     match state.store.get(id).await? {
         Some(rec) if rec.user_id == user.0 => Ok(rec),

@@ -14,6 +14,7 @@
 //! in `in_queue` with no message behind it and its quota reserved.
 
 pub mod publisher;
+mod resume;
 mod undo;
 
 use std::sync::Arc;

@@ -28,9 +28,9 @@ use std::time::Duration;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use proto::TaskStatus;
 use proto::store::TaskStore;
-use proto::webhook_queue::{Settled, WebhookQueue};
-use proto::{TaskId, TaskStatus};
+use proto::webhook_queue::{Hook, Settled, WebhookQueue};
 use runtime::address_policy::{Lookup, Outbound, Policy, TargetError, blocked_in, check_target, guarded_client};
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -127,8 +127,8 @@ impl Dispatcher {
                     Ok(ids) => {
                         backoff = runtime::backoff::Backoff::reconnect();
                         let mut started = 0;
-                        for id in &ids {
-                            if let Some(job) = self.start(*id).await {
+                        for hook in &ids {
+                            if let Some(job) = self.start(*hook).await {
                                 let me = self.clone();
                                 in_flight.spawn(async move {
                                     // The lease covers this bound, so no second attempt overlaps it.
@@ -167,9 +167,9 @@ impl Dispatcher {
     }
 
     /// Reads the delivery's record and takes a place for its user, or settles or defers it.
-    #[tracing::instrument(skip_all, fields(correlation_id = %id))]
-    async fn start(&self, id: TaskId) -> Option<Job> {
-        match self.prepare(id).await {
+    #[tracing::instrument(skip_all, fields(correlation_id = %hook.id, action = hook.action))]
+    async fn start(&self, hook: Hook) -> Option<Job> {
+        match self.prepare(hook).await {
             Ok(job) => job,
             Err(e) => {
                 // The lease makes it due again; nothing is lost.
@@ -179,30 +179,44 @@ impl Dispatcher {
         }
     }
 
-    async fn prepare(&self, id: TaskId) -> Result<Option<Job>, proto::store::StoreError> {
+    async fn prepare(&self, hook: Hook) -> Result<Option<Job>, proto::store::StoreError> {
+        let id = hook.id;
         let Some(rec) = self.store.get(id).await? else {
-            self.queue.settle(id, Settled::Orphaned, "task record gone").await?;
+            self.queue.settle(&hook, Settled::Orphaned, "task record gone").await?;
             return Ok(None);
         };
-        let (Some(url), Some(kind)) = (rec.webhook_url.clone(), event_type(rec.status)) else {
-            self.queue.settle(id, Settled::Orphaned, "no webhook for this task").await?;
+        let kind = if hook.action {
+            // Moot once the call was decided (or the task ended): the status says so.
+            rec.pending_action
+                .as_ref()
+                .filter(|_| rec.status == TaskStatus::RequiresAction)
+                .map(|_| "task.requires_action")
+        } else {
+            event_type(rec.status)
+        };
+        let (Some(url), Some(kind)) = (rec.webhook_url.clone(), kind) else {
+            self.queue.settle(&hook, Settled::Orphaned, "no webhook for this task").await?;
             return Ok(None);
         };
         let user = rec.user_id.clone();
         let Some(place) = self.enter(&user) else {
             // Not an attempt: the user's own slow receivers are what it waits for.
             metrics::counter!("webhook_deliveries_total", "outcome" => "deferred").increment(1);
-            self.queue.schedule(id, self.settings.timeout).await?;
+            self.queue.schedule(&hook, self.settings.timeout).await?;
             return Ok(None);
         };
         let ended = rec.finished_at.clone().unwrap_or_else(|| rec.updated_at.clone());
-        let body = json!({
-            "type": kind,
-            "timestamp": ended,
-            "data": {"correlation_id": rec.id, "status": rec.status},
-        })
-        .to_string();
-        Ok(Some(Job { id, url, body, ended, _place: place }))
+        let mut data = json!({"correlation_id": rec.id, "status": rec.status});
+        let mut msg_id = format!("msg_{}", id.to_string().replace('-', ""));
+        if hook.action
+            && let Some(p) = &rec.pending_action
+        {
+            data["call_id"] = json!(p.call_id);
+            // One announcement per call: receivers deduplicate on webhook-id.
+            msg_id = format!("{msg_id}_{}", p.call_id.replace(|c: char| !c.is_ascii_alphanumeric(), ""));
+        }
+        let body = json!({"type": kind, "timestamp": ended, "data": data}).to_string();
+        Ok(Some(Job { hook, msg_id, url, body, ended, _place: place }))
     }
 
     fn enter(&self, user: &str) -> Option<UserPlace> {
@@ -215,7 +229,7 @@ impl Dispatcher {
         Some(UserPlace { users: self.users.clone(), user: user.to_owned() })
     }
 
-    #[tracing::instrument(skip_all, fields(correlation_id = %job.id))]
+    #[tracing::instrument(skip_all, fields(correlation_id = %job.hook.id))]
     async fn attempt(self: Arc<Self>, job: Job) {
         if let Err(e) = self.try_attempt(&job).await {
             tracing::warn!(error = %e, "webhook bookkeeping failed; the delivery will be retried");
@@ -223,9 +237,8 @@ impl Dispatcher {
     }
 
     async fn try_attempt(&self, job: &Job) -> Result<(), proto::store::StoreError> {
-        let id = job.id;
-        let msg_id = format!("msg_{}", id.to_string().replace('-', ""));
-        match self.post(&job.url, &msg_id, &job.body).await {
+        let id = &job.hook;
+        match self.post(&job.url, &job.msg_id, &job.body).await {
             Attempt::Delivered(code) => {
                 metrics::counter!("webhook_deliveries_total", "outcome" => "delivered").increment(1);
                 tracing::info!(status = code, "webhook delivered");
@@ -321,7 +334,9 @@ const REFUSED: &str = "refused: not a public address";
 
 /// One attempt to make, holding its user's place until it ends.
 struct Job {
-    id: TaskId,
+    hook: Hook,
+    /// `webhook-id`: stable across attempts.
+    msg_id: String,
     url: String,
     body: String,
     ended: String,
@@ -361,7 +376,7 @@ fn event_type(status: TaskStatus) -> Option<&'static str> {
         TaskStatus::Completed => Some("task.completed"),
         TaskStatus::Failed => Some("task.failed"),
         TaskStatus::Cancelled => Some("task.cancelled"),
-        TaskStatus::InQueue | TaskStatus::InProgress => None,
+        TaskStatus::InQueue | TaskStatus::InProgress | TaskStatus::RequiresAction => None,
     }
 }
 

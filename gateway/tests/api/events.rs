@@ -100,8 +100,8 @@ async fn run_task(app: &Harness, id: TaskId, ticks: u32) {
     let attempt = app.claim(id, "agent-1", 5).await;
     let rec = app.record(id).await.expect("record");
     for t in 1..=ticks {
-        let outcome = app.store.progress(&rec, attempt, t, "think", "{}").await.expect("progress");
-        assert_eq!(outcome, ProgressOutcome::Continue);
+        let outcome = app.store.progress(&rec, attempt, t, "think", "{}", None).await.expect("progress");
+        assert_eq!(outcome, ProgressOutcome::Continue { messages: 0 });
     }
     let result = json!({"success": true, "deliverables": ["d"], "notes": "n", "sources": []});
     let fin =

@@ -146,6 +146,7 @@ async fn every_terminal_transition_frees_a_slot() {
         created_at: chrono::Utc::now(),
         idempotency: None,
         webhook_url: None,
+        tools: Vec::new(),
     };
     assert!(app.store.abort_submit(&undo).await.expect("abort"));
     submit_id(&app).await;

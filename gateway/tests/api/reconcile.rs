@@ -196,6 +196,7 @@ async fn stranded(app: &Harness, n: usize) -> Vec<TaskId> {
             created_at: chrono::Utc::now() - chrono::Duration::seconds(5),
             idempotency: None,
             webhook_url: None,
+            tools: Vec::new(),
         };
         app.store.submit(&task, &proto::store::Limits::NONE).await.expect("submit");
         ids.push(task.id);

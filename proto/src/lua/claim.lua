@@ -11,7 +11,11 @@ local expected_user = ARGV[5]
 local expected_quota_key = ARGV[6]
 -- '' leave, '0' delete, n keep n seconds
 local memories = ARGV[7]
+-- the envelope's enqueue number
+local seq = tonumber(ARGV[8])
 -- Returns {'missing'} | {'terminal', status} | {'gave_up', attempts}
+--   | {'stale'} (a copy of an earlier enqueue: ack it unrun) | {'parked'} (waits for its
+--     owner: this delivery was already handed back, or is a late redelivery)
 --   | {'rekey', user id, quota key} (the owner keys were wrong and this would end the task:
 --     nothing written, call again with these)
 --   | {'claimed', attempt, has checkpoint (0|1), checkpoint or '', field, value, ...}: the
@@ -32,9 +36,18 @@ if is_terminal(st) then
   forget_memory(memory_key, memories)
   return {'terminal', st}
 end
+if tonumber(h['seq'] or '0') > seq then
+  return {'stale'}
+end
+if st == 'requires_action' then
+  return {'parked'}
+end
 local attempt = tonumber(h['attempt'] or '0')
+-- Deliveries since the task was last put on the queue (a resumed task's earlier runs do not
+-- count against the limit, which is the broker's per message).
+local deliveries = tonumber(h['deliveries'] or h['attempt'] or '0')
 local cancel = h['cancel_requested'] == '1'
-local give_up = attempt >= max_deliveries
+local give_up = deliveries >= max_deliveries
 if (cancel or give_up) and ((h['user_id'] or '') ~= expected_user or (h['quota_key'] or '') ~= expected_quota_key) then
   return {'rekey', h['user_id'] or '', h['quota_key'] or ''}
 end
@@ -43,11 +56,12 @@ if cancel then
   return {'terminal', 'cancelled'}
 end
 if give_up then
-  finish('failed', nil, 'gave up after ' .. attempt .. ' deliveries', nil, now, ttl, memory_key, memories)
-  return {'gave_up', attempt}
+  finish('failed', nil, 'gave up after ' .. deliveries .. ' deliveries', nil, now, ttl, memory_key, memories)
+  return {'gave_up', deliveries}
 end
 attempt = attempt + 1
-redis.call('HSET', task_key, 'status', 'in_progress', 'attempt', attempt, 'worker_id', worker_id, 'updated_at', now)
+redis.call('HSET', task_key, 'status', 'in_progress', 'attempt', attempt, 'deliveries', deliveries + 1,
+  'worker_id', worker_id, 'updated_at', now)
 h['status'] = 'in_progress'
 h['attempt'] = tostring(attempt)
 h['worker_id'] = worker_id

@@ -12,6 +12,8 @@
 //! - [`submit`]: admit (with idempotency, rate, active cap and quota), abort, confirm.
 //! - [`take_over`]: a delivery takes its task over.
 //! - [`run`]: progress, finish, and a client's cancel.
+//! - [`park`]: a run parks on its owner's decision; the decision resumes it from its
+//!   checkpoint; the owner's messages to a task.
 //! - [`read`]: get, list, the list cursor.
 //! - [`reconcile`]: the reconciler's closes of records nobody else will end, and its lease.
 //!
@@ -19,6 +21,7 @@
 //! script starts with and the keys it expects ([`TaskStore::finishing`]).
 
 mod new_task;
+mod park;
 mod read;
 pub mod reconcile;
 mod run;
@@ -37,6 +40,7 @@ use crate::task::{RecordError, TaskRecord, TaskStatus};
 use crate::time::utc_day;
 
 pub use new_task::{Idempotency, NewTask};
+pub use park::{DecideOutcome, MessageOutcome, ParkOutcome, Parking};
 pub use read::{Page, parse_cursor};
 pub use run::{CancelOutcome, Finish, FinishOutcome, ProgressOutcome};
 pub use submit::{Claim, Limits, NOT_ENQUEUED, SubmitOutcome};
@@ -161,10 +165,11 @@ impl TaskStore {
 
 /// Every script of the store, for [`crate::preload`].
 pub(crate) fn scripts() -> Vec<&'static Lua> {
-    let mut all = Vec::with_capacity(12);
+    let mut all = Vec::with_capacity(16);
     all.extend(submit::scripts());
     all.extend(take_over::scripts());
     all.extend(run::scripts());
+    all.extend(park::scripts());
     all.extend(reconcile::scripts());
     all
 }

@@ -19,6 +19,8 @@ pub struct NewTask {
     pub idempotency: Option<Idempotency>,
     /// Announce the end of the task here (checked by the address policy before submit).
     pub webhook_url: Option<String>,
+    /// The MCP tools the owner chose (checked against the configured servers before submit).
+    pub tools: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +41,7 @@ impl NewTask {
             created_at: Utc::now(),
             idempotency: None,
             webhook_url: None,
+            tools: Vec::new(),
         }
     }
 
@@ -53,6 +56,7 @@ impl NewTask {
             created_at: env.submitted_at.unwrap_or_else(Utc::now),
             idempotency: None,
             webhook_url: None,
+            tools: Vec::new(),
         }
     }
 
@@ -65,6 +69,7 @@ impl NewTask {
             user_id: Some(self.user_id.clone()),
             submitted_at: Some(self.created_at),
             v: Some(crate::envelope::ENVELOPE_VERSION),
+            seq: 0,
         }
     }
 
@@ -91,6 +96,12 @@ impl NewTask {
             cancel_requested: false,
             quota_key,
             webhook_url: self.webhook_url.clone(),
+            tools: self.tools.clone(),
+            pending_action: None,
+            pending_schema: None,
+            decision: None,
+            seq: 0,
+            messages: 0,
         }
     }
 }
@@ -112,7 +123,8 @@ pub(super) fn new_record_fields(args: &mut Vec<String>, rec: &TaskRecord) {
     for (k, v) in fields {
         args.extend([k.to_owned(), v.to_owned()]);
     }
-    for (k, v) in [("quota_key", &rec.quota_key), ("webhook_url", &rec.webhook_url)] {
+    let tools = (!rec.tools.is_empty()).then(|| serde_json::to_string(&rec.tools).unwrap_or_default());
+    for (k, v) in [("quota_key", &rec.quota_key), ("webhook_url", &rec.webhook_url), ("tools", &tools)] {
         if let Some(v) = v {
             args.extend([k.to_owned(), v.clone()]);
         }

@@ -24,13 +24,17 @@ pub enum CancelOutcome {
     Terminal(TaskStatus),
     /// Was queued: cancelled now, quota refunded.
     Cancelled,
-    /// Is running: the agent stops at its next tick boundary.
+    /// Is running: the agent stops at its next tick boundary. (A task waiting in the
+    /// queue or parked on a decision is cancelled at once.)
     Requested,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressOutcome {
-    Continue,
+    /// Go on; the owner has sent this many messages so far.
+    Continue {
+        messages: u32,
+    },
     CancelRequested,
     /// A newer delivery owns the task; this run must stop without writing.
     Fenced,
@@ -59,7 +63,7 @@ pub struct Finish {
 impl TaskStore {
     pub async fn cancel(&self, rec: &TaskRecord) -> Result<CancelOutcome, StoreError> {
         let mut inv = self.finishing_rec(&CANCEL, rec);
-        inv.arg(rfc3339(Utc::now())).arg(self.ttl());
+        inv.key(self.keys.parked()).arg(rfc3339(Utc::now())).arg(self.ttl());
         let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
         match reply.as_slice() {
             [m] if m == "missing" => Ok(CancelOutcome::Missing),
@@ -70,7 +74,8 @@ impl TaskStore {
         }
     }
 
-    /// Records tick `tick` (1-based count of finished ticks) and the loop checkpoint.
+    /// Records tick `tick` (1-based count of finished ticks) and the loop checkpoint; `tool`
+    /// is the MCP tool the tick called and what it returned, for the tick's event.
     pub async fn progress(
         &self,
         rec: &TaskRecord,
@@ -78,15 +83,25 @@ impl TaskStore {
         tick: u32,
         action: &str,
         checkpoint: &str,
+        tool: Option<(&str, &str)>,
     ) -> Result<ProgressOutcome, StoreError> {
+        let (tool, output) = tool.unwrap_or(("", ""));
         let mut inv = self.finishing_rec(&PROGRESS, rec);
-        inv.arg(attempt).arg(tick).arg(tick).arg(rfc3339(Utc::now())).arg(action).arg(checkpoint).arg(self.ttl());
-        let reply: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
-        Ok(match reply {
+        inv.arg(attempt)
+            .arg(tick)
+            .arg(tick)
+            .arg(rfc3339(Utc::now()))
+            .arg(action)
+            .arg(checkpoint)
+            .arg(self.ttl())
+            .arg(tool)
+            .arg(output);
+        let (code, messages): (i64, u32) = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(match code {
             -2 => ProgressOutcome::Missing,
             -1 => ProgressOutcome::Fenced,
             1 => ProgressOutcome::CancelRequested,
-            _ => ProgressOutcome::Continue,
+            _ => ProgressOutcome::Continue { messages },
         })
     }
 

@@ -34,6 +34,10 @@ pub enum Takeover {
     GaveUp {
         attempts: u32,
     },
+    /// A copy of an earlier enqueue (the task was put back on the queue since): ack unrun.
+    Stale,
+    /// Parked on its owner's decision: this delivery was already handed back.
+    Parked,
     Claimed(Box<Claimed>),
 }
 
@@ -88,14 +92,14 @@ impl TaskStore {
     ) -> Result<Takeover, StoreError> {
         let id = envelope.correlation_id;
         let owner = Owner::expected(self, envelope);
-        let first = self.claim_as(id, &owner, worker_id, max_deliveries).await?;
+        let first = self.claim_as(id, envelope.seq, &owner, worker_id, max_deliveries).await?;
         if !matches!(first, Takeover::Missing) {
             return Ok(first);
         }
         if self.adopt(envelope).await? {
             tracing::info!("envelope had no task record; created one");
         }
-        self.claim_as(id, &owner, worker_id, max_deliveries).await
+        self.claim_as(id, envelope.seq, &owner, worker_id, max_deliveries).await
     }
 
     /// Creates an `in_queue` record for an envelope that has none; false if one exists.
@@ -122,6 +126,7 @@ impl TaskStore {
     async fn claim_as(
         &self,
         id: TaskId,
+        seq: u32,
         owner: &Owner,
         worker_id: &str,
         max_deliveries: u32,
@@ -138,12 +143,15 @@ impl TaskStore {
                 .arg(self.ttl())
                 .arg(&owner.user_id)
                 .arg(owner.quota_key.as_deref().unwrap_or(""))
-                .arg(self.memory.arg());
+                .arg(self.memory.arg())
+                .arg(seq);
             let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
             let bad = || StoreError::Reply(format!("{:?}", &reply[..reply.len().min(4)]));
             let num = |s: &str| s.parse::<u32>().map_err(|_| bad());
             let outcome = match reply.as_slice() {
                 [m] if m == "missing" => Takeover::Missing,
+                [s] if s == "stale" => Takeover::Stale,
+                [p] if p == "parked" => Takeover::Parked,
                 [t, st] if t == "terminal" => Takeover::Terminal(parse_status(st)?),
                 [g, n] if g == "gave_up" => Takeover::GaveUp { attempts: num(n)? },
                 [r, user, quota] if r == "rekey" => {
