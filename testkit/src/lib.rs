@@ -19,6 +19,7 @@
 pub mod binaries;
 pub mod chaos;
 pub mod llm;
+pub mod mcp;
 mod namespace;
 pub mod private;
 mod processes;
@@ -138,6 +139,11 @@ impl Harness {
             .send()
             .await
             .expect("request")
+    }
+
+    /// `POST {path}` as `user` with a JSON body.
+    pub async fn post_json(&self, user: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.http.post(self.url(path)).bearer_auth(self.token_for(user)).json(body).send().await.expect("request")
     }
 
     pub async fn cancel(&self, user: &str, id: TaskId) -> reqwest::Response {

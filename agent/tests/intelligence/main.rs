@@ -6,6 +6,7 @@
 //! The Qdrant test runs only when `QDRANT_URL` is set (see `qdrant.rs`); `qdrant_wire.rs`
 //! checks what the Qdrant store sends against a fake gRPC endpoint, always.
 
+mod approvals;
 mod memory;
 mod model_client;
 mod offline;
@@ -14,7 +15,9 @@ mod qdrant_tls;
 mod qdrant_wire;
 mod scripted;
 mod ssrf;
+mod steering;
 mod support;
+mod tools;
 mod visit_limits;
 
 use std::time::Duration;

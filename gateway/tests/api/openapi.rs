@@ -9,12 +9,14 @@ use serde_json::Value;
 use testkit::Harness;
 
 /// Every route `gateway::routes::router` serves.
-const ROUTES: [(&str, &str); 16] = [
+const ROUTES: [(&str, &str); 18] = [
     ("post", "/tasks"),
     ("get", "/tasks"),
     ("get", "/tasks/{id}"),
     ("post", "/tasks/{id}/cancel"),
     ("get", "/tasks/{id}/events"),
+    ("post", "/tasks/{id}/actions/{call_id}"),
+    ("post", "/tasks/{id}/messages"),
     ("get", "/agents/count"),
     ("get", "/health"),
     ("get", "/ready"),
@@ -47,7 +49,7 @@ async fn the_document_covers_every_route() {
 
     // Each served route answers (whatever its status, never the router's "no such route").
     for (m, p) in ROUTES {
-        let url = app.url(&p.replace("{id}", &uuid::Uuid::new_v4().to_string()));
+        let url = app.url(&p.replace("{id}", &uuid::Uuid::new_v4().to_string()).replace("{call_id}", "call_1"));
         let req = if m == "post" { app.http.post(url) } else { app.http.get(url) };
         let resp = req.bearer_auth(app.token_for("alice")).send().await.expect("request");
         assert_ne!(resp.status(), 405, "{m} {p}");
