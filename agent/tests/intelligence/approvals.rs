@@ -123,3 +123,21 @@ async fn cancel_while_parked_ends_the_task_at_once_and_clears_the_call() {
     assert!(py.calls().is_empty());
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_whose_gateway_died_before_publishing_is_published_by_the_reconciler() {
+    let fast = [("RECONCILE_INTERVAL_MS", "200"), ("RECONCILE_GRACE_MS", "100"), ("PUBLISH_TIMEOUT_MS", "1000")];
+    let Parked { app, py, id, call_id } = parked(&fast, &[]).await;
+    // What a gateway killed between its decision write and its publish leaves behind.
+    let rec = app.record(id).await.expect("record");
+    let decision = proto::task::ActionDecision { call_id, decision: proto::task::Verdict::Approve, arguments: None };
+    let decided = app.store.decide(&rec, &decision).await.expect("decide");
+    assert_eq!(decided, proto::store::DecideOutcome::Resumed { seq: 1 });
+    let done = app.wait_for(id, SOON, |r| r.status.is_terminal()).await;
+    assert_eq!(done.status, TaskStatus::Completed, "{done:#?}");
+    assert_eq!(done.seq, 2, "published again with the next enqueue number");
+    assert_eq!(done.attempt, 2, "run once after the decision");
+    let deleted = py.calls().iter().filter(|c| c.tool == "delete_record").count();
+    assert_eq!(deleted, 1, "the approved call was made once");
+    app.cleanup().await;
+}

@@ -245,3 +245,43 @@ async fn private_addresses_are_refused_without_a_connection() {
     assert!(detail(&body).contains("WEBHOOK_SECRET"), "{body}");
     plain.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_task_announces_its_pending_call_and_later_its_end() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/hook")).respond_with(ResponseTemplate::new(204)).mount(&receiver).await;
+    let app = Harness::start(&hook_env(&[])).await;
+    let url = format!("{}/hook", receiver.uri());
+    let id = submit_hooked(&app, &app.url(""), &url).await;
+    let attempt = app.claim(id, "agent-1", 5).await;
+    let rec = app.record(id).await.expect("record");
+    let action = proto::task::RequiredAction {
+        call_id: "call_1".into(),
+        tool: "files/delete".into(),
+        arguments: json!({"path": "a"}),
+        expires_at: "2030-01-01T00:00:00.000Z".into(),
+    };
+    let (schema, partial) = (json!({}), json!({"success": false}));
+    let parking = proto::store::Parking {
+        action: &action,
+        expires_ms: i64::MAX,
+        schema: &schema,
+        partial: &partial,
+        checkpoint: "{}",
+    };
+    app.store.park(&rec, attempt, &parking).await.expect("park");
+
+    let got = wait_hooks(&app, &receiver, 1).await;
+    let body = verify(&got[0], SECRET);
+    assert_eq!(body["type"], "task.requires_action");
+    assert_eq!(body["data"]["call_id"], "call_1");
+    let first_id = got[0].headers.get("webhook-id").and_then(|v| v.to_str().ok()).expect("id").to_owned();
+    assert_eq!(first_id, format!("msg_{}_call1", id.to_string().replace('-', "")), "one id per call");
+
+    assert_eq!(app.cancel(USER, id).await.status(), 202);
+    let got = wait_hooks(&app, &receiver, 2).await;
+    let end = verify(&got[1], SECRET);
+    assert_eq!(end["type"], "task.cancelled");
+    assert_ne!(got[1].headers.get("webhook-id").and_then(|v| v.to_str().ok()), Some(first_id.as_str()));
+    app.cleanup().await;
+}

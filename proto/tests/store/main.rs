@@ -2,6 +2,7 @@
 //! what each script writes, refuses and answers, one file per phase as in `src/store/`.
 //! What the agent or the gateway do with the answers is tested in their crates.
 
+mod park;
 mod read;
 mod reconcile;
 mod run;
