@@ -49,6 +49,9 @@ pub enum Choice {
     request_body(content = DecisionRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Decided; the task is queued to resume", body = TaskResponse),
+        (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "That call was already decided, or the task ended", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "The edited arguments do not match the tool's schema, or the body is invalid", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::openapi::AuthProblems,
@@ -134,6 +137,9 @@ pub struct MessageAccepted {
     request_body(content = MessageRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Queued for the task's next tick", body = MessageAccepted),
+        (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The task ended, or already has 20 messages", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Empty or over 2000 characters", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::openapi::AuthProblems,
