@@ -98,6 +98,29 @@ test("cancel stops a running task", async () => {
   await context.close();
 });
 
+test("a parked call is approved from the page and a running task takes a message", async () => {
+  const { page, context, errors } = await open();
+  await devSignIn(page);
+  await page.getByTestId("tools-input").fill("py");
+  await submitFromPage(page, 'tool: py/delete_record {"name": "from-the-console"}', 5);
+  const pending = page.getByTestId("pending-action");
+  await pending.waitFor({ state: "visible", timeout: 30_000 });
+  assert.equal(await page.getByTestId("task-status").textContent(), "requires_action");
+  assert.equal(await page.getByTestId("pending-tool").textContent(), "py/delete_record");
+  assert.match(await page.getByTestId("pending-arguments").textContent(), /from-the-console/);
+  await page.getByTestId("message-input").fill("please be careful");
+  await page.getByTestId("message-button").click();
+  await page.getByTestId("message-status").filter({ hasText: "sent" }).waitFor({ timeout: 10_000 });
+  await page.getByTestId("task-actions").filter({ hasText: "you: please be careful" }).waitFor({ timeout: 10_000 });
+  await page.screenshot({ path: `${SHOTS}/07-pending.png`, fullPage: true });
+  await page.getByTestId("approve-button").click();
+  await page.getByTestId("task-status").filter({ hasText: /^completed$/ }).waitFor({ timeout: 60_000 });
+  assert.match(await page.getByTestId("task-result").textContent(), /deleted from-the-console/);
+  assert.equal(await pending.isVisible(), false);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test("a bad token shows a clear message", async () => {
   const { page, context } = await open();
   await page.getByTestId("token-input").fill("not-a-real-token");

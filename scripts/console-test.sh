@@ -14,6 +14,7 @@ if [ ! -d console-tests/node_modules/playwright-core ]; then
   echo "console-test: installing playwright-core (npm ci)"
   (cd console-tests && npm ci --no-audit --no-fund --silent)
 fi
+scripts/test-deps.sh >/dev/null
 cargo build --bins --locked --quiet
 bin=${CARGO_TARGET_DIR:-target}/debug
 
@@ -35,6 +36,11 @@ cleanup() {
   rm -rf "$logs"
 }
 trap cleanup EXIT
+# An MCP server (the Python SDK's, as in the tool tests) whose delete_record needs approval.
+mcp_port=$(free_port)
+.venv/bin/python testkit/mcp_server.py --port "$mcp_port" --log "$logs/mcp-calls.jsonl" >"$logs/mcp.log" 2>&1 & pids+=($!)
+export MCP_SERVERS="{\"py\": {\"url\": \"http://127.0.0.1:$mcp_port/mcp\", \"approval\": {\"delete_record\": \"always\"}}}"
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$mcp_port) 2>/dev/null && break; sleep 0.2; done
 GATEWAY_ADDR=127.0.0.1:$port "$bin/gateway" >"$logs/gateway.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.2; done
 METRICS_SIDECAR_ADDR=127.0.0.1:$(free_port) "$bin/metrics-sidecar" >"$logs/sidecar.log" 2>&1 & pids+=($!)

@@ -151,6 +151,8 @@ async function submit(ev) {
   const body = { mandate: $("mandate-input").value, max_ticks: Number($("max-ticks-input").value) };
   const hook = $("webhook-input").value.trim();
   if (hook) body.webhook_url = hook;
+  const tools = $("tools-input").value.split(",").map((t) => t.trim()).filter(Boolean);
+  if (tools.length) body.tools = tools;
   try {
     const t = await (await api("/tasks", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })).json();
     $("task-list").prepend(taskRow(t));
@@ -165,6 +167,42 @@ function render(status, tick, maxTicks) {
   $("task-status").textContent = status;
   $("task-tick").textContent = tick != null ? `tick ${tick} of ${maxTicks}` : "";
   $("cancel-button").hidden = TERMINAL.has(status);
+  $("message-form").hidden = TERMINAL.has(status) || status === "…";
+  if (status !== "requires_action") $("pending-action").hidden = true;
+}
+
+// A parked task: the call it waits on, from the task itself (the event names only its id).
+async function showPending(id) {
+  try {
+    const t = await (await api(`/tasks/${id}`)).json();
+    const a = t.required_action;
+    if (!a || state.followingId !== id) return;
+    $("pending-tool").textContent = a.tool;
+    $("pending-arguments").textContent = JSON.stringify(a.arguments);
+    $("pending-expires").textContent = a.expires_at;
+    const box = $("pending-action");
+    box.dataset.call = a.call_id;
+    box.hidden = false;
+  } catch (e) { $("task-status").textContent = `could not read the pending call: ${e.message}`; }
+}
+
+async function decide(decision) {
+  const id = state.followingId, call = $("pending-action").dataset.call;
+  try {
+    await api(`/tasks/${id}/actions/${encodeURIComponent(call)}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ decision }) });
+    $("pending-action").hidden = true;
+  } catch (e) { $("task-status").textContent = `${decision} failed: ${e.message}`; }
+}
+
+async function sendMessage(ev) {
+  ev.preventDefault();
+  const text = $("message-input").value.trim();
+  if (!text) return;
+  try {
+    await api(`/tasks/${state.followingId}/messages`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text }) });
+    $("message-input").value = "";
+    $("message-status").textContent = "sent: the agent reads it at its next tick";
+  } catch (e) { $("message-status").textContent = `not sent: ${e.message}`; }
 }
 
 function showResult(result, error) {
@@ -195,6 +233,8 @@ async function follow(id, maxTicks) {
   if (state.following) state.following.abort();
   const ctrl = new AbortController();
   state.following = ctrl;
+  state.followingId = id;
+  $("message-status").textContent = "";
   $("task-detail").hidden = false;
   $("task-id").textContent = id;
   $("task-actions").replaceChildren();
@@ -248,10 +288,14 @@ function parseEvent(block) {
 function onEvent(ev, maxTicks) {
   const d = ev.data;
   if (ev.event === "tick") {
-    $("task-actions").append(el("li", { textContent: `tick ${d.tick}: ${d.action}` }));
+    const tool = d.tool ? ` ${d.tool}` : "";
+    $("task-actions").append(el("li", { textContent: `tick ${d.tick}: ${d.action}${tool}` }));
     render(d.status, d.tick, maxTicks);
+  } else if (ev.event === "message") {
+    $("task-actions").append(el("li", { class: "owner", textContent: `you: ${d.message}` }));
   } else if (ev.event === "status") {
     render(d.status, null, maxTicks);
+    if (d.status === "requires_action") showPending(state.followingId);
     if (TERMINAL.has(d.status)) {
       showResult(d.result, d.error);
       return true;
@@ -280,6 +324,9 @@ async function init() {
   $("submit-form").addEventListener("submit", submit);
   $("more-button").addEventListener("click", () => loadTasks().catch((e) => showAuth(e.message, true)));
   $("cancel-button").addEventListener("click", cancel);
+  $("approve-button").addEventListener("click", () => decide("approve"));
+  $("deny-button").addEventListener("click", () => decide("deny"));
+  $("message-form").addEventListener("submit", sendMessage);
   $("dev-token").addEventListener("click", devToken);
   try {
     const config = await (await fetch("/console/config")).json();
