@@ -209,7 +209,8 @@ async fn run(
         meter: Meter::starting_at(state.usage),
         approval_timeout: worker.settings.approval_timeout,
     };
-    let end = run.execute(state).await;
+    // The loop's future is large (its state lives across awaits): on the heap, once per delivery.
+    let end = Box::pin(run.execute(state)).await;
     let usage = run.meter.total();
     let fin = match end {
         RunEnd::Completed(result, ticks) => terminal(TaskStatus::Completed, result, None, ticks, usage),

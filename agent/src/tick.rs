@@ -306,14 +306,14 @@ impl Run<'_> {
                 self.read_messages(&mut state).await;
             }
             let step = match state.pending.take() {
-                Some(pending) => raced!(state, self.race(deadline, self.decided(pending)).await),
+                Some(pending) => raced!(state, self.race(deadline, Box::pin(self.decided(pending))).await),
                 None => {
                     let memories =
                         raced!(state, self.race(deadline, self.recall(&state, &recall_query(&state, mandate))).await);
                     let offer = if self.record.tools.is_empty() {
                         ToolOffer::default()
                     } else {
-                        crate::tools::mcp::offer(&self.tools.mcp, &self.record.tools).await
+                        Box::pin(crate::tools::mcp::offer(&self.tools.mcp, &self.record.tools)).await
                     };
                     let view = self.view(&state, &memories, &offer);
                     let decided = raced!(state, self.model_call(deadline, || self.model.decide(&view)).await);
@@ -323,7 +323,7 @@ impl Run<'_> {
                             Action::Tool { tool, arguments } => match offer.get(tool) {
                                 Some(info) if info.needs_approval => {
                                     let schema = info.input_schema.clone();
-                                    return self.park(state, d, tick, &schema).await;
+                                    return Box::pin(self.park(state, d, tick, &schema)).await;
                                 }
                                 Some(_) => {
                                     let (tool, arguments) = (tool.clone(), arguments.clone());
