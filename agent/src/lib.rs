@@ -12,10 +12,12 @@
 //! - [`config`]: the agent's settings from the environment (each part's own settings
 //!   live with that part).
 //! - [`protection`]: ECS task scale-in protection while busy (with `ECS_AGENT_URI`).
-//! - [`tick`]: the tick loop of one task ([`tick::Run`]), racing its deadline and stop.
+//! - [`tick`]: the tick loop of one task ([`tick::Run`]), racing its deadline and stop; parking
+//!   on a call that needs the owner's approval and reading the owner's messages (`tick::owner`).
 //! - [`vet`]: what a result may claim: sources read or shown, deliverables without
 //!   duplicates or placeholders.
-//! - [`tools`]: `search` and `visit` (with the SSRF address policy and HTML to text).
+//! - [`tools`]: `search`, `visit` (with the SSRF address policy and HTML to text) and the
+//!   operator's MCP tools.
 //! - [`model`]: the model interface, its prompts, the OpenAI-compatible client and the
 //!   offline demo model (with [`model::offline::OfflineSettings`]).
 //! - [`memory`]: task memory in Redis or Qdrant.

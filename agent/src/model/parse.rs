@@ -96,6 +96,19 @@ fn visit_target(raw: String) -> Result<String, String> {
     }
 }
 
+/// The first way `args` breaks `schema`, if any.
+pub fn check_arguments(schema: &serde_json::Value, args: &serde_json::Value) -> Result<(), String> {
+    let validator = jsonschema::validator_for(schema).map_err(|e| format!("the tool's schema is unusable: {e}"))?;
+    match validator.iter_errors(args).next() {
+        None => Ok(()),
+        Some(e) => {
+            let at = e.instance_path().to_string();
+            let at = if at.is_empty() { String::new() } else { format!(" at {at}") };
+            Err(clip(&format!("{e}{at}"), 300))
+        }
+    }
+}
+
 /// A `tool` action: a tool on offer, and arguments (an object, or a JSON string of one) its
 /// input schema accepts. A failure is a reason the repair turn quotes, never a call.
 fn tool_call(tools: &ToolOffer, name: Option<String>, arguments: Option<serde_json::Value>) -> Result<Action, String> {
@@ -114,7 +127,7 @@ fn tool_call(tools: &ToolOffer, name: Option<String>, arguments: Option<serde_js
     if !arguments.is_object() {
         return Err("\"arguments\" must be a JSON object".into());
     }
-    crate::tools::mcp::check_arguments(&info.input_schema, &arguments)
+    check_arguments(&info.input_schema, &arguments)
         .map_err(|e| format!("the arguments for {name} do not match its input schema: {e}"))?;
     Ok(Action::Tool { tool: name, arguments })
 }
@@ -250,6 +263,15 @@ mod tests {
         assert!(call("calc/add", "[1]").is_err());
         let none = decision(r#"{"action":{"type":"tool","tool":"calc/add"}}"#, false, ToolOffer::none());
         assert!(none.expect_err("none offered").contains("no tools"));
+    }
+
+    #[test]
+    fn arguments_are_checked_against_the_schema() {
+        let schema = serde_json::json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}, "required": ["n"]});
+        assert!(check_arguments(&schema, &serde_json::json!({"n": 2})).is_ok());
+        let e = check_arguments(&schema, &serde_json::json!({"n": 0})).expect_err("minimum");
+        assert!(e.contains("/n"), "{e}");
+        assert!(check_arguments(&schema, &serde_json::json!({})).is_err());
     }
 
     #[test]

@@ -41,19 +41,6 @@ pub async fn offer(mcp: &McpClients, chosen: &[String]) -> ToolOffer {
     offer
 }
 
-/// The first way `args` breaks `schema`, if any.
-pub fn check_arguments(schema: &Value, args: &Value) -> Result<(), String> {
-    let validator = jsonschema::validator_for(schema).map_err(|e| format!("the tool's schema is unusable: {e}"))?;
-    match validator.iter_errors(args).next() {
-        None => Ok(()),
-        Some(e) => {
-            let at = e.instance_path().to_string();
-            let at = if at.is_empty() { String::new() } else { format!(" at {at}") };
-            Err(clip(&format!("{e}{at}"), 300))
-        }
-    }
-}
-
 /// The key a call carries in `_meta`: the same for a call repeated after a crash (the task
 /// and its tick do not change across deliveries), different for every other call.
 pub fn idempotency_key(task: TaskId, tick: u32) -> String {
@@ -123,14 +110,5 @@ mod tests {
         assert_eq!(idempotency_key(t, 3), idempotency_key(t, 3));
         assert_ne!(idempotency_key(t, 3), idempotency_key(t, 4));
         assert_ne!(idempotency_key(t, 3), idempotency_key(TaskId::new(), 3));
-    }
-
-    #[test]
-    fn arguments_are_checked_against_the_schema() {
-        let schema = serde_json::json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}, "required": ["n"]});
-        assert!(check_arguments(&schema, &serde_json::json!({"n": 2})).is_ok());
-        let e = check_arguments(&schema, &serde_json::json!({"n": 0})).expect_err("minimum");
-        assert!(e.contains("/n"), "{e}");
-        assert!(check_arguments(&schema, &serde_json::json!({})).is_err());
     }
 }

@@ -7,24 +7,23 @@
 //! Model, tool and memory calls all race the task deadline and the stop signal. Memory is
 //! an aid: when it fails the loop goes on without it.
 
+mod owner;
+
 use std::time::Duration;
 
 use proto::TaskResult;
-use proto::store::{ParkOutcome, Parking, ProgressOutcome, StoreError, TaskStore};
-use proto::task::{RequiredAction, TaskRecord, Verdict};
+use proto::store::{ProgressOutcome, StoreError, TaskStore};
+use proto::task::TaskRecord;
 use runtime::telemetry::Chain;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{LoopState, PendingCall, Step};
+use crate::checkpoint::{LoopState, Step};
 use crate::memory::{Kind, Memory, NewMemory, Recalled, Scope};
 use crate::meter::Meter;
 use crate::model::{Action, Decision, Model, ModelError, ToolOffer, View};
 use crate::text::clip;
 use crate::tools::{Outcome, Tools};
-
-/// Characters of a tool's result in the tick's event.
-const EVENT_OUTPUT_CHARS: usize = 500;
 
 /// What to look up in memory before the next tick: the mandate and the latest step.
 fn recall_query(state: &LoopState, mandate: &str) -> String {
@@ -70,11 +69,11 @@ pub struct Run<'a> {
 }
 
 /// What a tick did, before it is recorded.
-struct Step1 {
-    decision: Option<Decision>,
-    outcome: Outcome,
+pub(crate) struct TickStep {
+    pub(crate) decision: Option<Decision>,
+    pub(crate) outcome: Outcome,
     /// The MCP tool called, and what it returned (for the tick's event).
-    tool: Option<(String, String)>,
+    pub(crate) tool: Option<(String, String)>,
 }
 
 enum Race<T> {
@@ -159,119 +158,6 @@ impl Run<'_> {
         }
     }
 
-    /// The owner's messages after those the state has read; a failure leaves them for the
-    /// next tick (they are counted by index, so none is lost or read twice).
-    async fn read_messages(&self, state: &mut LoopState) {
-        let from = u32::try_from(state.owner_messages.len()).unwrap_or(u32::MAX);
-        match self.store.messages(self.record.id, from).await {
-            Ok(new) => {
-                tracing::info!(count = new.len(), "owner messages read");
-                state.owner_messages.extend(new);
-            }
-            Err(e) => tracing::warn!(error = %e, "could not read the owner's messages; trying again next tick"),
-        }
-    }
-
-    /// Calls the tool of a `tool` action now (its policy needs no approval).
-    async fn call_tool(
-        &self,
-        tick: u32,
-        tool: &str,
-        arguments: &serde_json::Value,
-    ) -> (Outcome, Option<(String, String)>) {
-        let outcome = crate::tools::mcp::call(&self.tools.mcp, self.record.id, tick, tool, arguments).await;
-        let output = clip(&outcome.observation, EVENT_OUTPUT_CHARS);
-        (outcome, Some((tool.to_owned(), output)))
-    }
-
-    /// The tick a parked call belongs to, completed with its owner's decision.
-    async fn decided(&self, pending: PendingCall) -> Step1 {
-        let decision = self.record.decision.as_ref().filter(|d| d.call_id == pending.call_id);
-        let arguments = decision.and_then(|d| d.arguments.clone()).unwrap_or_else(|| pending.arguments.clone());
-        let (outcome, tool) = match decision.map(|d| d.decision) {
-            Some(Verdict::Approve) => {
-                tracing::info!(call_id = %pending.call_id, "owner approved the tool call; making it");
-                self.call_tool(pending.tick, &pending.tool, &arguments).await
-            }
-            other => {
-                let why = match other {
-                    Some(Verdict::Deny) => "the owner denied it",
-                    Some(Verdict::Expired) => "nobody approved it in time (it expired)",
-                    _ => "no decision about it was found",
-                };
-                tracing::info!(call_id = %pending.call_id, why, "tool call not made");
-                let observation = format!(
-                    "the call to {} was not made: {why}. Do not repeat it; choose something else.",
-                    pending.tool
-                );
-                (
-                    Outcome { observation: observation.clone(), ..Outcome::default() },
-                    Some((pending.tool.clone(), observation)),
-                )
-            }
-        };
-        let decision = Decision {
-            thought: pending.thought,
-            action: Action::Tool { tool: pending.tool, arguments },
-            notes: pending.notes,
-            deliverable: pending.deliverable,
-            remember: pending.remember,
-        };
-        Step1 { decision: Some(decision), outcome, tool }
-    }
-
-    /// Saves the checkpoint with the pending call and parks the task on it.
-    async fn park(&self, mut state: LoopState, d: Decision, tick: u32, schema: &serde_json::Value) -> RunEnd {
-        let Action::Tool { tool, arguments } = d.action else { unreachable!("only tool calls park") };
-        let call_id = format!("call_{tick}");
-        let expires = chrono::Utc::now() + chrono::Duration::from_std(self.approval_timeout).unwrap_or_default();
-        let action = RequiredAction {
-            call_id: call_id.clone(),
-            tool: tool.clone(),
-            arguments: arguments.clone(),
-            expires_at: proto::time::rfc3339(expires),
-        };
-        state.pending = Some(PendingCall {
-            call_id,
-            tick,
-            tool,
-            arguments,
-            thought: d.thought,
-            notes: d.notes,
-            deliverable: d.deliverable,
-            remember: d.remember,
-        });
-        state.usage = self.meter.total();
-        let mut partial = state.partial_result("cancelled while waiting for the owner's approval");
-        partial.usage = Some(state.usage);
-        let partial = serde_json::to_value(partial).unwrap_or_default();
-        let checkpoint = state.encode();
-        let parking = Parking {
-            action: &action,
-            expires_ms: expires.timestamp_millis(),
-            schema,
-            partial: &partial,
-            checkpoint: &checkpoint,
-        };
-        let parked =
-            crate::retry::redis_unless_stopped(self.stop, || self.store.park(self.record, self.attempt, &parking))
-                .await;
-        match parked {
-            Ok(ParkOutcome::Parked) => {
-                tracing::info!(call_id = %action.call_id, tool = %action.tool, "parked: the tool call needs the owner's approval");
-                metrics::counter!("agent_tasks_parked_total").increment(1);
-                RunEnd::Parked
-            }
-            Ok(ParkOutcome::CancelRequested) => {
-                state.pending = None;
-                RunEnd::Cancelled(state.partial_result("cancelled by the user"), state.tick)
-            }
-            Ok(ParkOutcome::Fenced) => RunEnd::Fenced,
-            Ok(ParkOutcome::Missing) => RunEnd::Missing,
-            Err(e) => RunEnd::Store(e),
-        }
-    }
-
     fn scope(&self) -> Scope {
         Scope { task: self.record.id, user: self.record.user_id.clone() }
     }
@@ -331,12 +217,12 @@ impl Run<'_> {
                                         state,
                                         self.race(deadline, self.call_tool(tick, &tool, &arguments)).await
                                     );
-                                    Step1 { decision: Some(d), outcome, tool }
+                                    TickStep { decision: Some(d), outcome, tool }
                                 }
                                 // Not chosen for this task, or its server is down: never called.
                                 None => {
                                     let observation = format!("tool {tool} is not available to this task right now");
-                                    Step1 {
+                                    TickStep {
                                         decision: Some(d),
                                         outcome: Outcome { observation, ..Outcome::default() },
                                         tool: None,
@@ -345,18 +231,18 @@ impl Run<'_> {
                             },
                             action => {
                                 let outcome = raced!(state, self.race(deadline, self.tools.run(action, tick)).await);
-                                Step1 { decision: Some(d), outcome, tool: None }
+                                TickStep { decision: Some(d), outcome, tool: None }
                             }
                         },
                         Err(ModelError::Malformed(reason)) => {
                             tracing::warn!(tick, %reason, "model reply unusable after the repair retry; tick failed");
-                            Step1 { decision: None, outcome: Outcome::default(), tool: None }
+                            TickStep { decision: None, outcome: Outcome::default(), tool: None }
                         }
                         Err(e) => return self.model_failure(e, &state),
                     }
                 }
             };
-            let Step1 { decision, outcome, tool } = step;
+            let TickStep { decision, outcome, tool } = step;
             let tick = state.tick + 1;
             state.tick = tick;
             let action_name = decision.as_ref().map_or("invalid", |d| d.action.name());
