@@ -29,7 +29,13 @@ pub(crate) fn ecs(moto: &Moto) -> aws_sdk_ecs::Client {
 }
 
 pub(crate) async fn create_service(ecs: &aws_sdk_ecs::Client, desired: i32) {
-    ecs.create_cluster().cluster_name(CLUSTER).send().await.expect("create cluster");
+    // moto loads its ECS backend on the first call, which can outlast the client's 5 s
+    // attempt timeout on a loaded machine: a setup step, so it may try again.
+    let mut tries = 0;
+    while let Err(e) = ecs.create_cluster().cluster_name(CLUSTER).send().await {
+        tries += 1;
+        assert!(tries < 5, "create cluster: {e:?}");
+    }
     let container =
         ContainerDefinition::builder().name("agent").image("euglena/agent:test").memory(512).essential(true).build();
     ecs.register_task_definition()
