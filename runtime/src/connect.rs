@@ -4,8 +4,14 @@
 //! `rediss://` and `amqps://` URLs connect over TLS, verified against the system roots
 //! plus the endpoint's private CA (see [`crate::tls`]). A TLS failure is reported as
 //! such, naming the host; there is no plaintext fallback and no way to skip verification.
+//!
+//! A RabbitMQ endpoint may name several nodes (`RABBITMQ_URL` as a comma-separated list,
+//! see [`crate::nodes`]): each connect tries them in a fresh random order, recently failed
+//! ones last. A Redis endpoint may name sentinels (`REDIS_SENTINELS`, see
+//! [`crate::sentinel`]): its clients then reach whichever node the sentinels call primary.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::tcp::OwnedTLSConfig;
@@ -15,13 +21,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{self, Backoff};
 use crate::config::ConfigError;
+use crate::nodes::{self, Nodes};
+use crate::sentinel::{self, Sentinels};
 use crate::tls::{self, PrivateCa};
 
 /// Where a service is, and the private CA (if any) its TLS certificate chains to.
 #[derive(Clone)]
 pub struct Endpoint {
+    /// As configured: one URL, or (RabbitMQ) a comma-separated list of a cluster's nodes.
     url: String,
+    nodes: Arc<Nodes>,
     ca: Option<PrivateCa>,
+    /// Redis only: the sentinels that name the primary.
+    sentinels: Option<Arc<Sentinels>>,
 }
 
 /// Without the URL's credentials: settings are logged with `{:?}`.
@@ -31,6 +43,7 @@ impl std::fmt::Debug for Endpoint {
         f.debug_struct("Endpoint")
             .field("url", &format!("{scheme}://{}", self.host_port()))
             .field("ca", &self.ca)
+            .field("sentinels", &self.sentinels)
             .finish()
     }
 }
@@ -38,13 +51,26 @@ impl std::fmt::Debug for Endpoint {
 impl Endpoint {
     /// A URL without a private CA (system roots only for `rediss://` / `amqps://`).
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), ca: None }
+        let url = url.into();
+        let mut list = nodes::split_urls(&url);
+        if list.is_empty() {
+            list.push(url.clone());
+        }
+        Self { url, nodes: Arc::new(Nodes::new(list)), ca: None, sentinels: None }
     }
 
     /// `url` (read from `url_var`) with the PEM file `ca_file` (read from `ca_var`). A CA
     /// file with a plaintext URL is refused: it means the operator expects TLS that is not on.
+    /// A list of nodes must be all TLS or all plaintext.
     pub fn configured(url: String, url_var: &str, ca_file: Option<String>, ca_var: &str) -> Result<Self, ConfigError> {
+        if nodes::split_urls(&url).is_empty() {
+            return Err(ConfigError::new(url_var, "is empty"));
+        }
         let endpoint = Self::new(url);
+        let tls = endpoint.nodes.urls().iter().filter(|u| is_tls_url(u)).count();
+        if tls != 0 && tls != endpoint.nodes.len() {
+            return Err(ConfigError::new(url_var, "lists TLS and plaintext nodes together; use one scheme for all"));
+        }
         match ca_file {
             None => Ok(endpoint),
             Some(_) if !endpoint.is_tls() => Err(ConfigError::new(
@@ -64,19 +90,40 @@ impl Endpoint {
         Ok(self)
     }
 
+    /// With this CA already loaded (the sentinels of a Redis endpoint share its CA).
+    pub fn with_private_ca(mut self, ca: PrivateCa) -> Self {
+        self.ca = Some(ca);
+        self
+    }
+
+    /// Redis behind sentinels: clients connect through the process's relay to whichever
+    /// node the sentinels name primary (see [`crate::sentinel`]).
+    pub fn with_sentinels(mut self, sentinels: Sentinels) -> Self {
+        self.sentinels = Some(Arc::new(sentinels));
+        self
+    }
+
+    /// The setting as configured (for a RabbitMQ cluster, the whole list).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Every node's URL (one for a single server).
+    pub fn urls(&self) -> &[String] {
+        self.nodes.urls()
+    }
+
+    pub fn sentinels(&self) -> Option<&Sentinels> {
+        self.sentinels.as_deref()
     }
 
     pub fn ca(&self) -> Option<&PrivateCa> {
         self.ca.as_ref()
     }
 
-    /// `host:port` for messages; never the credentials.
+    /// `host:port` for messages (comma-separated for several nodes); never the credentials.
     pub fn host_port(&self) -> String {
-        let rest = self.url.split_once("://").map_or(self.url.as_str(), |(_, r)| r);
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        authority.rsplit_once('@').map_or(authority, |(_, h)| h).to_owned()
+        self.nodes.urls().iter().map(|u| host_port(u)).collect::<Vec<_>>().join(",")
     }
 
     /// The variable that adds a private CA for this kind of URL.
@@ -85,8 +132,7 @@ impl Endpoint {
     }
 
     pub fn is_tls(&self) -> bool {
-        let scheme = self.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
-        scheme == "rediss" || scheme == "amqps"
+        self.nodes.urls().first().is_some_and(|u| is_tls_url(u))
     }
 
     /// An error from this endpoint in words: a TLS failure says so and names the host.
@@ -100,11 +146,24 @@ impl Endpoint {
     }
 }
 
+fn is_tls_url(url: &str) -> bool {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+    scheme == "rediss" || scheme == "amqps"
+}
+
+/// One URL's `host:port`, without credentials.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h).to_owned()
+}
+
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 pub const AMQP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Redis connection manager that connects lazily and reconnects by itself; commands
-/// fail fast (after [`REDIS_TIMEOUT`]) while Redis is down instead of hanging.
+/// fail fast (after [`REDIS_TIMEOUT`]) while Redis is down instead of hanging. Inside a
+/// Tokio runtime, [`sentinel::watch_role`] moves it off a node demoted to a replica.
 pub fn redis(endpoint: &Endpoint) -> redis::RedisResult<ConnectionManager> {
     let client = redis_client(endpoint)?;
     let config = ConnectionManagerConfig::new()
@@ -112,13 +171,23 @@ pub fn redis(endpoint: &Endpoint) -> redis::RedisResult<ConnectionManager> {
         .set_response_timeout(Some(REDIS_TIMEOUT))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_lazy_with_config(client, config)
+    let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+    sentinel::watch_role(conn.clone());
+    Ok(conn)
 }
 
 /// The client for an endpoint; a `rediss://` URL gets rustls with the system roots plus
-/// the endpoint's CA.
+/// the endpoint's CA. With sentinels, the client connects to the process's relay on
+/// loopback (plaintext; the relay keeps TLS on the wire) with `REDIS_URL`'s credentials.
 pub fn redis_client(endpoint: &Endpoint) -> redis::RedisResult<redis::Client> {
     let info = redis::IntoConnectionInfo::into_connection_info(endpoint.url())?;
+    if let Some(sentinels) = &endpoint.sentinels {
+        let relay = sentinel::relay_addr(endpoint, sentinels).map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "REDIS_SENTINELS", e.to_string()))
+        })?;
+        let info = info.set_addr(redis::ConnectionAddr::Tcp(relay.ip().to_string(), relay.port()));
+        return redis::Client::open(info);
+    }
     if let redis::ConnectionAddr::TcpTls { insecure: true, .. } = info.addr() {
         // `#insecure` would turn certificate verification off.
         return Err(redis::RedisError::from((
@@ -202,30 +271,67 @@ pub enum AmqpConnectError {
 }
 
 /// Opens a connection; an `amqps://` URL is verified against the system roots plus the
-/// endpoint's CA.
+/// endpoint's CA. With several nodes, tries each in this attempt's order (a fresh shuffle,
+/// recently failed nodes last) and returns the first connection; each node gets
+/// [`AMQP_CONNECT_TIMEOUT`] divided among the nodes, at least [`AMQP_NODE_TIMEOUT_MIN`].
 pub async fn amqp(endpoint: &Endpoint, name: &str) -> Result<Connection, AmqpConnectError> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
     if endpoint.is_tls() {
         tls::install_crypto_provider();
     }
+    let nodes = &endpoint.nodes;
+    let per_node = match u32::try_from(nodes.len()) {
+        Ok(n) if n > 1 => (AMQP_CONNECT_TIMEOUT / n).max(AMQP_NODE_TIMEOUT_MIN),
+        _ => AMQP_CONNECT_TIMEOUT,
+    };
+    let mut last = AmqpConnectError::Timeout(per_node);
+    for i in nodes.order() {
+        let url = &nodes.urls()[i];
+        match amqp_node(endpoint, url, name, per_node).await {
+            Ok(c) => {
+                nodes.connected(i);
+                if nodes.len() > 1 {
+                    tracing::info!(connection = name, node = %host_port(url), "rabbitmq connected");
+                }
+                return Ok(c);
+            }
+            Err(e) => {
+                nodes.failed(i);
+                if nodes.len() > 1 {
+                    tracing::debug!(connection = name, node = %host_port(url), error = %e, "rabbitmq node not reachable");
+                }
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The least a node of a list gets to connect.
+pub const AMQP_NODE_TIMEOUT_MIN: Duration = Duration::from_secs(2);
+
+async fn amqp_node(
+    endpoint: &Endpoint,
+    url: &str,
+    name: &str,
+    limit: Duration,
+) -> Result<Connection, AmqpConnectError> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
     let tls_config = OwnedTLSConfig { identity: None, cert_chain: endpoint.ca().map(|ca| ca.pem().to_owned()) };
     let connect = async {
         DefaultConnectionBuilder::new()?
-            .with_uri_str(endpoint.url().to_owned())
+            .with_uri_str(url.to_owned())
             .with_properties(props)
             .with_tls_config(tls_config)
             .connect()
             .await
     };
-    match tokio::time::timeout(AMQP_CONNECT_TIMEOUT, connect).await {
+    match tokio::time::timeout(limit, connect).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => match tls::rustls_error(&e) {
-            Some(t) => {
-                Err(AmqpConnectError::Tls { host: endpoint.host_port(), reason: tls::explain(t, endpoint.ca_var()) })
-            }
+            Some(t) => Err(AmqpConnectError::Tls { host: host_port(url), reason: tls::explain(t, endpoint.ca_var()) }),
             None => Err(e.into()),
         },
-        Err(_) => Err(AmqpConnectError::Timeout(AMQP_CONNECT_TIMEOUT)),
+        Err(_) => Err(AmqpConnectError::Timeout(limit)),
     }
 }
 
