@@ -82,6 +82,8 @@ struct Load {
     given_up: Arc<AtomicUsize>,
     next: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// Stops the clients started with a gap under 100 ms (a dense burst) only.
+    stop_dense: Arc<AtomicBool>,
 }
 
 impl Load {
@@ -96,16 +98,18 @@ impl Load {
             given_up: Arc::default(),
             next: Arc::default(),
             stop: Arc::default(),
+            stop_dense: Arc::default(),
         }
     }
 
     /// `clients` clients, each submitting every `gap` until [`Load::stop`].
     fn start(&self, clients: usize, gap: Duration, max_ticks: u32) -> tokio::task::JoinSet<()> {
         let mut set = tokio::task::JoinSet::new();
+        let dense = gap < Duration::from_millis(100);
         for _ in 0..clients {
             let load = self.clone();
             set.spawn(async move {
-                while !load.stop.load(Ordering::SeqCst) {
+                while !load.stop.load(Ordering::SeqCst) && !(dense && load.stop_dense.load(Ordering::SeqCst)) {
                     load.submit(max_ticks).await;
                     tokio::time::sleep(gap).await;
                 }
@@ -116,6 +120,23 @@ impl Load {
 
     fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn pause_dense(&self) {
+        self.stop_dense.store(true, Ordering::SeqCst);
+    }
+
+    /// Requests sent before `at` and answered after it.
+    fn in_flight_at(&self, at: Instant) -> usize {
+        self.outcomes.lock().map(|o| o.iter().filter(|o| o.sent < at && o.answered > at).count()).unwrap_or(0)
+    }
+
+    /// `202`s answered between `from` and `to`.
+    fn accepted_between(&self, from: Instant, to: Instant) -> usize {
+        self.outcomes
+            .lock()
+            .map(|o| o.iter().filter(|o| o.accepted && o.answered > from && o.answered < to).count())
+            .unwrap_or(0)
     }
 
     /// One submission, retried with the same key and body.
@@ -207,6 +228,8 @@ pub struct Row {
     pub quota_off_by: i64,
     /// The scenario may cost quota accuracy (a Redis failover, ARCHITECTURE §8).
     pub quota_may_drift: bool,
+    /// What the fault's own check found wrong (e.g. a 202 while the queue had no quorum).
+    pub fault_failures: usize,
 }
 
 impl Row {
@@ -216,6 +239,7 @@ impl Row {
             && t.duplicated == 0
             && t.stuck == 0
             && self.given_up == 0
+            && self.fault_failures == 0
             && t.evidence_ok
             && (t.quota_ok || self.quota_may_drift)
     }
@@ -257,6 +281,8 @@ pub fn table(rows: &[Row]) -> String {
 struct Struck {
     at: Instant,
     restored: Option<Instant>,
+    /// What the fault's own check found wrong (counted as stuck).
+    failures: usize,
     note: String,
 }
 
@@ -288,13 +314,28 @@ pub async fn run(name: &str, cluster: &mut Cluster, bins: &Bins) -> Row {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let struck = match name {
         "rabbit_leader_kill" => leader_kill(cluster, &queue).await,
-        "rabbit_quorum_lost" => quorum_lost(cluster, &queue).await,
+        "rabbit_quorum_lost" => quorum_lost(cluster, &queue, &load).await,
         "redis_primary_kill" => redis_primary_kill(cluster).await,
         "gateway_kill" => {
+            // A denser burst of one-tick tasks around the kill, so requests are in flight on
+            // the gateway that dies.
+            let mut dense = load.start(6, Duration::from_millis(10), 1);
+            tokio::time::sleep(Duration::from_millis(400)).await;
             let at = Instant::now();
             s.gateways[g0].kill();
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            Struck { at, restored: None, note: "gateway 0 killed with SIGKILL mid-burst;".into() }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            load.pause_dense();
+            while dense.join_next().await.is_some() {}
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let in_flight = load.in_flight_at(at);
+            Struck {
+                at,
+                restored: None,
+                failures: 0,
+                note: format!(
+                    "gateway 0 killed with SIGKILL mid-burst, {in_flight} requests in flight through HAProxy;"
+                ),
+            }
         }
         "rabbit_rolling_restart" => rolling_restart(cluster, &queue).await,
         _ => {
@@ -327,6 +368,7 @@ pub async fn run(name: &str, cluster: &mut Cluster, bins: &Bins) -> Row {
         after_restore: struck.restored.and_then(|r| load.recovery(r)),
         quota_off_by,
         quota_may_drift: name == "redis_primary_kill",
+        fault_failures: struck.failures,
         tally,
     };
     drop(lb);
@@ -337,7 +379,7 @@ pub async fn run(name: &str, cluster: &mut Cluster, bins: &Bins) -> Row {
 /// SIGKILL of the node leading the task queue; it is started again after the burst.
 async fn leader_kill(cluster: &mut Cluster, queue: &str) -> Struck {
     let Some((leader, _)) = blocking(|| cluster.rabbit.queue_leader(queue)) else {
-        return Struck { at: Instant::now(), restored: None, note: "no leader found;".into() };
+        return Struck { at: Instant::now(), restored: None, failures: 1, note: "no leader found;".into() };
     };
     let at = Instant::now();
     blocking(|| cluster.rabbit.nodes[leader].kill9());
@@ -348,6 +390,7 @@ async fn leader_kill(cluster: &mut Cluster, queue: &str) -> Struck {
     Struck {
         at,
         restored: None,
+        failures: 0,
         note: format!(
             "leader node {leader} killed with SIGKILL, new leader node {}, restarted after 6 s{};",
             new_leader.map_or("?".into(), |l| l.to_string()),
@@ -358,24 +401,28 @@ async fn leader_kill(cluster: &mut Cluster, queue: &str) -> Struck {
 
 /// The leader SIGKILLed and a second node shut down: one node of three left, no quorum.
 /// After 8 s the second node is started again (quorum back), then the first.
-async fn quorum_lost(cluster: &mut Cluster, queue: &str) -> Struck {
+async fn quorum_lost(cluster: &mut Cluster, queue: &str, load: &Load) -> Struck {
     let Some((leader, _)) = blocking(|| cluster.rabbit.queue_leader(queue)) else {
-        return Struck { at: Instant::now(), restored: None, note: "no leader found;".into() };
+        return Struck { at: Instant::now(), restored: None, failures: 1, note: "no leader found;".into() };
     };
     let second = (leader + 1) % cluster.rabbit.nodes.len();
-    let at = Instant::now();
     blocking(|| cluster.rabbit.nodes[leader].kill9());
     blocking(|| cluster.rabbit.nodes[second].shutdown());
+    // From here one node of three is left: no majority for the queue.
+    let at = Instant::now();
     tokio::time::sleep(Duration::from_secs(8)).await;
+    let restoring = Instant::now();
     blocking(|| cluster.rabbit.nodes[second].start());
     let restored = Instant::now();
+    let accepted_without_quorum = load.accepted_between(at, restoring);
     blocking(|| cluster.rabbit.nodes[leader].start());
     let back = blocking(|| cluster.rabbit.wait_queue_online(queue, 3, Duration::from_secs(60)));
     Struck {
         at,
         restored: Some(restored),
+        failures: accepted_without_quorum,
         note: format!(
-            "leader node {leader} killed and node {second} shut down (quorum lost) for 8 s, then both started{};",
+            "leader node {leader} SIGKILLed and node {second} shut down: no quorum for 8 s, {accepted_without_quorum} submissions accepted meanwhile (must be 0); node {second} started again (quorum back), then node {leader}{};",
             if back { "" } else { " (not all replicas online within 60 s)" }
         ),
     }
@@ -385,7 +432,7 @@ async fn quorum_lost(cluster: &mut Cluster, queue: &str) -> Struck {
 /// started again afterwards and the sentinels make it the new primary's replica.
 async fn redis_primary_kill(cluster: &mut Cluster) -> Struck {
     let Some(primary) = blocking(|| cluster.redis.primary()) else {
-        return Struck { at: Instant::now(), restored: None, note: "no primary found;".into() };
+        return Struck { at: Instant::now(), restored: None, failures: 1, note: "no primary found;".into() };
     };
     let at = Instant::now();
     blocking(|| cluster.redis.data[primary].kill9());
@@ -406,6 +453,7 @@ async fn redis_primary_kill(cluster: &mut Cluster) -> Struck {
     Struck {
         at,
         restored: None,
+        failures: 0,
         note: format!(
             "primary killed with SIGKILL, sentinels promoted the replica after {}, old primary back as replica{};",
             promoted.map_or("— (no promotion within 30 s)".to_owned(), |d| format!("{:.1} s", d.as_secs_f64())),
@@ -430,6 +478,7 @@ async fn rolling_restart(cluster: &mut Cluster, queue: &str) -> Struck {
     Struck {
         at,
         restored: None,
+        failures: 0,
         note: format!(
             "every node shut down and restarted in turn in {:.0} s{};",
             at.elapsed().as_secs_f64(),
