@@ -16,19 +16,20 @@ pub const FAILED_RECENTLY: Duration = Duration::from_secs(30);
 pub fn split_urls(raw: &str) -> Vec<String> {
     let mut urls: Vec<String> = Vec::new();
     for piece in raw.split(',') {
-        let trimmed = piece.trim();
         match urls.last_mut() {
-            Some(last) if !starts_with_scheme(trimmed) => {
+            Some(last) if !starts_with_scheme(piece.trim()) => {
                 last.push(',');
                 last.push_str(piece);
-                // The glued piece may carry the next entry's leading spaces; a URL never
-                // ends in white space.
-                let end = last.trim_end().len();
-                last.truncate(end);
             }
-            _ if trimmed.is_empty() => {}
-            _ => urls.push(trimmed.to_owned()),
+            _ if piece.trim().is_empty() => {}
+            _ => urls.push(piece.trim_start().to_owned()),
         }
+    }
+    // A URL ends in its host, port or path, never in white space or a comma: what is left
+    // there is the separator's (a trailing comma, the spaces before the next entry).
+    for url in &mut urls {
+        let end = url.trim_end_matches(|c: char| c == ',' || c.is_whitespace()).len();
+        url.truncate(end);
     }
     urls
 }

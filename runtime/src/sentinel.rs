@@ -293,3 +293,133 @@ async fn on_replica(conn: &mut ConnectionManager) -> redis::RedisResult<bool> {
     let first = role.first().map(|v| redis::from_redis_value::<String>(v.clone()));
     Ok(matches!(first, Some(Ok(r)) if r == "slave" || r == "replica"))
 }
+
+/// Against real `redis-server`s on free loopback ports (never the shared Redis): a primary,
+/// its replica and one Sentinel.
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    struct Server {
+        port: u16,
+        dir: std::path::PathBuf,
+    }
+
+    impl Server {
+        fn start(args: &[&str]) -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+            let dir = std::env::temp_dir().join(format!("euglena-sentinel-test-{port}"));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let mut cmd = Command::new("redis-server");
+            cmd.args(args)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--daemonize", "yes"])
+                .arg("--pidfile")
+                .arg(dir.join("pid"))
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null());
+            assert!(cmd.status().expect("redis-server is installed").success());
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(std::time::Instant::now() < deadline, "redis did not listen");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Self { port, dir }
+        }
+
+        fn kill(&self) {
+            if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
+                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+            }
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.kill();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn client_id(conn: &mut ConnectionManager) -> Option<i64> {
+        redis::cmd("CLIENT").arg("ID").query_async(conn).await.ok()
+    }
+
+    async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut check: F) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if check().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// A connection whose node is made a replica is closed and reopened within the check.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_on_a_demoted_primary_is_reopened() {
+        let other = Server::start(&[]);
+        let node = Server::start(&[]);
+        let mut conn =
+            crate::connect::redis(&Endpoint::new(format!("redis://127.0.0.1:{}", node.port))).expect("client");
+        let first = client_id(&mut conn).await.expect("connected");
+        let _: () =
+            redis::cmd("REPLICAOF").arg("127.0.0.1").arg(other.port).query_async(&mut conn).await.expect("replicaof");
+        let moved = eventually(ROLE_CHECK * 4, async || client_id(&mut conn).await.is_some_and(|id| id != first)).await;
+        assert!(moved, "the connection to the replica was not reopened");
+    }
+
+    /// Through the Sentinel relay, writes reach the replica the Sentinel promoted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sentinel_clients_follow_the_promoted_replica() {
+        let primary = Server::start(&[]);
+        let replica = Server::start(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        let sentinel_port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let dir = std::env::temp_dir().join(format!("euglena-sentinel-test-s{sentinel_port}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndaemonize yes\npidfile {pid}\ndir {d}\n\
+                 sentinel monitor t 127.0.0.1 {p} 1\nsentinel down-after-milliseconds t 500\nsentinel failover-timeout t 3000\n",
+                pid = dir.join("pid").display(),
+                d = dir.display(),
+                p = primary.port
+            ),
+        )
+        .expect("conf");
+        assert!(Command::new("redis-server").arg(&conf).arg("--sentinel").status().expect("sentinel").success());
+        let sentinel = Server { port: sentinel_port, dir };
+
+        let endpoint = Endpoint::new(format!("redis://127.0.0.1:{}", primary.port)).with_sentinels(Sentinels::new(
+            vec![format!("127.0.0.1:{}", sentinel.port)],
+            "t".into(),
+            None,
+        ));
+        let mut conn = crate::connect::redis(&endpoint).expect("client");
+        let set = async |conn: &mut ConnectionManager| {
+            redis::cmd("SET").arg("sentinel-test").arg("x").query_async::<()>(conn).await.is_ok()
+        };
+        assert!(
+            eventually(Duration::from_secs(10), async || set(&mut conn).await).await,
+            "no write before the failover"
+        );
+        // The Sentinel needs to have seen the replica before it can promote it.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        primary.kill();
+        assert!(
+            eventually(Duration::from_secs(30), async || set(&mut conn).await).await,
+            "no write after the failover"
+        );
+        let port: u16 =
+            redis::cmd("CONFIG").arg("GET").arg("port").query_async::<Vec<String>>(&mut conn).await.expect("config")[1]
+                .parse()
+                .expect("port");
+        assert_eq!(port, replica.port, "writes go to the promoted replica");
+    }
+}
