@@ -90,12 +90,6 @@ impl Endpoint {
         Ok(self)
     }
 
-    /// With this CA already loaded (the sentinels of a Redis endpoint share its CA).
-    pub fn with_private_ca(mut self, ca: PrivateCa) -> Self {
-        self.ca = Some(ca);
-        self
-    }
-
     /// Redis behind sentinels: clients connect through the process's relay to whichever
     /// node the sentinels name primary (see [`crate::sentinel`]).
     pub fn with_sentinels(mut self, sentinels: Sentinels) -> Self {
@@ -182,7 +176,10 @@ pub fn redis(endpoint: &Endpoint) -> redis::RedisResult<ConnectionManager> {
 pub fn redis_client(endpoint: &Endpoint) -> redis::RedisResult<redis::Client> {
     let info = redis::IntoConnectionInfo::into_connection_info(endpoint.url())?;
     if let Some(sentinels) = &endpoint.sentinels {
-        let relay = sentinel::relay_addr(endpoint, sentinels).map_err(|e| {
+        let tls = endpoint
+            .is_tls()
+            .then(|| sentinel::TlsTarget { host: info_host(&info).unwrap_or_default(), ca: endpoint.ca().cloned() });
+        let relay = sentinel::relay_addr(sentinels, tls).map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "REDIS_SENTINELS", e.to_string()))
         })?;
         let info = info.set_addr(redis::ConnectionAddr::Tcp(relay.ip().to_string(), relay.port()));
@@ -206,6 +203,13 @@ pub fn redis_client(endpoint: &Endpoint) -> redis::RedisResult<redis::Client> {
             redis::Client::open(info)
         }
         (false, _) => redis::Client::open(info),
+    }
+}
+
+fn info_host(info: &redis::ConnectionInfo) -> Option<String> {
+    match info.addr() {
+        redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } => Some(host.clone()),
+        _ => None,
     }
 }
 
@@ -389,5 +393,138 @@ mod tests {
         stop.cancel();
         let never = until_connected("test", &stop, || async { Ok::<_, &str>(()) }).await;
         assert_eq!(never, None, "a cancelled token makes no attempt");
+    }
+}
+
+/// Against real `redis-server`s on free loopback ports (never the shared Redis): a primary,
+/// its replica and one Sentinel.
+#[cfg(test)]
+mod failover_tests {
+    use std::process::{Command, Stdio};
+
+    use redis::aio::ConnectionManager;
+
+    use super::*;
+    use crate::sentinel::{ROLE_CHECK, Sentinels};
+
+    struct Server {
+        port: u16,
+        dir: std::path::PathBuf,
+    }
+
+    impl Server {
+        fn start(args: &[&str]) -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+            let dir = std::env::temp_dir().join(format!("euglena-sentinel-test-{port}"));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let mut cmd = Command::new("redis-server");
+            cmd.args(args)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--daemonize", "yes"])
+                .arg("--pidfile")
+                .arg(dir.join("pid"))
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null());
+            assert!(cmd.status().expect("redis-server is installed").success());
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(std::time::Instant::now() < deadline, "redis did not listen");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Self { port, dir }
+        }
+
+        fn kill(&self) {
+            if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
+                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+            }
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.kill();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn client_id(conn: &mut ConnectionManager) -> Option<i64> {
+        redis::cmd("CLIENT").arg("ID").query_async(conn).await.ok()
+    }
+
+    async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut check: F) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if check().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// A connection whose node is made a replica is closed and reopened within the check.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_on_a_demoted_primary_is_reopened() {
+        let other = Server::start(&[]);
+        let node = Server::start(&[]);
+        let mut conn =
+            crate::connect::redis(&Endpoint::new(format!("redis://127.0.0.1:{}", node.port))).expect("client");
+        let first = client_id(&mut conn).await.expect("connected");
+        let _: () =
+            redis::cmd("REPLICAOF").arg("127.0.0.1").arg(other.port).query_async(&mut conn).await.expect("replicaof");
+        let moved = eventually(ROLE_CHECK * 4, async || client_id(&mut conn).await.is_some_and(|id| id != first)).await;
+        assert!(moved, "the connection to the replica was not reopened");
+    }
+
+    /// Through the Sentinel relay, writes reach the replica the Sentinel promoted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sentinel_clients_follow_the_promoted_replica() {
+        let primary = Server::start(&[]);
+        let replica = Server::start(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        let sentinel_port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let dir = std::env::temp_dir().join(format!("euglena-sentinel-test-s{sentinel_port}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndaemonize yes\npidfile {pid}\ndir {d}\n\
+                 sentinel monitor t 127.0.0.1 {p} 1\nsentinel down-after-milliseconds t 500\nsentinel failover-timeout t 3000\n",
+                pid = dir.join("pid").display(),
+                d = dir.display(),
+                p = primary.port
+            ),
+        )
+        .expect("conf");
+        assert!(Command::new("redis-server").arg(&conf).arg("--sentinel").status().expect("sentinel").success());
+        let sentinel = Server { port: sentinel_port, dir };
+
+        let endpoint = Endpoint::new(format!("redis://127.0.0.1:{}", primary.port)).with_sentinels(Sentinels::new(
+            vec![format!("127.0.0.1:{}", sentinel.port)],
+            "t".into(),
+            None,
+        ));
+        let mut conn = crate::connect::redis(&endpoint).expect("client");
+        let set = async |conn: &mut ConnectionManager| {
+            redis::cmd("SET").arg("sentinel-test").arg("x").query_async::<()>(conn).await.is_ok()
+        };
+        assert!(
+            eventually(Duration::from_secs(10), async || set(&mut conn).await).await,
+            "no write before the failover"
+        );
+        // The Sentinel needs to have seen the replica before it can promote it.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        primary.kill();
+        assert!(
+            eventually(Duration::from_secs(30), async || set(&mut conn).await).await,
+            "no write after the failover"
+        );
+        let port: u16 =
+            redis::cmd("CONFIG").arg("GET").arg("port").query_async::<Vec<String>>(&mut conn).await.expect("config")[1]
+                .parse()
+                .expect("port");
+        assert_eq!(port, replica.port, "writes go to the promoted replica");
     }
 }

@@ -5,7 +5,7 @@
 //! its client was built with, and it has no hook to choose another. So with sentinels each
 //! process runs a relay on loopback and builds its clients against it: every connection a
 //! manager opens is relayed to the primary the sentinels name at that moment, and a watcher
-//! asks them every second and closes every relayed connection the moment the primary
+//! asks them every few seconds and closes every relayed connection the moment the primary
 //! changes, so the managers reconnect, through the relay, to the new one. The application
 //! keeps its one `ConnectionManager` type and its reconnect behaviour. `rediss://` is kept
 //! on the wire: the relay speaks TLS to the primary (and to the sentinels), verified
@@ -30,11 +30,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::connect::Endpoint;
 use crate::tls::{self, PrivateCa};
 
 /// How often the relay's watcher asks the sentinels, and [`watch_role`] the node its role.
-pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 pub const ROLE_CHECK: Duration = Duration::from_secs(2);
 const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -79,6 +78,13 @@ impl Sentinels {
     }
 }
 
+/// TLS on the wire: the name the data nodes' certificate carries (`REDIS_URL`'s host) and
+/// the private CA, if any, besides the system roots.
+pub struct TlsTarget {
+    pub host: String,
+    pub ca: Option<PrivateCa>,
+}
+
 /// The upstream side of the relay: TLS or not, and the name to verify.
 #[derive(Clone)]
 struct Upstream {
@@ -87,16 +93,16 @@ struct Upstream {
     ca: Option<PrivateCa>,
 }
 
-/// The loopback address of this endpoint's relay, started on first use on the current
-/// Tokio runtime. `redis_url_host` is the host of `REDIS_URL`: the name TLS verifies.
-pub(crate) fn relay_addr(endpoint: &Endpoint, sentinels: &Arc<Sentinels>) -> std::io::Result<SocketAddr> {
+/// The loopback address of these sentinels' relay, started on first use on the current
+/// Tokio runtime.
+pub fn relay_addr(sentinels: &Arc<Sentinels>, tls: Option<TlsTarget>) -> std::io::Result<SocketAddr> {
     let mut relay = sentinels.relay.lock().map_err(|_| std::io::Error::other("relay lock poisoned"))?;
     if let Some(addr) = *relay {
         return Ok(addr);
     }
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|_| std::io::Error::other("REDIS_SENTINELS needs a Tokio runtime to relay connections"))?;
-    let upstream = upstream(endpoint)?;
+    let upstream = upstream(tls)?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -116,26 +122,36 @@ pub(crate) fn relay_addr(endpoint: &Endpoint, sentinels: &Arc<Sentinels>) -> std
     Ok(addr)
 }
 
-fn upstream(endpoint: &Endpoint) -> std::io::Result<Upstream> {
-    if !endpoint.is_tls() {
+fn upstream(target: Option<TlsTarget>) -> std::io::Result<Upstream> {
+    let Some(target) = target else {
         return Ok(Upstream { tls: None, sentinel_scheme: "redis", ca: None });
-    }
+    };
     tls::install_crypto_provider();
-    let host = endpoint.host_port().rsplit_once(':').map_or(endpoint.host_port(), |(h, _)| h.to_owned());
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = target.host.trim_start_matches('[').trim_end_matches(']').to_owned();
     let name = ServerName::try_from(host).map_err(|e| std::io::Error::other(format!("REDIS_URL host: {e}")))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
-    if let Some(ca) = endpoint.ca() {
+    if let Some(ca) = &target.ca {
         for cert in CertificateDer::pem_slice_iter(ca.pem().as_bytes()).flatten() {
             let _ = roots.add(cert);
         }
     }
     let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    Ok(Upstream { tls: Some((connector, name)), sentinel_scheme: "rediss", ca: endpoint.ca().cloned() })
+    Ok(Upstream { tls: Some((connector, name)), sentinel_scheme: "rediss", ca: target.ca })
+}
+
+/// A client for one sentinel, with the data nodes' TLS (and CA) when they use TLS.
+fn sentinel_client(url: String, upstream: &Upstream) -> redis::RedisResult<redis::Client> {
+    match &upstream.ca {
+        Some(ca) => {
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(ca.with_system_roots()) };
+            redis::Client::build_with_tls(url, certs)
+        }
+        None => redis::Client::open(url),
+    }
 }
 
 /// The primary's address as the first sentinel that answers names it.
@@ -143,11 +159,7 @@ async fn ask(sentinels: &Sentinels, upstream: &Upstream) -> Option<Primary> {
     for addr in &sentinels.addrs {
         let auth = sentinels.password.as_ref().map(|p| format!(":{}@", urlencode(p))).unwrap_or_default();
         let url = format!("{}://{auth}{addr}", upstream.sentinel_scheme);
-        let mut endpoint = Endpoint::new(url);
-        if let Some(ca) = &upstream.ca {
-            endpoint = endpoint.with_private_ca(ca.clone());
-        }
-        let Ok(client) = crate::connect::redis_client(&endpoint) else { continue };
+        let Ok(client) = sentinel_client(url, upstream) else { continue };
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(SENTINEL_TIMEOUT))
             .set_response_timeout(Some(SENTINEL_TIMEOUT));
@@ -292,134 +304,4 @@ async fn on_replica(conn: &mut ConnectionManager) -> redis::RedisResult<bool> {
     let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await?;
     let first = role.first().map(|v| redis::from_redis_value::<String>(v.clone()));
     Ok(matches!(first, Some(Ok(r)) if r == "slave" || r == "replica"))
-}
-
-/// Against real `redis-server`s on free loopback ports (never the shared Redis): a primary,
-/// its replica and one Sentinel.
-#[cfg(test)]
-mod tests {
-    use std::process::{Command, Stdio};
-
-    use super::*;
-
-    struct Server {
-        port: u16,
-        dir: std::path::PathBuf,
-    }
-
-    impl Server {
-        fn start(args: &[&str]) -> Self {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-            let dir = std::env::temp_dir().join(format!("euglena-sentinel-test-{port}"));
-            std::fs::create_dir_all(&dir).expect("dir");
-            let mut cmd = Command::new("redis-server");
-            cmd.args(args)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--daemonize", "yes"])
-                .arg("--pidfile")
-                .arg(dir.join("pid"))
-                .arg("--dir")
-                .arg(&dir)
-                .stdout(Stdio::null());
-            assert!(cmd.status().expect("redis-server is installed").success());
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(std::time::Instant::now() < deadline, "redis did not listen");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Self { port, dir }
-        }
-
-        fn kill(&self) {
-            if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
-                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
-            }
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            self.kill();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    async fn client_id(conn: &mut ConnectionManager) -> Option<i64> {
-        redis::cmd("CLIENT").arg("ID").query_async(conn).await.ok()
-    }
-
-    async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut check: F) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        while tokio::time::Instant::now() < deadline {
-            if check().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    }
-
-    /// A connection whose node is made a replica is closed and reopened within the check.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_connection_on_a_demoted_primary_is_reopened() {
-        let other = Server::start(&[]);
-        let node = Server::start(&[]);
-        let mut conn =
-            crate::connect::redis(&Endpoint::new(format!("redis://127.0.0.1:{}", node.port))).expect("client");
-        let first = client_id(&mut conn).await.expect("connected");
-        let _: () =
-            redis::cmd("REPLICAOF").arg("127.0.0.1").arg(other.port).query_async(&mut conn).await.expect("replicaof");
-        let moved = eventually(ROLE_CHECK * 4, async || client_id(&mut conn).await.is_some_and(|id| id != first)).await;
-        assert!(moved, "the connection to the replica was not reopened");
-    }
-
-    /// Through the Sentinel relay, writes reach the replica the Sentinel promoted.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sentinel_clients_follow_the_promoted_replica() {
-        let primary = Server::start(&[]);
-        let replica = Server::start(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
-        let sentinel_port =
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-        let dir = std::env::temp_dir().join(format!("euglena-sentinel-test-s{sentinel_port}"));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {sentinel_port}\nbind 127.0.0.1\ndaemonize yes\npidfile {pid}\ndir {d}\n\
-                 sentinel monitor t 127.0.0.1 {p} 1\nsentinel down-after-milliseconds t 500\nsentinel failover-timeout t 3000\n",
-                pid = dir.join("pid").display(),
-                d = dir.display(),
-                p = primary.port
-            ),
-        )
-        .expect("conf");
-        assert!(Command::new("redis-server").arg(&conf).arg("--sentinel").status().expect("sentinel").success());
-        let sentinel = Server { port: sentinel_port, dir };
-
-        let endpoint = Endpoint::new(format!("redis://127.0.0.1:{}", primary.port)).with_sentinels(Sentinels::new(
-            vec![format!("127.0.0.1:{}", sentinel.port)],
-            "t".into(),
-            None,
-        ));
-        let mut conn = crate::connect::redis(&endpoint).expect("client");
-        let set = async |conn: &mut ConnectionManager| {
-            redis::cmd("SET").arg("sentinel-test").arg("x").query_async::<()>(conn).await.is_ok()
-        };
-        assert!(
-            eventually(Duration::from_secs(10), async || set(&mut conn).await).await,
-            "no write before the failover"
-        );
-        // The Sentinel needs to have seen the replica before it can promote it.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        primary.kill();
-        assert!(
-            eventually(Duration::from_secs(30), async || set(&mut conn).await).await,
-            "no write after the failover"
-        );
-        let port: u16 =
-            redis::cmd("CONFIG").arg("GET").arg("port").query_async::<Vec<String>>(&mut conn).await.expect("config")[1]
-                .parse()
-                .expect("port");
-        assert_eq!(port, replica.port, "writes go to the promoted replica");
-    }
 }

@@ -109,7 +109,8 @@ impl Load {
         for _ in 0..clients {
             let load = self.clone();
             set.spawn(async move {
-                while !load.stop.load(Ordering::SeqCst) && !(dense && load.stop_dense.load(Ordering::SeqCst)) {
+                let stopped = || load.stop.load(Ordering::SeqCst) || (dense && load.stop_dense.load(Ordering::SeqCst));
+                while !stopped() {
                     load.submit(max_ticks).await;
                     tokio::time::sleep(gap).await;
                 }
