@@ -42,16 +42,22 @@ run_dir=$(mktemp -d /tmp/euglena-cluster-XXXXXX)
 driver=
 cleanup() {
   # The driver stops everything it started; this is for when it could not (killed, crashed).
-  if [ -n "$driver" ] && kill -0 "$driver" 2>/dev/null; then
+  # Its process group (gateways, agents, HAProxy) may outlive it when it was killed.
+  if [ -n "$driver" ] && kill -0 -- "-$driver" 2>/dev/null; then
     kill -TERM -- "-$driver" 2>/dev/null || true
     sleep 2
     kill -KILL -- "-$driver" 2>/dev/null || true
   fi
-  # Daemons (RabbitMQ nodes, Redis, Sentinels) left their pids here; only ours.
+  # Daemons (RabbitMQ nodes, Redis, Sentinels) left their pids here. A pid is ours only if
+  # the process still names the run directory (command line or working directory), so a
+  # recycled pid of someone else's process is never signalled.
   for f in "$run_dir"/pids/*; do
     [ -e "$f" ] || continue
     pid=$(cat "$f")
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$run_dir" \
+      || readlink "/proc/$pid/cwd" 2>/dev/null | grep -qF "$run_dir"; then
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
   done
   rm -rf "$run_dir"
 }

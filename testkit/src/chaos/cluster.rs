@@ -360,6 +360,10 @@ pub async fn run(name: &str, cluster: &mut Cluster, bins: &Bins) -> Row {
         load.retries.load(Ordering::SeqCst),
     );
     let mut tally = s.tally(name, started, note).await;
+    let failed = failed_accepted(&s).await;
+    if !failed.is_empty() {
+        tally.note.push_str(&format!(" accepted but failed: {failed};"));
+    }
     tally.duplicated += load.keys_with_two_tasks() + completed_twice_per_key(&s).await;
     let quota_off_by = quota_drift(&s).await;
     let row = Row {
@@ -486,6 +490,20 @@ async fn rolling_restart(cluster: &mut Cluster, queue: &str) -> Struck {
             if slow.is_empty() { String::new() } else { format!(" (replicas slow to return after {slow:?})") }
         ),
     }
+}
+
+/// The errors of accepted tasks that ended `failed`, counted: `"error" ×n, …`.
+async fn failed_accepted(s: &Stack) -> String {
+    let mut errors: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let accepted: HashSet<TaskId> = s.accepted().into_iter().collect();
+    for id in accepted {
+        if let Ok(Some(rec)) = s.store.get(id).await
+            && rec.status == proto::TaskStatus::Failed
+        {
+            *errors.entry(rec.error.unwrap_or_default()).or_default() += 1;
+        }
+    }
+    errors.iter().map(|(e, n)| format!("\"{e}\" ×{n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Records of one idempotency key that both completed: a retry that became a second task.
