@@ -236,7 +236,10 @@ pub struct Row {
 impl Row {
     pub fn passed(&self) -> bool {
         let t = &self.tally;
+        // On the offline model a task fails only when a fault took it: an accepted task that
+        // ended failed (e.g. "not enqueued" after its 202) is work lost.
         t.lost == 0
+            && t.failed == 0
             && t.duplicated == 0
             && t.stuck == 0
             && self.given_up == 0
