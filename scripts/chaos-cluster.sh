@@ -54,6 +54,7 @@ cleanup() {
   for f in "$run_dir"/pids/*; do
     [ -e "$f" ] || continue
     pid=$(cat "$f")
+    [ -d "/proc/$pid" ] || continue
     if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$run_dir" \
       || readlink "/proc/$pid/cwd" 2>/dev/null | grep -qF "$run_dir"; then
       kill -KILL "$pid" 2>/dev/null || true
