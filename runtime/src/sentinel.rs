@@ -29,6 +29,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::tls::{self, PrivateCa};
 
@@ -109,14 +110,19 @@ pub fn relay_addr(sentinels: &Arc<Sentinels>, tls: Option<TlsTarget>) -> std::io
     let (tx, rx) = watch::channel::<Option<Primary>>(None);
     let s = sentinels.clone();
     let up = upstream.clone();
-    handle.spawn(async move {
-        match TcpListener::from_std(listener) {
-            Ok(listener) => accept_loop(listener, s, up, rx).await,
-            Err(e) => tracing::error!(error = %e, "redis sentinel relay could not listen"),
+    handle.spawn(
+        async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => accept_loop(listener, s, up, rx).await,
+                Err(e) => tracing::error!(error = %e, "redis sentinel relay could not listen"),
+            }
         }
-    });
+        .instrument(tracing::info_span!("redis_sentinel_relay")),
+    );
     let s = sentinels.clone();
-    handle.spawn(async move { watch_primary(s, upstream, tx).await });
+    handle.spawn(
+        async move { watch_primary(s, upstream, tx).await }.instrument(tracing::info_span!("redis_sentinel_watch")),
+    );
     tracing::info!(sentinels = %sentinels.list(), master = %sentinels.master, relay = %addr, "redis through sentinels");
     *relay = Some(addr);
     Ok(addr)
@@ -218,8 +224,9 @@ async fn accept_loop(
             continue;
         };
         let (s, up, rx) = (sentinels.clone(), upstream.clone(), rx.clone());
+        let span = tracing::Span::current();
         tokio::spawn(async move {
-            // Asked afresh: the watcher's answer may be up to a second old.
+            // Asked afresh: the watcher's answer may be a few seconds old.
             let Some(primary) = ask(&s, &up).await else {
                 tracing::warn!(master = %s.master, "no sentinel named the redis primary");
                 return;
@@ -246,7 +253,7 @@ async fn accept_loop(
                     }
                 }
             }
-        });
+        }.instrument(span));
     }
 }
 
@@ -276,27 +283,30 @@ where
 /// manager reconnects and finds the primary again. Runs until the runtime ends.
 pub fn watch_role(conn: ConnectionManager) {
     let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
-    handle.spawn(async move {
-        loop {
-            tokio::time::sleep(ROLE_CHECK).await;
-            if let Ok(true) = on_replica(&mut conn.clone()).await {
-                tracing::warn!("redis connection is on a replica (a demoted primary); reconnecting");
-                let mut c = conn.clone();
-                let close = async {
-                    let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut c).await?;
-                    redis::cmd("CLIENT")
-                        .arg("KILL")
-                        .arg("ID")
-                        .arg(id)
-                        .arg("SKIPME")
-                        .arg("no")
-                        .query_async::<redis::Value>(&mut c)
-                        .await
-                };
-                let _ = close.await;
+    handle.spawn(
+        async move {
+            loop {
+                tokio::time::sleep(ROLE_CHECK).await;
+                if let Ok(true) = on_replica(&mut conn.clone()).await {
+                    tracing::warn!("redis connection is on a replica (a demoted primary); reconnecting");
+                    let mut c = conn.clone();
+                    let close = async {
+                        let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut c).await?;
+                        redis::cmd("CLIENT")
+                            .arg("KILL")
+                            .arg("ID")
+                            .arg(id)
+                            .arg("SKIPME")
+                            .arg("no")
+                            .query_async::<redis::Value>(&mut c)
+                            .await
+                    };
+                    let _ = close.await;
+                }
             }
         }
-    });
+        .instrument(tracing::info_span!("redis_role_check")),
+    );
 }
 
 /// `ROLE`'s first element is `master`, `slave` or `sentinel`.
