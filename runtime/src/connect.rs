@@ -480,8 +480,11 @@ mod failover_tests {
     /// Through the Sentinel relay, writes reach the replica the Sentinel promoted.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sentinel_clients_follow_the_promoted_replica() {
-        let primary = Server::start(&[]);
-        let replica = Server::start(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        // With passwords everywhere: REDIS_URL's for the data nodes, the Sentinel's own.
+        let auth = ["--requirepass", "data-pw", "--masterauth", "data-pw"];
+        let primary = Server::start(&auth);
+        let port = primary.port.to_string();
+        let replica = Server::start(&[&auth[..], &["--replicaof", "127.0.0.1", &port]].concat());
         let sentinel_port =
             std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
         let dir = std::env::temp_dir().join(format!("euglena-sentinel-test-s{sentinel_port}"));
@@ -491,7 +494,8 @@ mod failover_tests {
             &conf,
             format!(
                 "port {sentinel_port}\nbind 127.0.0.1\ndaemonize yes\npidfile {pid}\ndir {d}\n\
-                 sentinel monitor t 127.0.0.1 {p} 1\nsentinel down-after-milliseconds t 500\nsentinel failover-timeout t 3000\n",
+                 requirepass sentinel-pw\nsentinel monitor t 127.0.0.1 {p} 1\nsentinel auth-pass t data-pw\n\
+                 sentinel down-after-milliseconds t 500\nsentinel failover-timeout t 3000\n",
                 pid = dir.join("pid").display(),
                 d = dir.display(),
                 p = primary.port
@@ -501,11 +505,9 @@ mod failover_tests {
         assert!(Command::new("redis-server").arg(&conf).arg("--sentinel").status().expect("sentinel").success());
         let sentinel = Server { port: sentinel_port, dir };
 
-        let endpoint = Endpoint::new(format!("redis://127.0.0.1:{}", primary.port)).with_sentinels(Sentinels::new(
-            vec![format!("127.0.0.1:{}", sentinel.port)],
-            "t".into(),
-            None,
-        ));
+        let endpoint = Endpoint::new(format!("redis://:data-pw@127.0.0.1:{}", primary.port)).with_sentinels(
+            Sentinels::new(vec![format!("127.0.0.1:{}", sentinel.port)], "t".into(), Some("sentinel-pw".into())),
+        );
         let mut conn = crate::connect::redis(&endpoint).expect("client");
         let set = async |conn: &mut ConnectionManager| {
             redis::cmd("SET").arg("sentinel-test").arg("x").query_async::<()>(conn).await.is_ok()
