@@ -73,6 +73,9 @@ ALLOWLIST: dict[str, dict[str, str]] = {
 
 # Variables a binary reads that compose deliberately does not expose through .env.
 NOT_IN_COMPOSE = {
+    "REDIS_SENTINELS": "multi-node Redis only (docs/DEPLOY.md, scripts/chaos-cluster.sh); compose runs one Redis",
+    "REDIS_SENTINEL_MASTER": "with REDIS_SENTINELS only",
+    "REDIS_SENTINEL_PASSWORD": "with REDIS_SENTINELS only",
     "HOSTNAME": "set by Docker to the container id; the agent's default AGENT_ID uses it",
     "PATH": "the image's PATH; `autoscaler local` looks for `agent` on it",
     "AGENT_ID": "must be unique per replica; the default ({host}-{pid}-{rand}) is",

@@ -6,6 +6,8 @@
 //! - [`config`]: typed environment parsing (`Env`) that names the variable on error.
 //! - [`settings`]: the settings every process shares (Redis, RabbitMQ, prefix, queue).
 //! - [`connect`]: Redis and RabbitMQ connections with timeouts and backoff.
+//! - [`nodes`]: a cluster's nodes in one setting, tried in a shuffled order per connect.
+//! - [`sentinel`]: following the Redis primary (Sentinel relay, demoted-primary check).
 //! - [`amqp_link`]: one lazily (re)opened RabbitMQ connection and channel with the topology
 //!   declared, closed channel first (the gateway's publisher and reconciler, the sidecar's probe).
 //! - [`tls`]: rustls for `rediss://` / `amqps://`: system roots plus a private CA file.
@@ -29,7 +31,9 @@ pub mod connect;
 pub mod group_commit;
 pub mod lifecycle;
 pub mod mcp;
+pub mod nodes;
 pub mod ops;
+pub mod sentinel;
 pub mod serve;
 pub mod settings;
 pub mod shutdown;

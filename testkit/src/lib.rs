@@ -13,11 +13,14 @@
 //!   stops the binary, with typed helpers (`submit`, `take_over`, `record`, ...).
 //! - `processes`: [`GatewayProc`] and [`AgentProc`], the binaries as child processes.
 //! - [`private`], [`tls`]: private Redis and RabbitMQ servers, plain or TLS.
+//! - [`cluster`]: a private RabbitMQ cluster, Redis with Sentinels, HAProxy.
 //! - [`binaries`]: the workspace's own binaries, for tests that run other crates' processes.
-//! - [`chaos`]: the chaos suite, its [`chaos::Stack`] and the table of scenarios.
+//! - [`chaos`]: the chaos suite, its [`chaos::Stack`] and the table of scenarios, and
+//!   [`chaos::cluster`], the same on a cluster.
 
 pub mod binaries;
 pub mod chaos;
+pub mod cluster;
 pub mod llm;
 pub mod mcp;
 mod namespace;

@@ -32,7 +32,7 @@ impl Services {
         Self { redis: Endpoint::new(redis_url()), rabbitmq: Endpoint::new(rabbitmq_url()) }
     }
 
-    /// `REDIS_URL`, `RABBITMQ_URL` and, where set, their `*_CA_FILE`.
+    /// `REDIS_URL`, `RABBITMQ_URL` and, where set, their `*_CA_FILE` and the sentinels.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
             ("REDIS_URL".to_owned(), self.redis.url().to_owned()),
@@ -42,6 +42,10 @@ impl Services {
             if let Some(ca) = endpoint.ca() {
                 env.push((var.to_owned(), ca.path().display().to_string()));
             }
+        }
+        if let Some(sentinels) = self.redis.sentinels() {
+            env.push(("REDIS_SENTINELS".to_owned(), sentinels.list()));
+            env.push(("REDIS_SENTINEL_MASTER".to_owned(), sentinels.master().to_owned()));
         }
         env
     }

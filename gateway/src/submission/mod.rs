@@ -114,8 +114,10 @@ struct Inner {
     /// How long after its creation a submission's undo may still run: then the reconciler
     /// owns an unconfirmed record (`PUBLISH_TIMEOUT_MS + RECONCILE_GRACE_MS`).
     undo_window: Duration,
-    /// A replayed key's first request is over once this has passed since its creation.
-    request_timeout: Duration,
+    /// How long after its creation an unconfirmed submission may still be closed by the
+    /// reconciler (`PUBLISH_TIMEOUT_MS + RECONCILE_GRACE_MS` + a lease and a pass): until
+    /// then a replay of its key is `409`, after it the record as it stands.
+    replay_in_flight: Duration,
 }
 
 fn stage(name: &'static str, since: Instant) {
@@ -149,7 +151,7 @@ impl Submissions {
             limits,
             in_flight,
             undo_window: settings.publish_timeout + settings.reconciler.grace,
-            request_timeout: settings.request_timeout,
+            replay_in_flight: settings.publish_timeout + settings.reconciler.grace + settings.reconciler.interval * 4,
         }))
     }
 
@@ -219,11 +221,13 @@ impl Submissions {
         }
         let rec = self.0.store.get(claim.task_id).await?.ok_or(SubmitError::InFlight)?;
         if !claim.confirmed {
-            // Unconfirmed: the first request is publishing, unless its deadline has passed (it
-            // was cut off before marking the key); then the record tells what became of it.
+            // Unconfirmed and still queued: the first request is publishing, or it was cut off
+            // (its gateway died) and the reconciler has yet to close the record, which frees
+            // the key. A `202` now could name a task the reconciler then fails without running
+            // it; only once the reconciler had every chance does the record answer as it stands.
             let created = chrono::DateTime::parse_from_rfc3339(&rec.created_at).map(|t| t.to_utc()).ok();
             let deadline_passed = created.is_some_and(|t| {
-                chrono::Utc::now() - t > chrono::Duration::from_std(self.0.request_timeout).unwrap_or_default()
+                chrono::Utc::now() - t > chrono::Duration::from_std(self.0.replay_in_flight).unwrap_or_default()
             });
             if rec.status == TaskStatus::InQueue && !deadline_passed {
                 return Err(SubmitError::InFlight);

@@ -98,8 +98,19 @@ async fn twenty_concurrent_requests_with_one_key_make_exactly_one_task() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_duplicate_of_a_request_still_publishing_is_409_until_its_deadline() {
-    let app = Harness::start(&[("PUBLISH_TIMEOUT_MS", "500"), ("REQUEST_TIMEOUT_SECONDS", "1")]).await;
+async fn a_duplicate_of_a_request_still_publishing_is_409_until_the_reconciler_had_its_chance() {
+    // The reconciler's bound: 500 ms publish timeout + 300 ms grace + 4 × 100 ms interval.
+    // Its pass would close the stranded record (and free the key) first; a lease held by a
+    // gateway that is not there keeps it away here, to see the bound itself.
+    let app = Harness::start(&[
+        ("PUBLISH_TIMEOUT_MS", "500"),
+        ("REQUEST_TIMEOUT_SECONDS", "1"),
+        ("RECONCILE_GRACE_MS", "300"),
+        ("RECONCILE_INTERVAL_MS", "100"),
+    ])
+    .await;
+    let lease = Keys::new(app.ns.prefix.clone()).reconciler_lease();
+    let _: () = app.redis.clone().set_ex(&lease, "a-gateway-that-is-gone", 60).await.expect("lease");
     // A first request that wrote its record and claim and is "still publishing": the claim
     // is never confirmed, as when the first gateway was cut off mid-publish.
     let body = json!({"mandate": "in flight", "max_ticks": 2});
@@ -124,9 +135,12 @@ async fn a_duplicate_of_a_request_still_publishing_is_409_until_its_deadline() {
     app.store.submit(&task, &Limits::NONE).await.expect("submit");
     let (_, conflict) = problem(submit_with_key(&app, USER, "pending", &body).await, 409).await;
     assert!(detail(&conflict).contains("still being processed"), "{conflict}");
-    // Past the request deadline the first request is over whatever happened to it: the
-    // replay gets the record as it stands.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Past the request deadline, the record may still be closed by the reconciler: a 202
+    // would name a task that may never run.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    problem(submit_with_key(&app, USER, "pending", &body).await, 409).await;
+    // Past the reconciler's bound the replay gets the record as it stands.
+    tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(id_of(submit_with_key(&app, USER, "pending", &body).await).await, task.id);
     app.cleanup().await;
 }

@@ -6,6 +6,7 @@
 //! user's quota counter equals the ticks their tasks used. A scenario passes with 0 lost,
 //! 0 duplicated, 0 stuck and the quota exact.
 
+pub mod cluster;
 pub mod scenarios;
 
 use std::collections::{HashMap, HashSet};
@@ -78,6 +79,11 @@ pub struct Stack {
 impl Stack {
     pub async fn new(bins: &Bins, redis_url: &str, rabbitmq_url: &str, agent_env: &[(&str, &str)]) -> Self {
         let services = Services { redis: Endpoint::new(redis_url), rabbitmq: Endpoint::new(rabbitmq_url) };
+        Self::on(bins, services, agent_env).await
+    }
+
+    /// A stack on these services (e.g. a broker cluster and Redis behind sentinels).
+    pub async fn on(bins: &Bins, services: Services, agent_env: &[(&str, &str)]) -> Self {
         let ns = Namespace::on(services);
         let redis = runtime::connect::redis(&ns.services.redis).expect("redis url");
         let store = TaskStore::new(redis.clone(), Keys::new(ns.prefix.clone()), Duration::from_secs(900));
@@ -122,6 +128,11 @@ impl Stack {
         }
     }
 
+    /// Where submitters record the ids they got a 202 for.
+    pub fn accepted_sink(&self) -> Arc<Mutex<Vec<TaskId>>> {
+        self.accepted.clone()
+    }
+
     pub fn accepted(&self) -> Vec<TaskId> {
         self.accepted.lock().map(|a| a.clone()).unwrap_or_default()
     }
@@ -131,7 +142,7 @@ impl Stack {
     }
 
     /// Every task id of the scenario: accepted ones and every record any user has.
-    async fn all_ids(&self) -> HashSet<TaskId> {
+    pub async fn all_ids(&self) -> HashSet<TaskId> {
         let mut ids: HashSet<TaskId> = self.accepted().into_iter().collect();
         ids.extend(self.extra_ids.iter().copied());
         let keys = self.store.keys();

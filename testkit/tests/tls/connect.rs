@@ -61,3 +61,50 @@ pub(crate) async fn amqp_error(endpoint: &Endpoint) -> AmqpConnectError {
         Err(e) => e,
     }
 }
+
+/// `REDIS_SENTINELS` with `rediss://`: the Sentinel is asked over TLS, and the relay speaks
+/// TLS to the primary it names, verified against `REDIS_URL`'s host with the private CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_through_a_tls_sentinel() {
+    let pki = Pki::generate();
+    let primary = TlsRedis::start(&pki);
+    let port = testkit::free_port().port();
+    let dir = testkit::tls::TempDir::new("sentinel");
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port 0\ntls-port {port}\nbind 127.0.0.1\ndir {d}\ntls-cert-file {cert}\ntls-key-file {key}\n\
+             tls-ca-cert-file {ca}\ntls-auth-clients no\ntls-replication yes\nsentinel monitor t 127.0.0.1 {p} 1\n",
+            d = dir.path().display(),
+            cert = pki.cert_file.display(),
+            key = pki.key_file.display(),
+            ca = pki.ca_file.display(),
+            p = primary.port,
+        ),
+    )
+    .expect("sentinel.conf");
+    let mut sentinel = std::process::Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server --sentinel");
+    let sentinels = runtime::sentinel::Sentinels::new(vec![format!("localhost:{port}")], "t".into(), None);
+    let endpoint = primary.endpoint(Some(&pki.ca_file)).with_sentinels(sentinels);
+    let mut conn = connect::redis(&endpoint).expect("client");
+    let key = format!("tls-sentinel-test:{}", uuid::Uuid::new_v4());
+    let mut written = false;
+    for _ in 0..100 {
+        if conn.set_ex::<_, _, ()>(&key, "via the sentinel", 60).await.is_ok() {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = sentinel.kill();
+    let _ = sentinel.wait();
+    assert!(written, "no write through the TLS sentinel relay");
+    let back: String = conn.get(&key).await.expect("get");
+    assert_eq!(back, "via the sentinel");
+}

@@ -7,6 +7,8 @@
 //!   (gateway, agent, metrics-sidecar, autoscaler local loop) refuses the server, with an
 //!   error naming TLS and the host;
 //! - the right CA but the wrong host name is refused.
+//! - Redis behind a TLS Sentinel: the Sentinel asked over TLS, the primary reached over TLS
+//!   by the relay (`REDIS_SENTINELS`).
 //!
 //! The service binaries are the workspace's own (`testkit::binaries`): `cargo test
 //! --workspace` (scripts/test.sh) builds them first. Running only this suite, build them
