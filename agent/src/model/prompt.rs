@@ -43,7 +43,14 @@ pub fn action_schema(search: bool, tools: &ToolOffer, dialect: Dialect) -> serde
         names.push(serde_json::Value::Null);
         action["properties"]["tool"] = serde_json::json!({"type": ["string", "null"], "enum": names});
         action["properties"]["arguments"] = match dialect {
-            Dialect::Full => serde_json::json!({"type": ["object", "null"]}),
+            // One of the tools' own schemas, bounded: a free-form object lets a small model
+            // write keys until the token limit cuts it off.
+            Dialect::Full => {
+                let mut choices: Vec<serde_json::Value> =
+                    tools.tools.iter().map(|t| bounded(t.input_schema.clone())).collect();
+                choices.push(serde_json::json!({"type": "null"}));
+                serde_json::json!({"anyOf": choices})
+            }
             Dialect::OpenAi => serde_json::json!({"type": ["string", "null"], "description": "a JSON object"}),
         };
         if let Some(req) = action["required"].as_array_mut() {
@@ -51,6 +58,45 @@ pub fn action_schema(search: bool, tools: &ToolOffer, dialect: Dialect) -> serde
         }
     }
     for_dialect(schema, dialect)
+}
+
+/// Characters of a tool argument string the grammar allows when its schema sets no bound.
+const ARGUMENT_CHARS: u64 = 500;
+
+/// A tool's input schema with every object closed (`additionalProperties: false` unless
+/// it says otherwise) and every string bounded, so constrained decoding cannot run on.
+fn bounded(mut schema: serde_json::Value) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        let serde_json::Value::Object(map) = v else { return };
+        let is = |map: &serde_json::Map<String, serde_json::Value>, t: &str| match map.get("type") {
+            Some(serde_json::Value::String(s)) => s == t,
+            Some(serde_json::Value::Array(a)) => a.iter().any(|x| x == t),
+            _ => false,
+        };
+        if (is(map, "object") || map.contains_key("properties")) && !map.contains_key("additionalProperties") {
+            map.insert("additionalProperties".into(), false.into());
+        }
+        if is(map, "string") && !map.contains_key("maxLength") && !map.contains_key("enum") {
+            map.insert("maxLength".into(), ARGUMENT_CHARS.into());
+        }
+        for key in ["properties", "$defs", "definitions"] {
+            if let Some(serde_json::Value::Object(props)) = map.get_mut(key) {
+                props.values_mut().for_each(walk);
+            }
+        }
+        for key in ["items", "additionalProperties"] {
+            if let Some(inner) = map.get_mut(key) {
+                walk(inner);
+            }
+        }
+        for key in ["anyOf", "oneOf", "allOf"] {
+            if let Some(serde_json::Value::Array(items)) = map.get_mut(key) {
+                items.iter_mut().for_each(walk);
+            }
+        }
+    }
+    walk(&mut schema);
+    schema
 }
 
 pub fn result_schema(dialect: Dialect) -> serde_json::Value {
@@ -328,11 +374,30 @@ mod tests {
         let schema = action_schema(false, &offer, Dialect::Full);
         assert_eq!(types(&schema), serde_json::json!(["visit", "tool", "think", "exit"]));
         assert_eq!(schema["properties"]["action"]["properties"]["tool"]["enum"], serde_json::json!(["calc/add", null]));
+        let args = &schema["properties"]["action"]["properties"]["arguments"]["anyOf"];
+        assert_eq!(args[0]["additionalProperties"], false, "the tool's object is closed: {args}");
+        assert_eq!(args[1], serde_json::json!({"type": "null"}));
         let strict = action_schema(false, &offer, Dialect::OpenAi);
         assert_eq!(
             strict["properties"]["action"]["properties"]["arguments"]["type"],
             serde_json::json!(["string", "null"])
         );
+    }
+
+    #[test]
+    fn tool_schemas_are_closed_and_bounded_for_the_grammar() {
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "name": {"type": "string"},
+            "mode": {"type": "string", "enum": ["a", "b"]},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 9}},
+            "opts": {"type": "object", "additionalProperties": true}
+        }});
+        let b = bounded(schema);
+        assert_eq!(b["additionalProperties"], false);
+        assert_eq!(b["properties"]["name"]["maxLength"], ARGUMENT_CHARS);
+        assert!(b["properties"]["mode"].get("maxLength").is_none(), "an enum is bounded already");
+        assert_eq!(b["properties"]["tags"]["items"]["maxLength"], 9, "its own bound stays");
+        assert_eq!(b["properties"]["opts"]["additionalProperties"], true, "what it says is kept");
     }
 
     #[test]
