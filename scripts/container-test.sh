@@ -170,8 +170,9 @@ build_image() {
 # ---- 4. the compose stack ------------------------------------------------------------------
 PROJECT=euglena-ct-$$
 # A clean environment: the caller's variables would override the env file's (as in compose).
-COMPOSE=(env -i "PATH=$PATH" "HOME=$HOME" .venv/podman-compose/bin/podman-compose
-  --env-file "$WORK/ct.env" -p "$PROJECT" -f docker-compose.yml)
+# podman's own configuration (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF, ...) passes through.
+COMPOSE=(env -i "PATH=$PATH" "HOME=$HOME" $(env | grep -E '^CONTAINERS_[A-Z_]+=' || true)
+  .venv/podman-compose/bin/podman-compose --env-file "$WORK/ct.env" -p "$PROJECT" -f docker-compose.yml)
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
