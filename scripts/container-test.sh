@@ -118,7 +118,8 @@ SRC
   mkdir -p "$dir/usr/local/share/ca-certificates/host"
   log "added $(host_extra_cas "$dir/usr/local/share/ca-certificates/host") host CA certificate(s) to the base image"
   rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
-  tar -C "$dir" -c . | podman import --change 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
+  tar -C "$dir" -c . | podman import --change 'CMD ["bash"]' - "$BASE_IMAGE" >"$WORK/import.log" 2>&1 \
+    || { tail -n 20 "$WORK/import.log" >&2; fail "podman import of the debootstrap tree"; }
   rm -rf "$dir"
 }
 
