@@ -4,6 +4,7 @@
 # autoscaler); the container's command picks one:
 #
 #   docker build -t euglena:local .
+#   podman build --format docker -t euglena:local .     # --format docker keeps HEALTHCHECK
 #   docker run --rm euglena:local gateway --help
 #
 # Why one image and not one per service: the binaries share ~95% of their dependency graph,
@@ -12,52 +13,75 @@
 # `autoscaler local` needs the `agent` binary beside it. The Lambda (`bootstrap`) is not in the
 # image: it ships as a zip built with cargo-lambda (docs/DEPLOY.md).
 #
-# Stages: cargo-chef computes a dependency-only "recipe" from the manifests, so the layer that
-# compiles the dependencies is rebuilt only when Cargo.toml/Cargo.lock change, not on every
-# source edit; then the workspace is built in release mode; the runtime stage is Debian slim
-# with the binaries, CA certificates (rustls verifies against the system roots) and curl.
+# Builds with Docker BuildKit and with Debian 12's podman/buildah 1.28 (scripts/container-test.sh
+# runs it in CI). Two rules keep it working on that buildah: at most one `sharing=locked`
+# cache mount per RUN (two deadlock on an empty cache: buildah issue #4342), and no mount
+# that nothing uses (Cargo.lock has no git dependencies, so no /usr/local/cargo/git).
 #
-# Runtime base: debian:bookworm-slim rather than distroless/cc because the compose and ECS
-# health checks must probe /health over HTTP from inside the container and the binaries have
-# no probe subcommand: curl (plus a shell for CMD-SHELL checks) is the smallest way to do
-# that. Same Debian release as the builder, so the glibc the binaries link against matches.
+# Layers, without cargo-chef: the manifests and stub sources first, so the layer that
+# compiles every dependency (about 12 minutes cold on two cores) is rebuilt only when a
+# Cargo.toml or Cargo.lock changes; then the real sources and the workspace (a few minutes).
+#
+# Runtime base: Debian slim, without curl or any probe tool: each binary has a `healthcheck`
+# subcommand (docs/ARCHITECTURE.md §9 says why not distroless).
 
 ARG RUST_VERSION=1.95.0
 ARG DEBIAN_RELEASE=bookworm
 
-FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS chef
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 ARG RUST_VERSION
 # Use the image's toolchain as is: rust-toolchain.toml would otherwise make rustup fetch
 # the clippy/rustfmt components, which a release build does not need.
 ENV RUSTUP_TOOLCHAIN=${RUST_VERSION} \
     CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
-RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
 
-FROM chef AS planner
-COPY . .
-RUN cargo chef prepare --recipe-path recipe.json
-
-FROM chef AS builder
-COPY --from=planner /src/recipe.json recipe.json
-# Dependencies only: cached until the manifests or the lockfile change.
+# 1. Dependencies: the manifests, and a stub for every target they name or imply (lib.rs,
+# main.rs, [[bin]]/[[bench]] paths), removed again after the build so none can shadow a
+# real file. A new workspace member needs a line here.
+COPY Cargo.toml Cargo.lock ./
+COPY proto/Cargo.toml proto/
+COPY runtime/Cargo.toml runtime/
+COPY gateway/Cargo.toml gateway/
+COPY agent/Cargo.toml agent/
+COPY metrics-sidecar/Cargo.toml metrics-sidecar/
+COPY autoscaler/Cargo.toml autoscaler/
+COPY testkit/Cargo.toml testkit/
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
-    --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
-    cargo chef cook --release --locked --recipe-path recipe.json \
-        --package gateway --package agent --package metrics-sidecar --package autoscaler
-COPY . .
-RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
-    --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
+    set -eu; \
+    for m in */Cargo.toml; do \
+      d=${m%/Cargo.toml}; \
+      awk -v d="$d" ' \
+        function out() { if (kind != "") print d "/" (path != "" ? path : kind "/" name ".rs"); kind = ""; name = ""; path = "" } \
+        /^\[/ { out() } \
+        /^\[\[bin\]\]/ { kind = "src/bin" } /^\[\[bench\]\]/ { kind = "benches" } \
+        /^\[\[test\]\]/ { kind = "tests" } /^\[\[example\]\]/ { kind = "examples" } \
+        kind != "" && /^name *=/ { split($0, a, "\""); name = a[2] } \
+        kind != "" && /^path *=/ { split($0, a, "\""); path = a[2] } \
+        END { out() }' "$m"; \
+      echo "$d/src/lib.rs"; echo "$d/src/main.rs"; \
+    done | sort -u > /tmp/stubs; \
+    while read -r f; do mkdir -p "$(dirname "$f")"; echo 'fn main() {}' > "$f"; done < /tmp/stubs; \
     cargo build --release --locked \
+        --bin gateway --bin agent --bin metrics-sidecar --bin autoscaler; \
+    xargs rm -f < /tmp/stubs
+
+# 2. The workspace. Touch the sources: COPY keeps their (older) mtimes, and cargo would take
+# the stub builds of the workspace crates as up to date.
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    find proto runtime gateway agent metrics-sidecar autoscaler testkit -name '*.rs' -exec touch {} + \
+ && cargo build --release --locked \
         --bin gateway --bin agent --bin metrics-sidecar --bin autoscaler \
  && mkdir -p /out \
  && cp target/release/gateway target/release/agent target/release/metrics-sidecar \
        target/release/autoscaler /out/
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+# ca-certificates: rustls verifies Redis/RabbitMQ/OpenAI/webhook TLS against the system roots.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 euglena \
  && useradd --system --uid 10001 --gid euglena --no-create-home --home-dir /nonexistent \
@@ -68,14 +92,15 @@ WORKDIR /
 # Documentation only; each binary's listen address is its *_ADDR variable (ARCHITECTURE §1).
 EXPOSE 8080 8081 8082
 ENV LOG_FORMAT=json RUST_LOG=info
-# The process in a container answers /health on its contract port (gateway 8080, agent 8081,
-# metrics-sidecar 8082). compose and ECS define their own per-service checks; this default
-# covers `docker run`. `autoscaler local` has no listener and is checked by compose instead.
+# `<binary> healthcheck` GETs /health on the address the binary is configured to listen on
+# (GATEWAY_ADDR, AGENT_HEALTH_ADDR, METRICS_SIDECAR_ADDR; loopback if bound to 0.0.0.0/::),
+# so a moved port stays healthy. /proc/1/exe is the container's main process, so this one
+# default fits whichever binary the command runs. compose and ECS name the binary
+# themselves; `autoscaler local` has no listener and compose checks it another way.
+# podman keeps HEALTHCHECK only with `podman build --format docker` (OCI images have no
+# such field), and runs it only when asked (`podman healthcheck run`) or under systemd.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=4 \
-    CMD curl -fsS -o /dev/null http://127.0.0.1:8080/health \
-     || curl -fsS -o /dev/null http://127.0.0.1:8081/health \
-     || curl -fsS -o /dev/null http://127.0.0.1:8082/health \
-     || exit 1
+    CMD ["/proc/1/exe", "healthcheck"]
 # SIGTERM starts each binary's graceful shutdown (agents drain for AGENT_DRAIN_SECONDS).
 STOPSIGNAL SIGTERM
 CMD ["gateway", "--help"]

@@ -18,7 +18,9 @@ Checks (any failure exits 1):
      .env.example) or named in NOT_IN_COMPOSE with a reason;
   4. .env.example and the `${VAR}` interpolations of docker-compose.yml name the same set;
   5. every compose service runs a binary that exists in the workspace, on the port ARCHITECTURE §1
-     gives it, has a healthcheck, and depends on others only with condition service_healthy;
+     gives it, has a healthcheck, and depends on others only with condition service_healthy; a
+     service or ECS container running a binary with a listener is checked with that binary's
+     own `healthcheck` subcommand (the image has no curl or shell);
   6. self-test of the extractor: facts known to be in the source must be found (so a change
      in coding style that the regexes miss fails loudly instead of passing vacuously).
 
@@ -81,11 +83,10 @@ NOT_IN_COMPOSE = {
     "AGENT_ID": "must be unique per replica; the default ({host}-{pid}-{rand}) is",
     "AGENT_BIN": "the image puts `agent` beside `autoscaler`, the default location",
     "GATEWAY_ADDR": "fixed to the contract's 0.0.0.0:8080 in compose (the port mapping depends on it)",
-    "AGENT_HEALTH_ADDR": "fixed to the contract's 0.0.0.0:8081 in compose (the healthcheck depends on it)",
-    "METRICS_SIDECAR_ADDR": "fixed to the contract's 0.0.0.0:8082 in compose (the healthcheck depends on it)",
+    "AGENT_HEALTH_ADDR": "fixed to the contract's 0.0.0.0:8081 in compose (ARCHITECTURE §1)",
+    "METRICS_SIDECAR_ADDR": "fixed to the contract's 0.0.0.0:8082 in compose (ARCHITECTURE §1)",
     "REDIS_URL": "fixed to the compose `redis` service",
     "RABBITMQ_URL": "built from RABBITMQ_USER/RABBITMQ_PASSWORD and the compose `rabbitmq` service",
-    "QDRANT_URL": "fixed to the compose `qdrant` service",
     "REDIS_CA_FILE": "the compose stack's redis speaks plain redis:// on its own network; a private CA is for a self-hosted TLS server (docs/DEPLOY.md)",
     "RABBITMQ_CA_FILE": "the compose stack's rabbitmq speaks plain amqp:// on its own network; a private CA is for a self-hosted TLS broker (docs/DEPLOY.md)",
     "ECS_CLUSTER": "Lambda only (CloudFormation sets it)",
@@ -415,9 +416,10 @@ def check_compose(report: Report, root: Path, src: Source, reads, required) -> N
             port, var = CONTRACT_PORTS[binaries[0]]
             if var in env and not env[var].endswith(f":{port}"):
                 report.error(f"compose service {name}: {var}={env[var]} is not the contract's port {port}")
-            probe = " ".join(map(str, svc.get("healthcheck", {}).get("test", [])))
-            if f":{port}/" not in probe:
-                report.error(f"compose service {name}: healthcheck does not probe the contract's port {port}")
+            probe = [str(x) for x in svc.get("healthcheck", {}).get("test", [])]
+            if probe != ["CMD", binaries[0], "healthcheck"]:
+                report.error(f"compose service {name}: healthcheck must be [CMD, {binaries[0]}, healthcheck] "
+                             f"(it probes the binary's own {var}), not {probe}")
         if binaries[0] == "gateway":
             ports = [str(p) for p in svc.get("ports", [])]
             if not any(p.split(":")[-1].split("/")[0] == "8080" for p in ports):
@@ -475,11 +477,11 @@ def check_cloudformation(report: Report, root: Path, src: Source, reads, require
                     if binary in CONTRACT_PORTS:
                         port = CONTRACT_PORTS[binary][0]
                         mapped = {m.get("ContainerPort") for m in flatten(cdef.get("PortMappings", []))}
-                        probe = " ".join(str(x) for x in cdef.get("HealthCheck", {}).get("Command", []))
+                        probe = [str(x) for x in cdef.get("HealthCheck", {}).get("Command", [])]
                         if port not in mapped:
                             report.error(f"{where}: no port mapping for the contract's port {port}")
-                        if f":{port}/" not in probe:
-                            report.error(f"{where}: health check does not probe the contract's port {port}")
+                        if probe != ["CMD", binary, "healthcheck"]:
+                            report.error(f"{where}: health check must be [CMD, {binary}, healthcheck], not {probe}")
             elif res.get("Type") in ("AWS::Lambda::Function", "AWS::Serverless::Function"):
                 if props.get("Handler") != "bootstrap" and "provided" not in str(props.get("Runtime")):
                     continue

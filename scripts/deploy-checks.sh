@@ -5,8 +5,9 @@
 #      their Managed form, since checkov drops resources whose condition is false under the
 #      parameter defaults - and on the Dockerfile; every skip is justified next to it in
 #      the template (Metadata.checkov.skip);
-#   3. docker-compose 1.29 `config -q` on docker-compose.yml, with and without the
-#      `autoscale` profile (validates keys and types without a Docker engine);
+#   3. docker-compose 1.29 `config -q` on docker-compose.yml, without a profile and with the
+#      `autoscale` and `qdrant` profiles (validates keys and types without a Docker engine;
+#      scripts/container-test.sh runs the file with podman-compose);
 #   4. scripts/check_env_vars.py: the variables each binary reads vs what compose and the
 #      CloudFormation task definitions / Lambda set, .env.example, the contract ports,
 #      healthchecks, consumer_timeout;
@@ -98,6 +99,7 @@ if command -v docker-compose >/dev/null 2>&1; then
   echo "== $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /') config -q"
   "${compose_env[@]}" docker-compose --env-file .env.example -f docker-compose.yml config -q
   "${compose_env[@]}" AGENT_REPLICAS=0 docker-compose --env-file .env.example -f docker-compose.yml --profile autoscale config -q
+  "${compose_env[@]}" QDRANT_URL=http://qdrant:6334 docker-compose --env-file .env.example -f docker-compose.yml --profile qdrant config -q
 else
   # Fallback without apt: check_env_vars.py (below) still parses the file and checks its
   # services, healthchecks, depends_on conditions and variables; keys and types are not

@@ -98,6 +98,7 @@ heartbeats its presence.
 
 USAGE:
     agent
+    agent healthcheck   GET /health on AGENT_HEALTH_ADDR (loopback if 0.0.0.0/::); exit 0 on 200, else 1
 
 MODEL: with OPENAI_API_KEY and/or OPENAI_BASE_URL set, any OpenAI-compatible API
 (OpenAI, Ollama, vLLM, llama.cpp). Without either, the OFFLINE DEMO MODEL: a deterministic

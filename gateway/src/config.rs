@@ -232,6 +232,8 @@ USAGE:
                                  (default 3600): HS256 with SUPABASE_JWT_SECRET, or with
                                  --key <private key PEM> --kid <kid> ES256/RS256/EdDSA
                                  (the algorithm follows the key) for a JWKS you serve
+    gateway healthcheck          GET /health on GATEWAY_ADDR (loopback if 0.0.0.0/::);
+                                 exit 0 on 200, else 1 (the container health check)
 
 Configuration is read from the environment; see the README's configuration table.
 Signing keys (one of): SUPABASE_URL, SUPABASE_JWKS_URL, SUPABASE_JWT_PUBLIC_JWK,

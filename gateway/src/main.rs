@@ -20,6 +20,9 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if args == ["healthcheck"] {
+        runtime::healthcheck::exit("gateway", settings.addr);
+    }
     if let Some(other) = args.first() {
         eprintln!("gateway: unknown argument {other:?}; see --help");
         std::process::exit(2);

@@ -43,6 +43,7 @@ DeadLetterDepth. Serves /health and /metrics on METRICS_SIDECAR_ADDR.
 
 USAGE:
     metrics-sidecar
+    metrics-sidecar healthcheck   GET /health on METRICS_SIDECAR_ADDR (loopback if 0.0.0.0/::); exit 0 on 200, else 1
 
 Without AWS credentials, or with CLOUDWATCH_ENABLED=false, it runs in log-only mode.
 Configuration (environment; defaults in parentheses):

@@ -13,6 +13,7 @@
 //! - [`tls`]: rustls for `rediss://` / `amqps://`: system roots plus a private CA file.
 //! - [`serve`]: the hardened HTTP accept loop of every listener.
 //! - [`ops`]: `/health` and `/metrics` (Prometheus text) for the agent and the sidecar.
+//! - [`healthcheck`]: `<binary> healthcheck`, the container probe of a binary's own `/health`.
 //! - [`telemetry`]: JSON lines or pretty logs behind a `RUST_LOG` filter.
 //! - [`shutdown`]: the one SIGTERM/SIGINT signal.
 //! - [`lifecycle`]: the one owner of a process's background tasks, stopped in a declared
@@ -29,6 +30,7 @@ pub mod backoff;
 pub mod config;
 pub mod connect;
 pub mod group_commit;
+pub mod healthcheck;
 pub mod lifecycle;
 pub mod mcp;
 pub mod nodes;
