@@ -125,19 +125,11 @@ impl Embedder for ApiEmbedder {
                 input: EmbeddingInput::StringArray(input),
                 ..Default::default()
             };
-            let (reply, attempts) = crate::meter::counted(self.client.embeddings().create(request)).await;
-            let calls = Usage { model_calls: attempts.sent(), failed_calls: attempts.failed(), ..Usage::default() };
-            let reply = match reply {
-                Ok(reply) => reply,
-                Err(e) => {
-                    meter.add(calls);
-                    return Err(e.into());
-                }
-            };
+            let reply = crate::meter::counted(meter, self.client.embeddings().create(request)).await?;
             meter.add(Usage {
                 prompt_tokens: u64::from(reply.usage.prompt_tokens),
                 total_tokens: u64::from(reply.usage.total_tokens),
-                ..calls
+                ..Usage::default()
             });
             let mut data = reply.data;
             if data.len() != batch.len() {

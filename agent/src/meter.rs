@@ -51,26 +51,60 @@ tokio::task_local! {
     static ATTEMPTS: Arc<Attempts>;
 }
 
-/// Counts one request the model transport sent, for the task running it (if any).
-pub fn count_request(failed: bool) {
-    let _ = ATTEMPTS.try_with(|a| {
-        a.sent.fetch_add(1, Ordering::Relaxed);
-        if failed {
-            a.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    });
+/// Counts one request the model transport is about to send, for the task running it (if
+/// any): counted before it goes out, so a request the server saw counts even when the task's
+/// deadline drops the call mid-flight.
+pub fn count_sent() {
+    let _ = ATTEMPTS.try_with(|a| a.sent.fetch_add(1, Ordering::Relaxed));
 }
 
-/// Runs `f` (one client call), counting the requests the transport sends for it.
-pub async fn counted<F: Future>(f: F) -> (F::Output, Arc<Attempts>) {
-    let attempts = Arc::new(Attempts::default());
-    let out = ATTEMPTS.scope(attempts.clone(), f).await;
-    (out, attempts)
+/// Counts a sent request that brought no usable reply.
+pub fn count_failed() {
+    let _ = ATTEMPTS.try_with(|a| a.failed.fetch_add(1, Ordering::Relaxed));
+}
+
+/// Adds the requests counted so far to the meter when dropped: when the call completes,
+/// and also when it is dropped unfinished (a deadline, a stop).
+struct Tally<'m> {
+    meter: &'m Meter,
+    attempts: Arc<Attempts>,
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        let (sent, failed) = (self.attempts.sent(), self.attempts.failed());
+        self.meter.add(Usage { model_calls: sent, failed_calls: failed, ..Usage::default() });
+    }
+}
+
+/// Runs `f` (one client call), adding the requests the transport sends for it to `meter`
+/// (`model_calls`, `failed_calls`), whether `f` finishes or is dropped; the caller adds the
+/// tokens of the reply.
+pub async fn counted<F: Future>(meter: &Meter, f: F) -> F::Output {
+    let tally = Tally { meter, attempts: Arc::new(Attempts::default()) };
+    ATTEMPTS.scope(tally.attempts.clone(), f).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn requests_count_even_when_the_call_is_dropped_mid_flight() {
+        let meter = Meter::default();
+        let done = counted(&meter, async {
+            count_sent();
+            count_failed();
+            count_sent();
+        });
+        done.await;
+        let dropped = counted(&meter, async {
+            count_sent();
+            std::future::pending::<()>().await;
+        });
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(10), dropped).await.is_err());
+        assert_eq!((meter.total().model_calls, meter.total().failed_calls), (3, 1));
+    }
 
     #[test]
     fn meter_sums_from_its_start() {

@@ -113,9 +113,12 @@ impl tower::Service<HttpRequestFactory> for RetryingTransport {
             let mut retries = 0;
             loop {
                 let started = Instant::now();
+                crate::meter::count_sent();
                 let result = inner.clone().oneshot(request.clone()).await;
                 let failed = failure(&result);
-                crate::meter::count_request(failed.is_some());
+                if failed.is_some() {
+                    crate::meter::count_failed();
+                }
                 let elapsed_ms = started.elapsed().as_millis() as u64;
                 if failed.as_deref() == Some("timeout") {
                     tracing::warn!(

@@ -247,21 +247,15 @@ impl OpenAiModel {
             max_tokens: Some(max_tokens),
             ..Default::default()
         };
-        let (reply, attempts) = counted(self.client.chat().create(request)).await;
-        let mut usage = Usage { model_calls: attempts.sent(), failed_calls: attempts.failed(), ..Usage::default() };
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(e) => {
-                meter.add(usage);
-                return Err(classify(e));
-            }
-        };
+        let reply = counted(meter, self.client.chat().create(request)).await.map_err(classify)?;
         if let Some(u) = reply.usage.as_ref() {
-            usage.prompt_tokens = u64::from(u.prompt_tokens);
-            usage.completion_tokens = u64::from(u.completion_tokens);
-            usage.total_tokens = u64::from(u.total_tokens);
+            meter.add(Usage {
+                prompt_tokens: u64::from(u.prompt_tokens),
+                completion_tokens: u64::from(u.completion_tokens),
+                total_tokens: u64::from(u.total_tokens),
+                ..Usage::default()
+            });
         }
-        meter.add(usage);
         let Some(choice) = reply.choices.into_iter().next() else {
             return Ok(Reply { text: String::new(), cut_off: false });
         };
