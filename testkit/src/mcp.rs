@@ -11,8 +11,12 @@ use serde_json::Value;
 
 use crate::{eventually, free_port};
 
+/// The checkout the tests run in: cargo sets `CARGO_MANIFEST_DIR` (the tested package's
+/// directory) when it runs a test. The compile-time value can name another checkout that
+/// shares the target directory and built this crate from the same sources.
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    Path::new(&dir).parent().expect("workspace root").to_path_buf()
 }
 
 /// A test MCP server process; killed when dropped.
