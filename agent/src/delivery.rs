@@ -206,7 +206,7 @@ async fn run(
         attempt: *attempt,
         timeout: worker.settings.task_timeout,
         stop,
-        meter: Meter::starting_at(state.usage),
+        meter: Meter::starting_at(state.usage, record.max_tokens),
         approval_timeout: worker.settings.approval_timeout,
     };
     // The loop's future is large (its state lives across awaits): on the heap, once per delivery.
@@ -217,6 +217,9 @@ async fn run(
         RunEnd::Cancelled(result, ticks) => terminal(TaskStatus::Cancelled, result, None, ticks, usage),
         RunEnd::TimedOut(result, ticks) => terminal(TaskStatus::Failed, result, Some("timed out".into()), ticks, usage),
         RunEnd::Failed(error, result, ticks) => terminal(TaskStatus::Failed, result, Some(error), ticks, usage),
+        RunEnd::Incomplete(reason, result, ticks) => {
+            terminal(TaskStatus::Incomplete, result, Some(reason.as_str().to_owned()), ticks, usage)
+        }
         RunEnd::Fenced => {
             tracing::warn!("a newer delivery owns this task; stopping without writing");
             return Err(Outcome::Acked);
@@ -246,7 +249,11 @@ async fn finish(worker: &Worker, envelope: &TaskEnvelope, claimed: &Claimed, end
         Ok(FinishOutcome::Written) => {
             tracing::info!(status = %fin.status, ticks = fin.ticks_used.unwrap_or(0), total_tokens = usage.total_tokens, "task finished");
             metrics::counter!("agent_tasks_total", "status" => fin.status.as_str()).increment(1);
-            forget(worker, record.id).await;
+            // A task that did not complete may be retried or extended from its checkpoint,
+            // which its memories are part of (they expire with the checkpoint's retention).
+            if fin.status == TaskStatus::Completed {
+                forget(worker, record.id).await;
+            }
             Outcome::Acked
         }
         Ok(FinishOutcome::Refused) => {
@@ -314,7 +321,13 @@ fn terminal(
     usage: Usage,
 ) -> Finish {
     result.usage = Some(usage);
-    Finish { status, result: serde_json::to_value(result).ok(), error, ticks_used: Some(ticks) }
+    Finish {
+        status,
+        result: serde_json::to_value(result).ok(),
+        error,
+        ticks_used: Some(ticks),
+        tokens_used: Some(usage.total_tokens),
+    }
 }
 
 /// Deletes (or schedules the expiry of) a task's memories after its terminal write, for a
@@ -337,6 +350,7 @@ async fn give_up(worker: &Worker, record: &TaskRecord, attempt: u32) -> Outcome 
         result: None,
         error: Some(format!("gave up after {} deliveries", worker.settings.common.max_deliveries + 1)),
         ticks_used: None,
+        tokens_used: None,
     };
     match worker.store.finish(record, Some(attempt), &fin).await {
         Ok(_) => {
@@ -376,6 +390,7 @@ async fn mark_invalid(worker: &Worker, data: &[u8], message_id: Option<&str>) {
         result: None,
         error: Some("invalid envelope".into()),
         ticks_used: Some(0),
+        tokens_used: None,
     };
     match worker.store.get(id).await {
         Ok(Some(rec)) => {

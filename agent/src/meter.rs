@@ -11,20 +11,48 @@ use std::sync::{Arc, Mutex};
 
 pub use proto::Usage;
 
+/// One task's running total, and its token budget (`max_tokens`), if any.
 #[derive(Debug, Default)]
-pub struct Meter(Mutex<Usage>);
+pub struct Meter {
+    usage: Mutex<Usage>,
+    budget: Option<u64>,
+    /// The most tokens one call took so far: what the next call is expected to take.
+    largest: AtomicU64,
+}
+
+/// The next model call would take the task past its token budget; it is not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverBudget;
 
 impl Meter {
-    pub fn starting_at(usage: Usage) -> Self {
-        Self(Mutex::new(usage))
+    /// A meter that goes on from `usage` (a resumed task's checkpoint); a call expected to
+    /// cross `budget` is refused by [`Self::admit`]. Until a call of this run is seen, a
+    /// call is expected to take the average of the earlier ones.
+    pub fn starting_at(usage: Usage, budget: Option<u64>) -> Self {
+        let average = usage.total_tokens.checked_div(usage.model_calls).unwrap_or(0);
+        Self { usage: Mutex::new(usage), budget, largest: AtomicU64::new(average) }
     }
 
     pub fn add(&self, usage: Usage) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add(usage);
+        self.largest.fetch_max(usage.total_tokens, Ordering::Relaxed);
+        self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add(usage);
     }
 
     pub fn total(&self) -> Usage {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a model call may start: one that would start past the budget, or is expected
+    /// (by the largest call so far) to end past it, is not made. The size of a call is known
+    /// only after it, so a call larger than any before can still cross the budget, by its own
+    /// size at most.
+    pub fn admit(&self) -> Result<(), OverBudget> {
+        let Some(budget) = self.budget else { return Ok(()) };
+        let spent = self.total().total_tokens;
+        if spent >= budget || spent + self.largest.load(Ordering::Relaxed) > budget {
+            return Err(OverBudget);
+        }
+        Ok(())
     }
 }
 
@@ -107,10 +135,43 @@ mod tests {
     }
 
     #[test]
+    fn a_call_expected_to_cross_the_budget_is_not_made() {
+        let call =
+            Usage { prompt_tokens: 80, completion_tokens: 20, total_tokens: 100, model_calls: 1, failed_calls: 0 };
+        let m = Meter::starting_at(Usage::default(), Some(350));
+        let mut made = 0;
+        while m.admit().is_ok() {
+            m.add(call);
+            made += 1;
+        }
+        assert_eq!((made, m.total().total_tokens), (3, 300), "the fourth would end at 400");
+        // A resumed run expects the average of the earlier calls before it sees one.
+        let resumed = Meter::starting_at(m.total(), Some(450));
+        assert!(resumed.admit().is_ok());
+        assert_eq!(Meter::starting_at(m.total(), Some(399)).admit(), Err(OverBudget));
+        assert!(Meter::starting_at(m.total(), None).admit().is_ok(), "no budget, no limit");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_starts_past_the_budget(budget in 1u64..5000, sizes in proptest::collection::vec(1u64..400, 1..60)) {
+            let m = Meter::starting_at(Usage::default(), Some(budget));
+            for size in sizes {
+                if m.admit().is_err() {
+                    break;
+                }
+                let before = m.total().total_tokens;
+                proptest::prop_assert!(before < budget);
+                m.add(Usage { total_tokens: size, ..Usage::default() });
+            }
+        }
+    }
+
+    #[test]
     fn meter_sums_from_its_start() {
         let start =
             Usage { prompt_tokens: 10, completion_tokens: 2, total_tokens: 12, model_calls: 1, failed_calls: 0 };
-        let m = Meter::starting_at(start);
+        let m = Meter::starting_at(start, None);
         m.add(Usage { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6, model_calls: 1, failed_calls: 0 });
         assert_eq!(
             m.total(),

@@ -25,6 +25,10 @@ pub struct Settings {
     pub max_mandate_chars: usize,
     pub max_ticks_limit: u32,
     pub default_max_ticks: u32,
+    /// The most tokens a task may ask for (`MAX_TASK_TOKENS`).
+    pub max_task_tokens: u64,
+    /// The budget of a task that asks for none (`DEFAULT_TASK_MAX_TOKENS`); 0 = no budget.
+    pub default_task_max_tokens: u64,
     pub max_body_bytes: usize,
     pub publish_timeout: Duration,
     pub request_timeout: Duration,
@@ -68,6 +72,9 @@ pub struct AuthSettings {
     pub allow_anonymous: bool,
     /// How long a fetched key set is used before it is fetched again (≤ 10 min).
     pub jwks_cache: Duration,
+    /// `OPERATOR_CLAIM` (`path.to.claim=value`, default `app_metadata.euglena_role=operator`;
+    /// empty: nobody is an operator).
+    pub operator_claim: Option<crate::auth::OperatorClaim>,
 }
 
 /// HS256 secrets shorter than this are guessable; Supabase's are 40+ characters.
@@ -80,6 +87,7 @@ impl Settings {
         let max_ticks_limit = env.ranged("MAX_TICKS_LIMIT", 200, 1..=proto::envelope::MAX_ENVELOPE_TICKS)?;
         let default_max_ticks = env.ranged("DEFAULT_MAX_TICKS", 50u32.min(max_ticks_limit), 1..=max_ticks_limit)?;
         let publish_timeout = env.millis("PUBLISH_TIMEOUT_MS", 5000)?;
+        let max_task_tokens = env.ranged("MAX_TASK_TOKENS", 2_000_000, 1..=1_000_000_000_000)?;
         let request_timeout = env.seconds("REQUEST_TIMEOUT_SECONDS", 10)?;
         if request_timeout <= publish_timeout {
             return Err(ConfigError::new("REQUEST_TIMEOUT_SECONDS", "must be longer than PUBLISH_TIMEOUT_MS"));
@@ -103,7 +111,12 @@ impl Settings {
                 burst: env.ranged("SUBMIT_BURST", 10, 1..=10_000)?,
                 max_active: env.ranged("MAX_ACTIVE_TASKS_PER_USER", 20, 0..=100_000)?,
                 idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECONDS", 24 * 3600)?,
+                daily_tokens: env.parse("DAILY_TOKEN_LIMIT", 0)?,
+                token_estimate: env.ranged("TASK_TOKEN_ESTIMATE", 50_000, 0..=1_000_000_000)?,
+                checkpoint_retention: env.seconds("CHECKPOINT_RETENTION_SECONDS", 7 * 24 * 3600)?,
             },
+            max_task_tokens,
+            default_task_max_tokens: env.ranged("DEFAULT_TASK_MAX_TOKENS", 0, 0..=max_task_tokens)?,
             max_mandate_chars: env.ranged(
                 "MAX_MANDATE_CHARS",
                 8000,
@@ -126,6 +139,16 @@ impl Settings {
             console_dev_tokens: env.bool("CONSOLE_DEV_TOKENS", false)?,
             mcp: runtime::mcp::McpServers::from_env(env)?,
         })
+    }
+}
+
+fn operator_claim(env: &Env) -> Result<Option<crate::auth::OperatorClaim>, ConfigError> {
+    match env.opt_string("OPERATOR_CLAIM") {
+        None => Ok(crate::auth::OperatorClaim::parse("app_metadata.euglena_role=operator")),
+        Some(raw) if raw.trim().is_empty() => Ok(None),
+        Some(raw) => crate::auth::OperatorClaim::parse(raw.trim()).map(Some).ok_or_else(|| {
+            ConfigError::new("OPERATOR_CLAIM", "must be path.to.claim=value, e.g. app_metadata.euglena_role=operator")
+        }),
     }
 }
 
@@ -188,6 +211,7 @@ impl AuthSettings {
             audience: env.string("AUTH_AUDIENCE", "authenticated"),
             issuer,
             allow_anonymous: env.bool("AUTH_ALLOW_ANONYMOUS", false)?,
+            operator_claim: operator_claim(env)?,
             jwks_cache: Duration::from_secs(env.ranged(
                 "JWKS_CACHE_SECONDS",
                 MAX_JWKS_CACHE_SECONDS,

@@ -45,6 +45,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// A JSON body that may be left out: no body and no `Content-Type` is `T::default()`;
+/// anything else is read as [`JsonBody`] reads it.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let empty = req.headers().get(header::CONTENT_TYPE).is_none()
+            && req.headers().get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0")
+            && req.headers().get(header::TRANSFER_ENCODING).is_none();
+        if empty {
+            return Ok(Self(T::default()));
+        }
+        Ok(Self(JsonBody::from_request(req, state).await?.0))
+    }
+}
+
 /// Refuses query parameters other than `allowed` (400), so a typo is not silently ignored.
 pub fn only_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
     match q.keys().find(|k| !allowed.contains(&k.as_str())) {

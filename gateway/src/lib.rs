@@ -21,8 +21,10 @@
 //! confirmed the envelope; otherwise the record is failed and the quota refunded. Admission
 //! (idempotency, rate limit, active cap, quota) is one Redis script, exact across replicas.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod dead_letters;
 pub mod edge;
 pub mod event_hub;
 pub mod events;
@@ -79,6 +81,7 @@ pub fn build_state(settings: Settings, background: &mut Background) -> anyhow::R
     let keys = Keys::new(settings.common.key_prefix.clone());
     let store = TaskStore::new(redis.clone(), keys, settings.common.task_record_ttl);
     let topology = Topology::new(settings.common.input_queue.clone(), settings.common.max_deliveries);
+    let dead_letters = Arc::new(dead_letters::DeadLetterQueue::new(settings.common.rabbitmq.clone(), &topology));
     let publisher = Publisher::new(settings.common.rabbitmq.clone(), topology, settings.publish_timeout);
     let jwks = match (&settings.auth.jwks_url, &settings.auth.public_jwk) {
         (Some(url), _) => Some(Arc::new(Jwks::remote(url.clone()))),
@@ -114,6 +117,7 @@ pub fn build_state(settings: Settings, background: &mut Background) -> anyhow::R
         samples,
         lookup,
         mcp,
+        dead_letters,
     }))
 }
 

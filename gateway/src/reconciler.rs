@@ -30,7 +30,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::AMQPValue;
 use proto::TaskEnvelope;
 use proto::reconcile::CloseOutcome;
-use proto::store::{StoreError, TaskStore};
+use proto::store::{DeadLetter, StoreError, TaskStore};
 use proto::topology::Topology;
 use runtime::amqp_link::AmqpLink;
 use runtime::connect::Endpoint;
@@ -45,6 +45,8 @@ pub struct PassReport {
     pub expired: usize,
     /// Resumes published again.
     pub republished: usize,
+    /// Tasks failed "expired in queue".
+    pub queue_expired: usize,
     /// Entries looked at that needed nothing (confirmed, claimed, already terminal, gone).
     pub skipped: usize,
 }
@@ -125,6 +127,7 @@ impl Reconciler {
                             not_enqueued = report.not_enqueued,
                             dead_lettered = report.dead_lettered,
                             expired = report.expired,
+                            queue_expired = report.queue_expired,
                             republished = report.republished,
                             skipped = report.skipped,
                             "reconciler pass"
@@ -164,6 +167,7 @@ impl Reconciler {
         let mut report = PassReport::default();
         self.close_unconfirmed(&mut report).await?;
         self.expire_parked(&mut report).await?;
+        self.expire_queued(&mut report).await?;
         self.republish_resumes(&mut report).await?;
         if let Err(e) = self.drain_dead_letters(&mut report).await {
             // Dropping the link makes the next pass reconnect.
@@ -182,6 +186,28 @@ impl Reconciler {
                     report.not_enqueued += 1;
                     metrics::counter!("gateway_reconciler_closed_total", "reason" => "not_enqueued").increment(1);
                     tracing::warn!(correlation_id = %id, "reconciler: submission never confirmed by the broker; task failed (not enqueued), quota refunded");
+                }
+                Ok(_) => report.skipped += 1,
+                Err(StoreError::Redis(e)) => return Err(e.into()),
+                Err(e) => {
+                    report.skipped += 1;
+                    tracing::error!(correlation_id = %id, error = %e, "reconciler: unreadable record; left as is");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tasks not started before their `expires_after_seconds` (the agent checks at the claim;
+    /// this closes the ones no agent reached).
+    async fn expire_queued(&self, report: &mut PassReport) -> anyhow::Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        for id in self.store.due_expiring(now, self.settings.batch).await? {
+            match self.store.expire_queued(id).await {
+                Ok(CloseOutcome::Closed) => {
+                    report.queue_expired += 1;
+                    metrics::counter!("gateway_reconciler_closed_total", "reason" => "expired_in_queue").increment(1);
+                    tracing::info!(correlation_id = %id, "reconciler: task not started in time; failed (expired in queue), quota refunded");
                 }
                 Ok(_) => report.skipped += 1,
                 Err(StoreError::Redis(e)) => return Err(e.into()),
@@ -297,7 +323,12 @@ impl Reconciler {
             return Ok(());
         };
         let deliveries = deliveries(delivery, self.topology.max_deliveries);
-        match self.store.close_dead_lettered(id, deliveries).await {
+        let letter = DeadLetter {
+            reason: header_string(delivery, "x-first-death-reason"),
+            count: deliveries,
+            first_death_at: first_death_at(delivery).unwrap_or_else(|| proto::time::rfc3339(chrono::Utc::now())),
+        };
+        match self.store.close_dead_lettered(id, &letter).await {
             Ok(CloseOutcome::Closed) => {
                 report.dead_lettered += 1;
                 metrics::counter!("gateway_reconciler_closed_total", "reason" => "dead_lettered").increment(1);
@@ -319,13 +350,23 @@ impl Reconciler {
 /// after `limit + 1` deliveries. A dead-lettered copy's `x-delivery-count` restarts, so for a
 /// rejection (an agent gave up) the record's own claim count is used instead.
 fn deliveries(d: &Delivery, limit: u32) -> Option<u32> {
-    let reason =
-        d.properties.headers().as_ref().and_then(|h| h.inner().get("x-first-death-reason").cloned()).and_then(|v| {
-            match v {
-                AMQPValue::LongString(s) => Some(s.to_string()),
-                AMQPValue::ShortString(s) => Some(s.to_string()),
-                _ => None,
-            }
-        });
+    let reason = header_string(d, "x-first-death-reason");
     (reason.as_deref() == Some("delivery_limit")).then(|| limit.saturating_add(1))
+}
+
+fn header_string(d: &Delivery, name: &str) -> Option<String> {
+    d.properties.headers().as_ref().and_then(|h| h.inner().get(name).cloned()).and_then(|v| match v {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    })
+}
+
+/// When the broker first dead-lettered the message: the `time` of its first `x-death` entry.
+fn first_death_at(d: &Delivery) -> Option<String> {
+    let headers = d.properties.headers().as_ref()?;
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else { return None };
+    let AMQPValue::FieldTable(first) = deaths.as_slice().last()? else { return None };
+    let AMQPValue::Timestamp(t) = first.inner().get("time")? else { return None };
+    chrono::DateTime::from_timestamp(i64::try_from(*t).ok()?, 0).map(proto::time::rfc3339)
 }

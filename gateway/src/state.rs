@@ -38,6 +38,8 @@ pub struct Inner {
     pub lookup: Arc<dyn Lookup>,
     /// The operator's MCP servers, listed to check the tools a task chooses.
     pub mcp: Arc<runtime::mcp::McpClients>,
+    /// The dead-letter queue, for the operators' redrive.
+    pub dead_letters: Arc<crate::dead_letters::DeadLetterQueue>,
 }
 
 impl FromRef<AppState> for Arc<Verifier> {

@@ -52,6 +52,38 @@ impl Keys {
         format!("{}quota:{sub}:{day}", self.prefix)
     }
 
+    /// Tokens reserved by the user's tasks that day (`DAILY_TOKEN_LIMIT`); `day` is `YYYYMMDD`.
+    pub fn tokens(&self, sub: &str, day: &str) -> String {
+        format!("{}tokens:{sub}:{day}", self.prefix)
+    }
+
+    /// Sorted set: every task id by creation ms, for the operators' listing.
+    pub fn all_tasks(&self) -> String {
+        format!("{}tasks", self.prefix)
+    }
+
+    /// Sorted set: tasks with an `expires_after_seconds` → when (unix ms) they expire unless
+    /// started; the reconciler ends the ones left.
+    pub fn expiring(&self) -> String {
+        format!("{}expiring", self.prefix)
+    }
+
+    /// Sorted set: ids of dead-lettered tasks → when (unix ms) the reconciler saw the dead
+    /// letter; [`Self::dead_letter_info`] holds what the message's headers said.
+    pub fn dead_letters(&self) -> String {
+        format!("{}dead_letters", self.prefix)
+    }
+
+    /// Hash: task id → JSON of its dead letter (reason, count, first death, user).
+    pub fn dead_letter_info(&self) -> String {
+        format!("{}dead_letters:info", self.prefix)
+    }
+
+    /// Stream: every operator action (who, what, which tasks, when, dry run or not).
+    pub fn audit(&self) -> String {
+        format!("{}audit", self.prefix)
+    }
+
     /// Task ids whose end must still be announced, scored by when (unix ms) the next
     /// delivery attempt is due.
     pub fn webhooks_due(&self) -> String {

@@ -21,28 +21,46 @@ pub enum TaskStatus {
     InProgress,
     /// Parked: a tool call waits for its owner's decision; no worker or delivery holds it.
     RequiresAction,
+    /// Stopped at its token or tick budget (`incomplete_reason`), its checkpoint kept:
+    /// `POST /tasks/{id}/extend` resumes it. Holds no active-task slot.
+    Incomplete,
     Completed,
     Failed,
     Cancelled,
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 6] =
-        [Self::InQueue, Self::InProgress, Self::RequiresAction, Self::Completed, Self::Failed, Self::Cancelled];
+    pub const ALL: [TaskStatus; 7] = [
+        Self::InQueue,
+        Self::InProgress,
+        Self::RequiresAction,
+        Self::Incomplete,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InQueue => "in_queue",
             Self::InProgress => "in_progress",
             Self::RequiresAction => "requires_action",
+            Self::Incomplete => "incomplete",
             Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
         }
     }
 
+    /// Ended: nothing runs it again unless its owner (or an operator) retries it.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    /// Its run is over for now: ended, or stopped at a budget (the end of a delivery that
+    /// releases the active-task slot and is announced).
+    pub fn ends_run(self) -> bool {
+        self.is_terminal() || self == Self::Incomplete
     }
 }
 
@@ -138,6 +156,52 @@ pub struct TaskRecord {
     pub seq: u32,
     /// Messages the owner sent to the task so far.
     pub messages: u32,
+    /// Tokens the task may spend (all runs); `None` = no budget.
+    pub max_tokens: Option<u64>,
+    /// Tokens spent so far (prompt + completion, every call), as of the last recorded tick.
+    pub tokens_used: u64,
+    /// Why an `incomplete` task stopped.
+    pub incomplete_reason: Option<IncompleteReason>,
+    /// How each earlier run ended, oldest first (a retry or an extend adds one).
+    pub history: Vec<RunSummary>,
+    /// RFC 3339: a task not started by then fails "expired in queue".
+    pub expires_at: Option<String>,
+    /// Times it was admitted again (extend, retry, redrive): 0 for a task's first run.
+    pub runs: u32,
+}
+
+/// Which budget an `incomplete` task reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IncompleteReason {
+    MaxTokens,
+    MaxTicks,
+}
+
+impl IncompleteReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxTokens => "max_tokens",
+            Self::MaxTicks => "max_ticks",
+        }
+    }
+}
+
+/// How one earlier run of a task ended (before a retry or an extend started the next).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunSummary {
+    pub status: TaskStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete_reason: Option<IncompleteReason>,
+    /// Ticks recorded when it ended.
+    #[serde(default)]
+    pub tick: u32,
+    /// The last delivery of that run.
+    #[serde(default)]
+    pub attempt: u32,
+    pub ended_at: String,
 }
 
 /// A tool call waiting for its owner's approval.
@@ -201,6 +265,16 @@ impl TaskRecord {
         let pending_action = json_field("pending_action", take("pending_action"))?;
         let pending_schema = json_field("pending_schema", take("pending_schema"))?;
         let decision = json_field("decision", take("decision"))?;
+        let incomplete_reason = take("incomplete_reason")
+            .map(|s| {
+                serde_json::from_value(serde_json::Value::String(s))
+                    .map_err(|e| RecordError { field: "incomplete_reason", reason: e.to_string() })
+            })
+            .transpose()?;
+        let history: Vec<RunSummary> = json_field("history", take("history"))?.unwrap_or_default();
+        let num64 = |f: &'static str, v: Option<String>| -> Result<Option<u64>, RecordError> {
+            v.map(|s| s.parse().map_err(|e| RecordError { field: f, reason: format!("{e}") })).transpose()
+        };
         Ok(Some(Self {
             id,
             user_id: take("user_id").unwrap_or_default(),
@@ -227,6 +301,12 @@ impl TaskRecord {
             decision,
             seq: num("seq", take("seq"))?.unwrap_or(0),
             messages: num("messages", take("messages"))?.unwrap_or(0),
+            max_tokens: num64("max_tokens", take("max_tokens"))?.filter(|n| *n > 0),
+            tokens_used: num64("tokens_used", take("tokens_used"))?.unwrap_or(0),
+            incomplete_reason,
+            history,
+            expires_at: take("expires_at"),
+            runs: num("runs", take("runs"))?.unwrap_or(0),
         }))
     }
 
@@ -261,6 +341,11 @@ impl TaskRecord {
             webhook_url: self.webhook_url.clone(),
             tools: (!self.tools.is_empty()).then(|| self.tools.clone()),
             required_action: self.pending_action.clone().filter(|_| self.status == TaskStatus::RequiresAction),
+            max_tokens: self.max_tokens,
+            tokens_used: self.tokens_used,
+            incomplete_reason: self.incomplete_reason.filter(|_| self.status == TaskStatus::Incomplete),
+            history: self.history.clone(),
+            expires_at: self.expires_at.clone(),
         }
     }
 }
@@ -303,6 +388,21 @@ pub struct TaskResponse {
     /// While `requires_action`: the tool call waiting for the owner's decision.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub required_action: Option<RequiredAction>,
+    /// The task's token budget (prompt + completion, every call); absent = none.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_tokens: Option<u64>,
+    /// Tokens spent so far, as of the last recorded tick (the result's `usage` is exact).
+    #[serde(default)]
+    pub tokens_used: u64,
+    /// While `incomplete`: which budget it reached.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub incomplete_reason: Option<IncompleteReason>,
+    /// How each earlier run ended (retries, extends), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub history: Vec<RunSummary>,
+    /// RFC 3339: not started by then, the task fails "expired in queue".
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expires_at: Option<String>,
 }
 
 #[cfg(test)]

@@ -125,6 +125,10 @@ pub enum ModelError {
     /// the loop goes on.
     #[error("the model's reply was not a valid action: {0}")]
     Malformed(String),
+    /// The call would take the task past its token budget: not made; the task stops
+    /// `incomplete`.
+    #[error("the task's token budget is spent")]
+    OverBudget,
 }
 
 impl ModelError {
@@ -142,7 +146,7 @@ impl ModelError {
         match self {
             Self::Permanent { reason, .. } => Self::Permanent { reason, cause: Some(e.into()) },
             Self::Transient { reason, .. } => Self::Transient { reason, cause: Some(e.into()) },
-            malformed @ Self::Malformed(_) => malformed,
+            other @ (Self::Malformed(_) | Self::OverBudget) => other,
         }
     }
 
@@ -151,6 +155,7 @@ impl ModelError {
     pub fn reason(&self) -> &str {
         match self {
             Self::Permanent { reason, .. } | Self::Transient { reason, .. } | Self::Malformed(reason) => reason,
+            Self::OverBudget => "the task's token budget is spent",
         }
     }
 }

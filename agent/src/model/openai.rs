@@ -236,6 +236,7 @@ impl OpenAiModel {
         max_tokens: u32,
         meter: &Meter,
     ) -> Result<Reply, ModelError> {
+        meter.admit().map_err(|_| ModelError::OverBudget)?;
         #[allow(deprecated)]
         let request = CreateChatCompletionRequest {
             model: self.settings.model.clone(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use proto::TaskResult;
 use proto::store::{ProgressOutcome, StoreError, TaskStore};
-use proto::task::TaskRecord;
+use proto::task::{IncompleteReason, TaskRecord};
 use runtime::telemetry::Chain;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,9 @@ pub enum RunEnd {
     Cancelled(TaskResult, u32),
     TimedOut(TaskResult, u32),
     Failed(String, TaskResult, u32),
+    /// Stopped at its token budget, or at its tick budget without exiting: the checkpoint
+    /// is kept, and an extend resumes it.
+    Incomplete(IncompleteReason, TaskResult, u32),
     /// A newer delivery owns the task: stop without writing anything.
     Fenced,
     /// The record vanished under the run (Redis lost its data): nobody owns the task.
@@ -187,6 +190,7 @@ impl Run<'_> {
         let max_ticks = self.record.max_ticks;
         let mandate = self.record.mandate.as_str();
         let mut messages = self.record.messages;
+        let mut exited = false;
         while state.tick < max_ticks || state.pending.is_some() {
             if messages as usize > state.owner_messages.len() {
                 self.read_messages(&mut state).await;
@@ -238,6 +242,7 @@ impl Run<'_> {
                             tracing::warn!(tick, %reason, "model reply unusable after the repair retry; tick failed");
                             TickStep { decision: None, outcome: Outcome::default(), tool: None }
                         }
+                        Err(ModelError::OverBudget) => return self.over_budget(&state),
                         Err(e) => return self.model_failure(e, &state),
                     }
                 }
@@ -291,6 +296,7 @@ impl Run<'_> {
                 Err(e) => return RunEnd::Store(e),
             }
             if action_name == "exit" {
+                exited = true;
                 break;
             }
         }
@@ -305,15 +311,35 @@ impl Run<'_> {
                 if result.sources.is_empty() {
                     result.sources = state.sources.clone();
                 }
-                RunEnd::Completed(crate::vet::result(result, &state), state.tick)
+                let result = crate::vet::result(result, &state);
+                if exited {
+                    RunEnd::Completed(result, state.tick)
+                } else {
+                    // The synthesis of what it has, but the mandate may be unfinished: an
+                    // extend with more ticks resumes it from the checkpoint.
+                    RunEnd::Incomplete(IncompleteReason::MaxTicks, result, state.tick)
+                }
             }
             Err(ModelError::Malformed(reason)) => {
                 let notes =
                     format!("the model's final answer was unusable ({reason}); these are the collected deliverables");
-                RunEnd::Completed(state.partial_result(&notes), state.tick)
+                if exited {
+                    RunEnd::Completed(state.partial_result(&notes), state.tick)
+                } else {
+                    RunEnd::Incomplete(IncompleteReason::MaxTicks, state.partial_result(&notes), state.tick)
+                }
             }
+            Err(ModelError::OverBudget) => self.over_budget(&state),
             Err(e) => self.model_failure(e, &state),
         }
+    }
+
+    /// The next model call would take the task past its token budget.
+    fn over_budget(&self, state: &LoopState) -> RunEnd {
+        let used = self.meter.total().total_tokens;
+        tracing::info!(tick = state.tick, tokens = used, budget = ?self.record.max_tokens, "token budget reached; the task stops incomplete");
+        let notes = format!("stopped at its token budget ({used} tokens spent); extend it to go on");
+        RunEnd::Incomplete(IncompleteReason::MaxTokens, state.partial_result(&notes), state.tick)
     }
 
     /// A model error that ends the task (transient ones never get here: `model_call`
@@ -333,7 +359,15 @@ impl Run<'_> {
     ) -> Result<ProgressOutcome, StoreError> {
         let checkpoint = state.encode();
         crate::retry::redis_unless_stopped(self.stop, || {
-            self.store.progress(self.record, self.attempt, state.tick, action, &checkpoint, tool)
+            self.store.progress(
+                self.record,
+                self.attempt,
+                state.tick,
+                action,
+                &checkpoint,
+                tool,
+                state.usage.total_tokens,
+            )
         })
         .await
     }

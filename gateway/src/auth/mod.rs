@@ -13,13 +13,35 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 pub use self::jwks::Jwks;
-pub use self::verifier::{Rejection, Verifier};
+pub use self::verifier::{Identity, OperatorClaim, Rejection, Verifier};
 use crate::problem::ApiError;
 
 /// The authenticated caller (`sub`). Extracted from request parts, so it runs before any
 /// body extractor: an unauthenticated request never has its body read.
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub String);
+
+/// An operator (a token whose claims carry `OPERATOR_CLAIM`): the `/admin` routes. Anyone
+/// else gets `403`; a token that is not valid at all `401`, as everywhere.
+#[derive(Debug, Clone)]
+pub struct Operator(pub String);
+
+impl<S> FromRequestParts<S> for Operator
+where
+    Arc<Verifier>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let who = identify(parts, state).await?;
+        if !who.operator {
+            metrics::counter!("gateway_operator_refusals_total").increment(1);
+            return Err(ApiError::Forbidden("this route is for operators only".into()));
+        }
+        Ok(Self(who.sub))
+    }
+}
 
 impl<S> FromRequestParts<S> for AuthUser
 where
@@ -29,25 +51,33 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or(ApiError::MissingToken)?;
-        let token = match bearer(header.as_bytes()) {
-            Bearer::Token(token) => token,
-            Bearer::Empty => return Err(ApiError::EmptyToken),
-            Bearer::OtherScheme => return Err(ApiError::NotBearer),
-        };
-        let verifier = Arc::<Verifier>::from_ref(state);
-        match verifier.verify(token).await {
-            Ok(sub) => Ok(Self(sub)),
-            Err(rejection) => {
-                metrics::counter!("gateway_auth_failures_total").increment(1);
-                match rejection {
-                    Rejection::Anonymous => Err(ApiError::Forbidden(
-                        "anonymous sign-ins cannot submit or read tasks; sign in with an account".into(),
-                    )),
-                    Rejection::Invalid(reason) => {
-                        tracing::debug!(reason, "token rejected");
-                        Err(ApiError::InvalidToken)
-                    }
+        Ok(Self(identify(parts, state).await?.sub))
+    }
+}
+
+async fn identify<S>(parts: &Parts, state: &S) -> Result<Identity, ApiError>
+where
+    Arc<Verifier>: FromRef<S>,
+    S: Send + Sync,
+{
+    let header = parts.headers.get(AUTHORIZATION).ok_or(ApiError::MissingToken)?;
+    let token = match bearer(header.as_bytes()) {
+        Bearer::Token(token) => token,
+        Bearer::Empty => return Err(ApiError::EmptyToken),
+        Bearer::OtherScheme => return Err(ApiError::NotBearer),
+    };
+    let verifier = Arc::<Verifier>::from_ref(state);
+    match verifier.identify(token).await {
+        Ok(who) => Ok(who),
+        Err(rejection) => {
+            metrics::counter!("gateway_auth_failures_total").increment(1);
+            match rejection {
+                Rejection::Anonymous => Err(ApiError::Forbidden(
+                    "anonymous sign-ins cannot submit or read tasks; sign in with an account".into(),
+                )),
+                Rejection::Invalid(reason) => {
+                    tracing::debug!(reason, "token rejected");
+                    Err(ApiError::InvalidToken)
                 }
             }
         }

@@ -20,6 +20,8 @@ use moka::Expiry;
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
+use super::verifier::Identity;
+
 /// Distinct live tokens kept: a few MB at most, far more users than one gateway serves at once.
 pub const MAX_ENTRIES: u64 = 10_000;
 
@@ -27,7 +29,7 @@ type Key = [u8; 32];
 
 #[derive(Clone)]
 struct Verified {
-    sub: String,
+    who: Identity,
     /// The token's `exp` (Unix seconds).
     exp: i64,
     /// The key-set generation the signature was checked against.
@@ -65,18 +67,18 @@ impl TokenCache {
     }
 
     /// The user of a token verified under `generation` that has not expired at `now` (Unix seconds).
-    pub fn get(&self, key: &Key, generation: u64, now: i64) -> Option<String> {
+    pub fn get(&self, key: &Key, generation: u64, now: i64) -> Option<Identity> {
         let v = self.entries.get(key)?;
         // The same test as jsonwebtoken's: expired when exp < now - leeway.
         if v.generation != generation || v.exp < now - self.leeway {
             self.entries.invalidate(key);
             return None;
         }
-        Some(v.sub)
+        Some(v.who)
     }
 
-    pub fn insert(&self, key: Key, sub: &str, exp: i64, generation: u64) {
-        self.entries.insert(key, Verified { sub: sub.to_owned(), exp, generation });
+    pub fn insert(&self, key: Key, who: &Identity, exp: i64, generation: u64) {
+        self.entries.insert(key, Verified { who: who.clone(), exp, generation });
     }
 }
 
@@ -85,6 +87,10 @@ mod tests {
     use super::*;
 
     const LEEWAY_SECONDS: u64 = 30;
+
+    fn who(sub: &str) -> Identity {
+        Identity { sub: sub.to_owned(), operator: false }
+    }
 
     fn now() -> i64 {
         chrono::Utc::now().timestamp()
@@ -95,9 +101,13 @@ mod tests {
         let cache = TokenCache::new(10, LEEWAY_SECONDS);
         let k = TokenCache::key("a.b.c");
         let t = now();
-        cache.insert(k, "alice", t + 60, 0);
-        assert_eq!(cache.get(&k, 0, t).as_deref(), Some("alice"));
-        assert_eq!(cache.get(&k, 0, t + 60 + LEEWAY_SECONDS as i64).as_deref(), Some("alice"), "last second");
+        cache.insert(k, &who("alice"), t + 60, 0);
+        assert_eq!(cache.get(&k, 0, t).map(|w| w.sub), Some("alice".to_owned()));
+        assert_eq!(
+            cache.get(&k, 0, t + 60 + LEEWAY_SECONDS as i64).map(|w| w.sub),
+            Some("alice".to_owned()),
+            "last second"
+        );
         assert_eq!(cache.get(&k, 0, t + 61 + LEEWAY_SECONDS as i64), None, "expired");
         assert_eq!(cache.get(&k, 0, t), None, "an expired entry is gone, not kept for an earlier clock");
     }
@@ -106,7 +116,7 @@ mod tests {
     fn a_new_key_set_generation_misses() {
         let cache = TokenCache::new(10, LEEWAY_SECONDS);
         let k = TokenCache::key("a.b.c");
-        cache.insert(k, "alice", now() + 60, 3);
+        cache.insert(k, &who("alice"), now() + 60, 3);
         assert_eq!(cache.get(&k, 4, now()), None);
         assert_eq!(cache.get(&k, 3, now()), None, "and the stale entry is dropped");
     }
@@ -114,7 +124,7 @@ mod tests {
     #[test]
     fn tokens_are_told_apart_by_their_whole_text() {
         let cache = TokenCache::new(10, LEEWAY_SECONDS);
-        cache.insert(TokenCache::key("a.b.c"), "alice", now() + 60, 0);
+        cache.insert(TokenCache::key("a.b.c"), &who("alice"), now() + 60, 0);
         assert_eq!(cache.get(&TokenCache::key("a.b.d"), 0, now()), None);
         assert_eq!(cache.get(&TokenCache::key("a.b.c "), 0, now()), None);
     }
@@ -123,7 +133,7 @@ mod tests {
     fn the_cache_stays_within_its_bound() {
         let cache = TokenCache::new(100, LEEWAY_SECONDS);
         for i in 0..1_000 {
-            cache.insert(TokenCache::key(&format!("token-{i}")), "u", now() + 60, 0);
+            cache.insert(TokenCache::key(&format!("token-{i}")), &who("u"), now() + 60, 0);
         }
         cache.entries.run_pending_tasks();
         assert!(cache.entries.entry_count() <= 100, "{} entries", cache.entries.entry_count());

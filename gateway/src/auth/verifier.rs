@@ -39,6 +39,42 @@ struct Claims {
     iss: Option<String>,
     #[serde(default)]
     is_anonymous: bool,
+    /// Where the operator role is read from (`OPERATOR_CLAIM`), e.g. `app_metadata`.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Who a valid token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub sub: String,
+    /// Its claims carry the operator role (`OPERATOR_CLAIM`).
+    pub operator: bool,
+}
+
+/// The claim that makes a token an operator's: the value at a dotted path of the claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorClaim {
+    pub path: Vec<String>,
+    pub value: String,
+}
+
+impl OperatorClaim {
+    /// `path.to.claim=value` (e.g. `app_metadata.euglena_role=operator`).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (path, value) = raw.split_once('=')?;
+        let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+        (!value.is_empty() && path.iter().all(|p| !p.is_empty())).then(|| Self { path, value: value.to_owned() })
+    }
+
+    fn holds(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
+        let Some((first, rest)) = self.path.split_first() else { return false };
+        let mut v = claims.get(first);
+        for p in rest {
+            v = v.and_then(|x| x.get(p));
+        }
+        v.and_then(serde_json::Value::as_str) == Some(self.value.as_str())
+    }
 }
 
 /// Why a token was refused. Only [`Rejection::Anonymous`] is told apart to the client (403);
@@ -55,6 +91,7 @@ pub struct Verifier {
     base: Validation,
     issuer: Option<String>,
     allow_anonymous: bool,
+    operator: Option<OperatorClaim>,
     cache: TokenCache,
 }
 
@@ -72,6 +109,7 @@ impl Verifier {
             base,
             issuer: auth.issuer.clone(),
             allow_anonymous: auth.allow_anonymous,
+            operator: auth.operator_claim.clone(),
             cache: TokenCache::new(token_cache::MAX_ENTRIES, LEEWAY_SECONDS),
         }
     }
@@ -82,20 +120,25 @@ impl Verifier {
 
     /// The user id (`sub`) of a valid token.
     pub async fn verify(&self, token: &str) -> Result<String, Rejection> {
+        Ok(self.identify(token).await?.sub)
+    }
+
+    /// Who a valid token names, and whether it is an operator's.
+    pub async fn identify(&self, token: &str) -> Result<Identity, Rejection> {
         // Read before verifying: a key set replaced meanwhile leaves the entry stale, not
         // wrongly fresh.
         let generation = self.jwks.as_ref().map_or(0, |j| j.generation());
         let key = TokenCache::key(token);
-        if let Some(sub) = self.cache.get(&key, generation, chrono::Utc::now().timestamp()) {
-            return Ok(sub);
+        if let Some(who) = self.cache.get(&key, generation, chrono::Utc::now().timestamp()) {
+            return Ok(who);
         }
-        let (sub, exp) = self.verify_uncached(token).await?;
-        self.cache.insert(key, &sub, exp, generation);
-        Ok(sub)
+        let (who, exp) = self.verify_uncached(token).await?;
+        self.cache.insert(key, &who, exp, generation);
+        Ok(who)
     }
 
-    /// The user id and `exp` of a valid token, checked in full.
-    async fn verify_uncached(&self, token: &str) -> Result<(String, i64), Rejection> {
+    /// The identity and `exp` of a valid token, checked in full.
+    async fn verify_uncached(&self, token: &str) -> Result<(Identity, i64), Rejection> {
         let header = decode_header(token).map_err(|_| Rejection::Invalid("malformed token"))?;
         if header.crit.is_some() {
             return Err(Rejection::Invalid("crit header"));
@@ -134,7 +177,7 @@ impl Verifier {
         Err(last)
     }
 
-    fn check(&self, c: Claims) -> Result<String, Rejection> {
+    fn check(&self, c: Claims) -> Result<Identity, Rejection> {
         if let Some(want) = &self.issuer
             && c.iss.as_deref() != Some(want.as_str())
         {
@@ -149,7 +192,8 @@ impl Verifier {
         if c.is_anonymous && !self.allow_anonymous {
             return Err(Rejection::Anonymous);
         }
-        Ok(c.sub)
+        let operator = self.operator.as_ref().is_some_and(|o| o.holds(&c.rest));
+        Ok(Identity { sub: c.sub, operator })
     }
 }
 

@@ -1,7 +1,9 @@
 //! The HTTP surface; one module per resource.
 
 pub mod actions;
+pub mod admin;
 pub mod console;
+pub mod recovery;
 pub mod samples;
 pub mod system;
 pub mod tasks;
@@ -59,6 +61,14 @@ fn documented() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tasks::events))
         .routes(routes!(actions::decide))
         .routes(routes!(actions::message))
+        .routes(routes!(recovery::extend))
+        .routes(routes!(recovery::retry))
+        .routes(routes!(admin::tasks))
+        .routes(routes!(admin::dead_letters))
+        .routes(routes!(admin::redrive))
+        .routes(routes!(admin::cancel_many))
+        .routes(routes!(admin::retry_many))
+        .routes(routes!(admin::audit))
         .routes(routes!(system::agents_count))
         .routes(routes!(system::health))
         .routes(routes!(system::ready))

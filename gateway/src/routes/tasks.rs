@@ -40,7 +40,21 @@ pub struct TaskRequest {
     #[serde(default)]
     #[schema(max_items = 32)]
     pub tools: Option<Vec<String>>,
+    /// Token budget (prompt + completion, every model call, repairs included); default
+    /// `DEFAULT_TASK_MAX_TOKENS` (none), at most `MAX_TASK_TOKENS`. A task that reaches it
+    /// stops `incomplete`; `POST /tasks/{id}/extend` raises it.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub max_tokens: Option<i64>,
+    /// Not started within this many seconds, the task fails "expired in queue" (its quota
+    /// refunded).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 604_800)]
+    pub expires_after_seconds: Option<i64>,
 }
+
+/// The longest `expires_after_seconds` (a week: a task record's default lifetime).
+const MAX_EXPIRES_AFTER_SECONDS: i64 = 7 * 86_400;
 
 /// One page of the caller's tasks, newest first.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -97,22 +111,49 @@ pub async fn submit(
             Some(crate::webhooks::check_url(w, state.lookup.as_ref(), raw).await.map_err(ApiError::Unprocessable)?)
         }
     };
+    let max_tokens = match req.max_tokens {
+        Some(n) if n < 1 || u64::try_from(n).is_ok_and(|n| n > s.max_task_tokens) => {
+            return Err(ApiError::Unprocessable(format!(
+                "max_tokens: must be between 1 and {} (MAX_TASK_TOKENS)",
+                s.max_task_tokens
+            )));
+        }
+        Some(n) => u64::try_from(n).ok(),
+        None => (s.default_task_max_tokens > 0).then_some(s.default_task_max_tokens),
+    };
+    let created_at = chrono::Utc::now();
+    let expires_at = match req.expires_after_seconds {
+        Some(n) if !(1..=MAX_EXPIRES_AFTER_SECONDS).contains(&n) => {
+            return Err(ApiError::Unprocessable(format!(
+                "expires_after_seconds: must be between 1 and {MAX_EXPIRES_AFTER_SECONDS}"
+            )));
+        }
+        Some(n) => Some(created_at + chrono::Duration::seconds(n)),
+        None => None,
+    };
     let tools = match &req.tools {
         Some(raw) => crate::tools::check_choice(&state.mcp, raw).await?,
         None => Vec::new(),
     };
+    let asked = Asked {
+        max_ticks,
+        webhook_url: webhook_url.as_deref(),
+        tools: &tools,
+        max_tokens,
+        expires_after: req.expires_after_seconds,
+    };
+    let fingerprint = fingerprint(&mandate, &asked);
     let task = NewTask {
         id: TaskId::new(),
         user_id: user.0,
         mandate: mandate.as_str().to_owned(),
         max_ticks: max_ticks.get(),
-        created_at: chrono::Utc::now(),
-        idempotency: idempotency_key.map(|key| Idempotency {
-            key,
-            fingerprint: fingerprint(&mandate, max_ticks, webhook_url.as_deref(), &tools),
-        }),
+        created_at,
+        idempotency: idempotency_key.map(|key| Idempotency { key, fingerprint }),
         webhook_url,
         tools,
+        max_tokens,
+        expires_at,
     };
     tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
     Ok(accepted(&state.submissions.submit(task).await?))
@@ -130,10 +171,29 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// What a request asks for besides its mandate, after defaults.
+struct Asked<'a> {
+    max_ticks: MaxTicks,
+    webhook_url: Option<&'a str>,
+    tools: &'a [String],
+    max_tokens: Option<u64>,
+    expires_after: Option<i64>,
+}
+
 /// Equal for requests that ask for the same task (after trimming and defaults).
-fn fingerprint(mandate: &Mandate, max_ticks: MaxTicks, webhook_url: Option<&str>, tools: &[String]) -> String {
+fn fingerprint(mandate: &Mandate, asked: &Asked<'_>) -> String {
+    let Asked { max_ticks, webhook_url, tools, max_tokens, expires_after } = *asked;
     let mut h = Sha256::new();
     h.update(max_ticks.get().to_be_bytes());
+    // Tagged, and only when set, so keys from before these fields existed match.
+    if let Some(n) = max_tokens {
+        h.update(b"max_tokens");
+        h.update(n.to_be_bytes());
+    }
+    if let Some(n) = expires_after {
+        h.update(b"expires_after");
+        h.update(n.to_be_bytes());
+    }
     // Each length-prefixed; an empty choice adds nothing, so keys from before tools existed match.
     for t in tools {
         h.update((t.len() as u64).to_be_bytes());

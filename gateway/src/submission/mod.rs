@@ -14,6 +14,7 @@
 //! in `in_queue` with no message behind it and its quota reserved.
 
 pub mod publisher;
+mod readmit;
 mod resume;
 mod undo;
 
@@ -29,6 +30,7 @@ use runtime::lifecycle::Stage;
 use crate::config::Settings;
 use crate::problem::ApiError;
 pub use publisher::{PublishError, Publisher};
+pub use readmit::Readmitted;
 
 /// Submissions per script call at most, and such calls in flight at once (see group_commit).
 const SUBMIT_BATCH: usize = 64;
@@ -49,6 +51,8 @@ pub enum SubmitError {
     RateLimited { per_minute: u32, burst: u32, retry_after: u64 },
     #[error("active-task cap")]
     TooManyActive { active: u64, max_active: u32 },
+    #[error("daily token quota exceeded")]
+    OverTokenQuota { remaining: u64, daily_limit: i64, reserving: u64, retry_after: u64 },
     /// The Idempotency-Key was used with a different request.
     #[error("idempotency key reused for another request")]
     KeyReused,
@@ -83,6 +87,12 @@ impl From<SubmitError> for ApiError {
                      wait for one to finish or cancel one"
                 ),
                 retry_after: ACTIVE_RETRY_AFTER_SECONDS,
+            },
+            SubmitError::OverTokenQuota { remaining, daily_limit, reserving, retry_after } => Self::TooManyRequests {
+                detail: format!(
+                    "daily token quota exceeded: {remaining} of {daily_limit} tokens left today, this task reserves {reserving}"
+                ),
+                retry_after,
             },
             SubmitError::KeyReused => Self::Unprocessable(
                 "this Idempotency-Key was already used with a different request; use a new key for a new task".into(),
@@ -195,6 +205,15 @@ impl Submissions {
             SubmitOutcome::TooManyActive { active } => {
                 let max_active = self.0.limits.max_active;
                 return Err(refused("active", SubmitError::TooManyActive { active, max_active }));
+            }
+            SubmitOutcome::OverTokenQuota { remaining } => {
+                let retry_after = proto::time::seconds_to_utc_midnight(chrono::Utc::now());
+                let reserving = task.max_tokens.unwrap_or(self.0.limits.token_estimate);
+                let daily_limit = self.0.limits.daily_tokens;
+                return Err(refused(
+                    "tokens",
+                    SubmitError::OverTokenQuota { remaining, daily_limit, reserving, retry_after },
+                ));
             }
         }
 

@@ -208,6 +208,10 @@ impl Dispatcher {
         let ended = rec.finished_at.clone().unwrap_or_else(|| rec.updated_at.clone());
         let mut data = json!({"correlation_id": rec.id, "status": rec.status});
         let mut msg_id = format!("msg_{}", id.to_string().replace('-', ""));
+        if rec.runs > 0 {
+            // Each run of a retried or extended task ends once, and is announced once.
+            msg_id = format!("{msg_id}_r{}", rec.runs);
+        }
         if hook.action
             && let Some(p) = &rec.pending_action
         {
@@ -376,6 +380,7 @@ fn event_type(status: TaskStatus) -> Option<&'static str> {
         TaskStatus::Completed => Some("task.completed"),
         TaskStatus::Failed => Some("task.failed"),
         TaskStatus::Cancelled => Some("task.cancelled"),
+        TaskStatus::Incomplete => Some("task.incomplete"),
         TaskStatus::InQueue | TaskStatus::InProgress | TaskStatus::RequiresAction => None,
     }
 }

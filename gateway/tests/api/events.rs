@@ -100,12 +100,17 @@ async fn run_task(app: &Harness, id: TaskId, ticks: u32) {
     let attempt = app.claim(id, "agent-1", 5).await;
     let rec = app.record(id).await.expect("record");
     for t in 1..=ticks {
-        let outcome = app.store.progress(&rec, attempt, t, "think", "{}", None).await.expect("progress");
+        let outcome = app.store.progress(&rec, attempt, t, "think", "{}", None, 0).await.expect("progress");
         assert_eq!(outcome, ProgressOutcome::Continue { messages: 0 });
     }
     let result = json!({"success": true, "deliverables": ["d"], "notes": "n", "sources": []});
-    let fin =
-        Finish { status: proto::TaskStatus::Completed, result: Some(result), error: None, ticks_used: Some(ticks) };
+    let fin = Finish {
+        status: proto::TaskStatus::Completed,
+        result: Some(result),
+        error: None,
+        ticks_used: Some(ticks),
+        tokens_used: None,
+    };
     assert_eq!(
         app.store.finish(&rec, Some(attempt), &fin).await.expect("finish"),
         proto::store::FinishOutcome::Written

@@ -117,7 +117,8 @@ async fn every_terminal_transition_frees_a_slot() {
     let rec = app.record(c).await.expect("record");
     assert_eq!(app.cancel(USER, c).await.status(), 202);
     assert_full(&app).await;
-    let cancelled = Finish { status: TaskStatus::Cancelled, result: None, error: None, ticks_used: Some(1) };
+    let cancelled =
+        Finish { status: TaskStatus::Cancelled, result: None, error: None, ticks_used: Some(1), tokens_used: None };
     assert_eq!(
         app.store.finish(&rec, Some(attempt), &cancelled).await.expect("finish"),
         proto::store::FinishOutcome::Written
@@ -128,7 +129,8 @@ async fn every_terminal_transition_frees_a_slot() {
     // Completed by an agent.
     let attempt = app.claim(d, "w1", 5).await;
     let rec = app.record(d).await.expect("record");
-    let done = Finish { status: TaskStatus::Completed, result: None, error: None, ticks_used: Some(1) };
+    let done =
+        Finish { status: TaskStatus::Completed, result: None, error: None, ticks_used: Some(1), tokens_used: None };
     assert_eq!(
         app.store.finish(&rec, Some(attempt), &done).await.expect("finish"),
         proto::store::FinishOutcome::Written
@@ -147,6 +149,8 @@ async fn every_terminal_transition_frees_a_slot() {
         idempotency: None,
         webhook_url: None,
         tools: Vec::new(),
+        max_tokens: None,
+        expires_at: None,
     };
     assert!(app.store.abort_submit(&undo).await.expect("abort"));
     submit_id(&app).await;

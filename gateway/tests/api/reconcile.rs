@@ -197,6 +197,8 @@ async fn stranded(app: &Harness, n: usize) -> Vec<TaskId> {
             idempotency: None,
             webhook_url: None,
             tools: Vec::new(),
+            max_tokens: None,
+            expires_at: None,
         };
         app.store.submit(&task, &proto::store::Limits::NONE).await.expect("submit");
         ids.push(task.id);

@@ -81,7 +81,7 @@ async fn submit_hooked(app: &Harness, base: &str, url: &str) -> TaskId {
 async fn end(app: &Harness, id: TaskId, status: TaskStatus) {
     let attempt = app.claim(id, "agent-1", 5).await;
     let rec = app.record(id).await.expect("record");
-    let fin = Finish { status, result: None, error: None, ticks_used: Some(1) };
+    let fin = Finish { status, result: None, error: None, ticks_used: Some(1), tokens_used: None };
     assert_eq!(
         app.store.finish(&rec, Some(attempt), &fin).await.expect("finish"),
         proto::store::FinishOutcome::Written

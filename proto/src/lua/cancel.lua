@@ -26,5 +26,10 @@ if st == 'in_queue' or st == 'requires_action' then
   redis.call('HDEL', task_key, 'pending_action', 'pending_schema')
   return {'cancelled'}
 end
+-- Stopped at a budget: ends with the result it stopped with (settled when it stopped).
+if st == 'incomplete' then
+  finish('cancelled', nil, nil, nil, now, ttl)
+  return {'cancelled'}
+end
 emit(ttl, 'status', st, 'cancel_requested', '1', 'at', now)
 return {'requested'}

@@ -15,7 +15,9 @@ local memories = ARGV[7]
 local seq = tonumber(ARGV[8])
 -- Returns {'missing'} | {'terminal', status} | {'gave_up', attempts}
 --   | {'stale'} (a copy of an earlier enqueue: ack it unrun) | {'parked'} (waits for its
---     owner: this delivery was already handed back, or is a late redelivery)
+--     owner, parked on a call or stopped `incomplete`: this delivery was already handed
+--     back, or is a late redelivery) | {'terminal', 'failed'} also when it expired in the
+--     queue (never started before its `expires_at`)
 --   | {'rekey', user id, quota key} (the owner keys were wrong and this would end the task:
 --     nothing written, call again with these)
 --   | {'claimed', attempt, has checkpoint (0|1), checkpoint or '', field, value, ...}: the
@@ -39,7 +41,7 @@ end
 if tonumber(h['seq'] or '0') > seq then
   return {'stale'}
 end
-if st == 'requires_action' then
+if st == 'requires_action' or st == 'incomplete' then
   return {'parked'}
 end
 local attempt = tonumber(h['attempt'] or '0')
@@ -48,12 +50,21 @@ local attempt = tonumber(h['attempt'] or '0')
 local deliveries = tonumber(h['deliveries'] or h['attempt'] or '0')
 local cancel = h['cancel_requested'] == '1'
 local give_up = deliveries >= max_deliveries
-if (cancel or give_up) and ((h['user_id'] or '') ~= expected_user or (h['quota_key'] or '') ~= expected_quota_key) then
+local expired = false
+if h['expires_at_ms'] and attempt == 0 then
+  local t = redis.call('TIME')
+  expired = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) >= tonumber(h['expires_at_ms'])
+end
+if (cancel or give_up or expired) and ((h['user_id'] or '') ~= expected_user or (h['quota_key'] or '') ~= expected_quota_key) then
   return {'rekey', h['user_id'] or '', h['quota_key'] or ''}
 end
 if cancel then
   finish('cancelled', CANCELLED_INTERRUPTED, nil, nil, now, ttl, memory_key, memories)
   return {'terminal', 'cancelled'}
+end
+if expired then
+  finish('failed', nil, EXPIRED_IN_QUEUE, 0, now, ttl, memory_key, memories)
+  return {'terminal', 'failed'}
 end
 if give_up then
   finish('failed', nil, 'gave up after ' .. deliveries .. ' deliveries', nil, now, ttl, memory_key, memories)

@@ -29,6 +29,9 @@ local CANCELLED_UNSTARTED = '{"success":false,"deliverables":[],"notes":"cancell
 -- Cancelled while its run was interrupted (the agent died after the cancel request).
 local CANCELLED_INTERRUPTED = '{"success":false,"deliverables":[],"notes":"cancelled while its run was interrupted","sources":[]}'
 
+-- The error of a task that was not started before its `expires_after_seconds` passed.
+local EXPIRED_IN_QUEUE = 'expired in queue'
+
 -- A submission that was never enqueued frees its idempotency claim: the client was told
 -- (or, its gateway gone, never told) that nothing was accepted, so a retry with the same key
 -- must be a fresh attempt.
@@ -56,32 +59,64 @@ local function forget_memory(memory_key, retain)
   end
 end
 
--- Ends the task: terminal status, refund of the unused reservation, TTLs refreshed,
--- checkpoint dropped, memories forgotten (see forget_memory). The caller has already
--- checked that the transition is allowed.
-local function finish(status, result, err, ticks_used, now, ttl, memory_key, memory_retain)
-  local f = redis.call('HMGET', task_key, 'max_ticks', 'ticks_used', 'webhook_url')
+-- Ends a run of the task: `status` is terminal, or 'incomplete' (stopped at its token or tick
+-- budget, `err` naming which; extend resumes it). Settles this admission once: the unused
+-- part of its tick and token reservations is refunded (tokens spent past the reservation are
+-- charged), the owner's active-task slot freed, the end's webhook scheduled. The checkpoint
+-- and the Redis memories are dropped when the task completed; otherwise kept for the record's
+-- `checkpoint_ttl` (CHECKPOINT_RETENTION_SECONDS), since retry and extend resume from them.
+-- The caller has already checked that the transition is allowed. `tokens_used` nil keeps
+-- what progress recorded.
+local function finish(status, result, err, ticks_used, now, ttl, memory_key, memory_retain, tokens_used)
+  local f = redis.call('HMGET', task_key, 'max_ticks', 'ticks_used', 'webhook_url', 'settled', 'tokens_used',
+    'tokens_reserved', 'tokens_base', 'token_quota_key', 'checkpoint_ttl')
   local max_ticks = tonumber(f[1] or '0')
   local used = ticks_used
   if used == nil then
     used = tonumber(f[2] or '0')
   end
-  redis.call('HSET', task_key, 'status', status, 'updated_at', now, 'finished_at', now, 'ticks_used', used)
+  local spent = tokens_used
+  if spent == nil then
+    spent = tonumber(f[5] or '0')
+  end
+  redis.call('HSET', task_key, 'status', status, 'updated_at', now, 'ticks_used', used, 'tokens_used', spent)
+  if status == 'incomplete' then
+    redis.call('HSET', task_key, 'incomplete_reason', err)
+  else
+    redis.call('HSET', task_key, 'finished_at', now)
+    if err ~= nil and err ~= '' then
+      redis.call('HSET', task_key, 'error', err)
+    end
+  end
   if result ~= nil and result ~= '' then
     redis.call('HSET', task_key, 'result', result)
   end
-  if err ~= nil and err ~= '' then
-    redis.call('HSET', task_key, 'error', err)
-  end
-  local refund = max_ticks - used
-  -- A counter that already expired belongs to a past day: nothing to give back.
-  if refund > 0 and redis.call('EXISTS', quota_key) == 1 then
-    redis.call('DECRBY', quota_key, refund)
+  -- An incomplete task that is then cancelled was settled when it stopped.
+  if f[4] ~= '1' then
+    redis.call('HSET', task_key, 'settled', '1')
+    local refund = max_ticks - used
+    -- A counter that already expired belongs to a past day: nothing to give back.
+    if refund > 0 and redis.call('EXISTS', quota_key) == 1 then
+      redis.call('DECRBY', quota_key, refund)
+    end
+    local back = tonumber(f[6] or '0') - (spent - tonumber(f[7] or '0'))
+    if f[8] and back ~= 0 and redis.call('EXISTS', f[8]) == 1 then
+      redis.call('DECRBY', f[8], back)
+    end
   end
   redis.call('EXPIRE', task_key, ttl)
   redis.call('EXPIRE', user_tasks_key, ttl)
-  redis.call('DEL', checkpoint_key)
-  -- Every terminal transition frees the owner's active-task slot.
+  local keep = tonumber(f[9] or '0')
+  if status == 'completed' or keep <= 0 then
+    redis.call('DEL', checkpoint_key)
+    forget_memory(memory_key, memory_retain)
+  else
+    redis.call('EXPIRE', checkpoint_key, keep)
+    if memory_key ~= nil and memory_retain ~= nil and memory_retain ~= '' then
+      redis.call('EXPIRE', memory_key, math.max(keep, tonumber(memory_retain)))
+    end
+  end
+  -- Every end of a run frees the owner's active-task slot.
   redis.call('SREM', active_key, task_id())
   -- and, with the same write, schedules the end's webhook: no way to end a task loses it.
   if f[3] then
@@ -89,6 +124,9 @@ local function finish(status, result, err, ticks_used, now, ttl, memory_key, mem
     redis.call('ZADD', webhooks_due_key, 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), task_id())
     redis.call('HSET', task_key, 'webhook_state', 'pending')
   end
-  forget_memory(memory_key, memory_retain)
-  emit(ttl, 'status', status, 'at', now)
+  if status == 'incomplete' then
+    emit(ttl, 'status', status, 'reason', err, 'at', now)
+  else
+    emit(ttl, 'status', status, 'at', now)
+  end
 end

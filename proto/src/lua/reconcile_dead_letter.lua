@@ -1,18 +1,27 @@
--- The reconciler closes the record of a dead-lettered message that no agent ended (the
--- broker dead-letters silently, e.g. when Redis was down across every delivery). Ticks
--- already recorded stay charged; the rest of the reservation is refunded.
--- KEYS: the prelude's.
+-- The reconciler takes a dead letter: it indexes it for the operators (`GET
+-- /admin/dead-letters`), and closes the record of a message that no agent ended (the broker
+-- dead-letters silently, e.g. when Redis was down across every delivery). Ticks already
+-- recorded stay charged; the rest of the reservation is refunded. A task waiting on its
+-- owner (parked, or incomplete) is not closed: the dead copy is an older enqueue's.
+-- KEYS: the prelude's, then:
+local dead_letters_key = KEYS[8]
+local dead_letter_info_key = KEYS[9]
 -- '' = unknown: the record's attempt count
 local deliveries = ARGV[1]
 local now = ARGV[2]
 local ttl = ARGV[3]
+-- JSON of what the message's headers said (reason, count, first death), for the index
+local info = ARGV[4]
+local now_ms = ARGV[5]
 -- Returns 'closed', 'terminal' or 'missing'.
 
 local st = redis.call('HGET', task_key, 'status')
 if not st then
   return 'missing'
 end
-if is_terminal(st) then
+redis.call('ZADD', dead_letters_key, now_ms, task_id())
+redis.call('HSET', dead_letter_info_key, task_id(), info)
+if is_terminal(st) or st == 'requires_action' or st == 'incomplete' then
   return 'terminal'
 end
 local n = deliveries

@@ -1,12 +1,14 @@
 -- Admit submissions and create their records, atomically, each in turn: idempotency claim,
--- per-user rate limit (GCRA), active-task cap, daily tick quota, then the writes. One call
+-- per-user rate limit (GCRA), active-task cap, daily tick quota, daily token quota, then the
+-- writes. One call
 -- carries a batch of concurrent submissions (group_commit.rs); each gets its own outcome,
 -- exactly as if it had been a call of its own, in the order given.
 -- KEYS: KEYS_PER_SUBMISSION per submission; ARGV: per submission, its argument count n, then
 -- its n arguments. Both are named in admit().
-local KEYS_PER_SUBMISSION = 8
+local KEYS_PER_SUBMISSION = 11
 -- Returns one reply per submission: {'accepted', remaining} | {'over_quota', remaining} |
---         {'duplicate', claim} | {'rate_limited', retry ms} | {'too_many_active', count};
+--         {'duplicate', claim} | {'rate_limited', retry ms} | {'too_many_active', count} |
+--         {'over_token_quota', remaining};
 --         remaining is -1 when unlimited.
 
 local function admit(K, A)
@@ -18,6 +20,11 @@ local function admit(K, A)
   local rate_key = K[6]
   local active_key = K[7]
   local unconfirmed_key = K[8]
+  local token_quota_key = K[9]
+  -- tasks with an `expires_after_seconds`, by when
+  local expiring_key = K[10]
+  -- every task, for the operators' listing
+  local all_tasks_key = K[11]
   -- <= 0: unlimited
   local daily_limit = tonumber(A[1])
   local cost = tonumber(A[2])
@@ -39,8 +46,14 @@ local function admit(K, A)
   local max_active = tonumber(A[13])
   -- to prune finished ids from the active set
   local task_prefix = A[14]
-  -- A[15..]: the record's fields, name then value
-  local FIELDS = 15
+  -- <= 0: unlimited
+  local daily_token_limit = tonumber(A[15])
+  -- the task's token budget, or the estimate for one without
+  local token_cost = tonumber(A[16])
+  -- '' = never; else unix ms after which a task not started yet fails
+  local expires_ms = A[17]
+  -- A[18..]: the record's fields, name then value
+  local FIELDS = 18
 
   -- 1. A replayed key returns the claim and touches nothing else (no rate, no quota).
   if claim ~= '' then
@@ -75,7 +88,7 @@ local function admit(K, A)
     if n >= max_active then
       for _, member in ipairs(redis.call('SMEMBERS', active_key)) do
         local st = redis.call('HGET', task_prefix .. member, 'status')
-        if not st or st == 'completed' or st == 'failed' or st == 'cancelled' then
+        if not st or st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'incomplete' then
           redis.call('SREM', active_key, member)
         end
       end
@@ -96,10 +109,28 @@ local function admit(K, A)
     remaining = daily_limit - used - cost
   end
 
-  -- 5. Writes.
+  -- 5. Daily token quota: the task's budget (or the estimate) is reserved, and what it did not
+  -- spend is given back when it stops (prelude's finish).
+  if daily_token_limit > 0 then
+    local used = tonumber(redis.call('GET', token_quota_key) or '0')
+    if used + token_cost > daily_token_limit then
+      return {'over_token_quota', tostring(math.max(daily_token_limit - used, 0))}
+    end
+  end
+
+  -- 6. Writes.
   redis.call('INCRBY', quota_key, cost)
   redis.call('EXPIRE', quota_key, quota_ttl)
   redis.call('HSET', task_key, unpack(A, FIELDS))
+  if daily_token_limit > 0 then
+    redis.call('INCRBY', token_quota_key, token_cost)
+    redis.call('EXPIRE', token_quota_key, quota_ttl)
+    redis.call('HSET', task_key, 'token_quota_key', token_quota_key, 'tokens_reserved', token_cost, 'tokens_base', 0)
+  end
+  if expires_ms ~= '' then
+    redis.call('HSET', task_key, 'expires_at_ms', expires_ms)
+    redis.call('ZADD', expiring_key, expires_ms, id)
+  end
   if claim ~= '' then
     redis.call('SET', claim_key, claim, 'EX', claim_ttl)
     redis.call('HSET', task_key, 'idem_key', claim_key)
@@ -108,6 +139,8 @@ local function admit(K, A)
   redis.call('ZREMRANGEBYSCORE', user_tasks_key, '-inf', '(' .. prune_before_ms)
   redis.call('ZADD', user_tasks_key, created_ms, id)
   redis.call('EXPIRE', user_tasks_key, ttl)
+  redis.call('ZREMRANGEBYSCORE', all_tasks_key, '-inf', '(' .. prune_before_ms)
+  redis.call('ZADD', all_tasks_key, created_ms, id)
   redis.call('SADD', active_key, id)
   redis.call('EXPIRE', active_key, ttl)
   -- Until the broker confirms, the reconciler may close it (see confirm.lua, reconcile_unconfirmed.lua).

@@ -14,6 +14,8 @@
 //! - [`run`]: progress, finish, and a client's cancel.
 //! - [`park`]: a run parks on its owner's decision; the decision resumes it from its
 //!   checkpoint; the owner's messages to a task.
+//! - [`readmit`]: a stopped task admitted again (extend, retry, redrive), resuming from its
+//!   checkpoint.
 //! - [`read`]: get, list, the list cursor.
 //! - [`reconcile`]: the reconciler's closes of records nobody else will end, and its lease.
 //!
@@ -23,6 +25,7 @@
 mod new_task;
 mod park;
 mod read;
+mod readmit;
 pub mod reconcile;
 mod run;
 mod submit;
@@ -41,7 +44,9 @@ use crate::time::utc_day;
 
 pub use new_task::{Idempotency, NewTask};
 pub use park::{DecideOutcome, MessageOutcome, ParkOutcome, Parking};
-pub use read::{Page, parse_cursor};
+pub use read::{Filter, Page, SCAN_LIMIT, parse_cursor};
+pub use readmit::{Readmission, ReadmitOutcome};
+pub use reconcile::DeadLetter;
 pub use run::{CancelOutcome, Finish, FinishOutcome, ProgressOutcome};
 pub use submit::{Claim, Limits, NOT_ENQUEUED, SubmitOutcome};
 pub use take_over::{Claimed, Takeover};
@@ -170,6 +175,7 @@ pub(crate) fn scripts() -> Vec<&'static Lua> {
     all.extend(take_over::scripts());
     all.extend(run::scripts());
     all.extend(park::scripts());
+    all.extend(readmit::scripts());
     all.extend(reconcile::scripts());
     all
 }

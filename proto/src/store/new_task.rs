@@ -21,6 +21,10 @@ pub struct NewTask {
     pub webhook_url: Option<String>,
     /// The MCP tools the owner chose (checked against the configured servers before submit).
     pub tools: Vec<String>,
+    /// Tokens (prompt + completion) the task may spend; `None` = no budget.
+    pub max_tokens: Option<u64>,
+    /// Not started by then, the task fails "expired in queue".
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,8 @@ impl NewTask {
             idempotency: None,
             webhook_url: None,
             tools: Vec::new(),
+            max_tokens: None,
+            expires_at: None,
         }
     }
 
@@ -57,6 +63,8 @@ impl NewTask {
             idempotency: None,
             webhook_url: None,
             tools: Vec::new(),
+            max_tokens: None,
+            expires_at: None,
         }
     }
 
@@ -102,6 +110,12 @@ impl NewTask {
             decision: None,
             seq: 0,
             messages: 0,
+            max_tokens: self.max_tokens,
+            tokens_used: 0,
+            incomplete_reason: None,
+            history: Vec::new(),
+            expires_at: self.expires_at.map(rfc3339),
+            runs: 0,
         }
     }
 }
@@ -124,7 +138,14 @@ pub(super) fn new_record_fields(args: &mut Vec<String>, rec: &TaskRecord) {
         args.extend([k.to_owned(), v.to_owned()]);
     }
     let tools = (!rec.tools.is_empty()).then(|| serde_json::to_string(&rec.tools).unwrap_or_default());
-    for (k, v) in [("quota_key", &rec.quota_key), ("webhook_url", &rec.webhook_url), ("tools", &tools)] {
+    let max_tokens = rec.max_tokens.map(|n| n.to_string());
+    for (k, v) in [
+        ("quota_key", &rec.quota_key),
+        ("webhook_url", &rec.webhook_url),
+        ("tools", &tools),
+        ("max_tokens", &max_tokens),
+        ("expires_at", &rec.expires_at),
+    ] {
         if let Some(v) = v {
             args.extend([k.to_owned(), v.clone()]);
         }

@@ -51,13 +51,16 @@ pub enum FinishOutcome {
     Missing,
 }
 
-/// How a run ended, as written by [`TaskStore::finish`].
+/// How a run ended, as written by [`TaskStore::finish`]: a terminal status, or
+/// `incomplete` with `error` naming the budget it reached (`max_tokens` | `max_ticks`).
 #[derive(Debug, Clone)]
 pub struct Finish {
     pub status: TaskStatus,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
     pub ticks_used: Option<u32>,
+    /// The task's tokens so far (all runs); `None` keeps what progress recorded.
+    pub tokens_used: Option<u64>,
 }
 
 impl TaskStore {
@@ -75,7 +78,8 @@ impl TaskStore {
     }
 
     /// Records tick `tick` (1-based count of finished ticks) and the loop checkpoint; `tool`
-    /// is the MCP tool the tick called and what it returned, for the tick's event.
+    /// is the MCP tool the tick called and what it returned, for the tick's event;
+    /// `tokens_used` the task's tokens so far.
     pub async fn progress(
         &self,
         rec: &TaskRecord,
@@ -84,6 +88,7 @@ impl TaskStore {
         action: &str,
         checkpoint: &str,
         tool: Option<(&str, &str)>,
+        tokens_used: u64,
     ) -> Result<ProgressOutcome, StoreError> {
         let (tool, output) = tool.unwrap_or(("", ""));
         let mut inv = self.finishing_rec(&PROGRESS, rec);
@@ -95,7 +100,8 @@ impl TaskStore {
             .arg(checkpoint)
             .arg(self.ttl())
             .arg(tool)
-            .arg(output);
+            .arg(output)
+            .arg(tokens_used);
         let (code, messages): (i64, u32) = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(match code {
             -2 => ProgressOutcome::Missing,
@@ -115,7 +121,7 @@ impl TaskStore {
         attempt: Option<u32>,
         fin: &Finish,
     ) -> Result<FinishOutcome, StoreError> {
-        debug_assert!(fin.status.is_terminal());
+        debug_assert!(fin.status.ends_run());
         let result = fin.result.as_ref().map(|r| r.to_string()).unwrap_or_default();
         let mut inv = self.finishing_rec(&FINISH, rec);
         inv.key(self.keys.memory(rec.id))
@@ -126,7 +132,8 @@ impl TaskStore {
             .arg(fin.ticks_used.map(|t| t.to_string()).unwrap_or_default())
             .arg(rfc3339(Utc::now()))
             .arg(self.ttl())
-            .arg(self.memory.arg());
+            .arg(self.memory.arg())
+            .arg(fin.tokens_used.map(|t| t.to_string()).unwrap_or_default());
         let written: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(match written {
             1 => FinishOutcome::Written,

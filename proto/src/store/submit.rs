@@ -10,7 +10,7 @@ use super::new_task::new_record_fields;
 use super::{NewTask, StoreError, TaskStore, with_prelude};
 use crate::domain::TaskId;
 use crate::lua::{Invocation, Lua};
-use crate::time::{rfc3339, seconds_to_utc_midnight};
+use crate::time::{rfc3339, seconds_to_utc_midnight, utc_day};
 
 static SUBMIT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/submit.lua")));
 static ABORT_SUBMIT: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("../lua/abort_submit.lua")));
@@ -35,6 +35,14 @@ pub struct Limits {
     /// Non-terminal tasks per user; 0 = off.
     pub max_active: u32,
     pub idempotency_ttl: Duration,
+    /// Tokens per UTC day (`DAILY_TOKEN_LIMIT`); ≤ 0 = unlimited.
+    pub daily_tokens: i64,
+    /// What a task without a token budget reserves of the daily tokens
+    /// (`TASK_TOKEN_ESTIMATE`).
+    pub token_estimate: u64,
+    /// How long a stopped task's checkpoint is kept for retry and extend
+    /// (`CHECKPOINT_RETENTION_SECONDS`); zero keeps none.
+    pub checkpoint_retention: Duration,
 }
 
 impl Limits {
@@ -45,6 +53,9 @@ impl Limits {
         burst: 1,
         max_active: 0,
         idempotency_ttl: Duration::from_secs(86_400),
+        daily_tokens: 0,
+        token_estimate: 0,
+        checkpoint_retention: Duration::from_secs(7 * 86_400),
     };
 }
 
@@ -62,6 +73,9 @@ pub enum SubmitOutcome {
     },
     TooManyActive {
         active: u64,
+    },
+    OverTokenQuota {
+        remaining: u64,
     },
     /// The idempotency key was used before; nothing was written.
     Duplicate(Claim),
@@ -104,6 +118,9 @@ fn parse_submit_reply(reply: &[String]) -> Result<SubmitOutcome, StoreError> {
         }
         [k, n] if k == "too_many_active" => {
             SubmitOutcome::TooManyActive { active: u64::try_from(num(n)?).unwrap_or(0) }
+        }
+        [k, n] if k == "over_token_quota" => {
+            SubmitOutcome::OverTokenQuota { remaining: u64::try_from(num(n)?).unwrap_or(0) }
         }
         [k, v] if k == "duplicate" => SubmitOutcome::Duplicate(Claim::parse(v).ok_or_else(bad)?),
         _ => return Err(bad()),
@@ -161,7 +178,10 @@ impl TaskStore {
             .key(claim_key)
             .key(self.keys.rate(&task.user_id))
             .key(self.keys.active(&task.user_id))
-            .key(self.keys.unconfirmed());
+            .key(self.keys.unconfirmed())
+            .key(self.keys.tokens(&task.user_id, &utc_day(task.created_at)))
+            .key(self.keys.expiring())
+            .key(self.keys.all_tasks());
         args.extend([
             limits.daily_ticks.to_string(),
             task.max_ticks.to_string(),
@@ -177,8 +197,12 @@ impl TaskStore {
             limits.burst.max(1).to_string(),
             limits.max_active.to_string(),
             self.keys.task_prefix(),
+            limits.daily_tokens.to_string(),
+            task.max_tokens.unwrap_or(limits.token_estimate).to_string(),
+            task.expires_at.map(|t| t.timestamp_millis().to_string()).unwrap_or_default(),
         ]);
         new_record_fields(args, &task.record(Some(quota_key)));
+        args.extend(["checkpoint_ttl".to_owned(), limits.checkpoint_retention.as_secs().to_string()]);
         inv.arg(args.len()).arg(&*args);
     }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use proto::TaskStatus;
-use proto::reconcile::{CloseOutcome, NOT_ENQUEUED};
+use proto::reconcile::{CloseOutcome, DeadLetter, NOT_ENQUEUED};
 
 use crate::support::Fixture;
 
@@ -28,10 +28,23 @@ async fn a_confirmed_task_is_left_to_its_agent_until_dead_lettered() {
     assert_eq!(t.store.close_unconfirmed(t.id()).await.expect("close"), CloseOutcome::Skipped);
     assert_eq!(t.record().await.status, TaskStatus::InQueue);
 
-    assert_eq!(t.store.close_dead_lettered(t.id(), Some(6)).await.expect("close"), CloseOutcome::Closed);
+    let letter = DeadLetter {
+        reason: Some("delivery_limit".into()),
+        count: Some(6),
+        first_death_at: "2026-12-06T00:00:00Z".into(),
+    };
+    assert_eq!(t.store.close_dead_lettered(t.id(), &letter).await.expect("close"), CloseOutcome::Closed);
     let rec = t.record().await;
     assert_eq!((rec.status, rec.error.as_deref()), (TaskStatus::Failed, Some("dead-lettered after 6 deliveries")));
-    assert_eq!(t.store.close_dead_lettered(t.id(), None).await.expect("close"), CloseOutcome::Skipped, "ended");
+    assert_eq!(
+        t.store.close_dead_lettered(t.id(), &DeadLetter::default()).await.expect("close"),
+        CloseOutcome::Skipped,
+        "ended"
+    );
+    let (listed, next) = t.store.dead_letters(10, None).await.expect("dead letters");
+    assert_eq!(next, None);
+    assert_eq!(listed.len(), 1, "indexed once per task: the last copy's headers");
+    assert_eq!(listed[0].0, t.id());
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use redis::AsyncCommands;
 use crate::support::Fixture;
 
 fn completed() -> Finish {
-    Finish { status: TaskStatus::Completed, result: None, error: None, ticks_used: Some(1) }
+    Finish { status: TaskStatus::Completed, result: None, error: None, ticks_used: Some(1), tokens_used: None }
 }
 
 #[tokio::test]
@@ -47,7 +47,7 @@ async fn a_stale_attempts_finish_deletes_and_writes_nothing() {
     let agent = t.store.clone().with_memory_cleanup(MemoryCleanup::Delete);
     let Takeover::Claimed(old) = t.take(&agent, "agent-a", 5).await else { panic!("claim") };
     let cp = r#"{"tick":1}"#;
-    agent.progress(&old.record, 1, 1, "think", cp, None).await.expect("progress");
+    agent.progress(&old.record, 1, 1, "think", cp, None, 0).await.expect("progress");
     let Takeover::Claimed(new) = t.take(&agent, "agent-b", 5).await else { panic!("claim") };
     let key = t.remember().await;
     let mut conn = t.store.connection();
