@@ -34,8 +34,11 @@ for i = 1, #flat, 2 do
 end
 local st = h['status']
 if is_terminal(st) then
-  -- The run that ended it may have died before its memories were forgotten.
-  forget_memory(memory_key, memories)
+  -- The run that completed it may have died before its memories were forgotten. (A task
+  -- that failed or was cancelled keeps them with its checkpoint, for a retry.)
+  if st == 'completed' then
+    forget_memory(memory_key, memories)
+  end
   return {'terminal', st}
 end
 if tonumber(h['seq'] or '0') > seq then

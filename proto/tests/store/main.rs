@@ -4,6 +4,7 @@
 
 mod park;
 mod read;
+mod readmit;
 mod reconcile;
 mod run;
 mod submit;

@@ -51,11 +51,21 @@ pub(crate) struct Fixture {
 impl Fixture {
     /// A store, and a task of `max_ticks` alice submitted (every admission limit off).
     pub(crate) async fn submitted(max_ticks: u32) -> Self {
+        Self::submitted_with(NewTask::new("alice", "a mandate", max_ticks), &Limits::NONE).await
+    }
+
+    /// A store, and `task` submitted under `limits`.
+    pub(crate) async fn submitted_with(task: NewTask, limits: &Limits) -> Self {
         let Scratch { store, _keys } = Scratch::new();
-        let task = NewTask::new("alice", "a mandate", max_ticks);
-        let submitted = store.submit(&task, &Limits::NONE).await.expect("submit");
+        let submitted = store.submit(&task, limits).await.expect("submit");
         assert!(matches!(submitted, SubmitOutcome::Accepted { .. }), "{submitted:?}");
         Self { store, envelope: task.envelope(), _keys }
+    }
+
+    /// Ticks `user` has reserved today.
+    pub(crate) async fn quota_used(&self, user: &str) -> i64 {
+        let key = self.store.quota_key(user, chrono::Utc::now());
+        self.store.connection().get::<_, Option<i64>>(key).await.expect("redis").unwrap_or(0)
     }
 
     pub(crate) fn id(&self) -> TaskId {

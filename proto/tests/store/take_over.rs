@@ -2,7 +2,7 @@
 //! names the owner's keys from the envelope, adopts an envelope without a record, and its
 //! own endings forget the task's memories.
 
-use proto::store::{CancelOutcome, MemoryCleanup, ProgressOutcome, Takeover};
+use proto::store::{CancelOutcome, Finish, MemoryCleanup, ProgressOutcome, Takeover};
 use proto::{TaskEnvelope, TaskId, TaskStatus};
 use redis::AsyncCommands;
 
@@ -97,20 +97,32 @@ async fn an_envelope_without_a_record_is_adopted_and_taken_over() {
 }
 
 #[tokio::test]
-async fn the_claims_own_endings_forget_the_memories_too() {
-    // Gave up on the claim.
+async fn the_claims_own_endings_keep_the_memories_for_a_retry_and_forget_them_once_completed() {
+    // Gave up on the claim: failed, so kept with the checkpoint for a retry.
     let t = Fixture::submitted(5).await;
     let agent = t.store.clone().with_memory_cleanup(MemoryCleanup::Delete);
     assert!(matches!(t.take(&agent, "agent-a", 1).await, Takeover::Claimed(_)));
     let key = t.remember().await;
     assert!(matches!(t.take(&agent, "agent-b", 1).await, Takeover::GaveUp { attempts: 1 }));
-    assert_eq!(t.ttl(&key).await, -2, "gave up: deleted");
-    // A redelivery of a task that ended elsewhere (memories written after, or left by a
-    // crash of an older agent).
-    let key = t.remember().await;
+    let kept = t.ttl(&key).await;
+    assert!(kept > 6 * 86_400, "gave up: kept for CHECKPOINT_RETENTION_SECONDS, ttl {kept}");
+    // A redelivery of a task that failed elsewhere leaves them too.
     let got = t.take(&agent, "agent-c", 5).await;
     assert!(matches!(got, Takeover::Terminal(TaskStatus::Failed)), "{got:?}");
-    assert_eq!(t.ttl(&key).await, -2, "terminal: deleted");
+    assert!(t.ttl(&key).await > 0, "failed: kept");
+
+    // A redelivery of a task that completed elsewhere (memories left by a crash of the agent
+    // that completed it) forgets them.
+    let t = Fixture::submitted(5).await;
+    let agent = t.store.clone().with_memory_cleanup(MemoryCleanup::Delete);
+    let Takeover::Claimed(c) = t.take(&agent, "agent-a", 5).await else { panic!("claim") };
+    let done =
+        Finish { status: TaskStatus::Completed, result: None, error: None, ticks_used: Some(1), tokens_used: None };
+    t.store.finish(&c.record, Some(c.attempt), &done).await.expect("finish");
+    let key = t.remember().await;
+    let got = t.take(&agent, "agent-b", 5).await;
+    assert!(matches!(got, Takeover::Terminal(TaskStatus::Completed)), "{got:?}");
+    assert_eq!(t.ttl(&key).await, -2, "completed: deleted");
 
     // Cancelled while its run was interrupted.
     let t = Fixture::submitted(5).await;
@@ -120,5 +132,5 @@ async fn the_claims_own_endings_forget_the_memories_too() {
     let key = t.remember().await;
     let got = t.take(&agent, "agent-b", 5).await;
     assert!(matches!(got, Takeover::Terminal(TaskStatus::Cancelled)), "{got:?}");
-    assert_eq!(t.ttl(&key).await, -2, "cancelled: deleted");
+    assert!(t.ttl(&key).await > 0, "cancelled: kept for a retry");
 }
