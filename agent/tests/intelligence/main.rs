@@ -7,6 +7,7 @@
 //! checks what the Qdrant store sends against a fake gRPC endpoint, always.
 
 mod approvals;
+mod budgets;
 mod memory;
 mod model_client;
 mod offline;
