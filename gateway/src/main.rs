@@ -37,6 +37,7 @@ fn print_token(settings: &Settings, args: &[String]) -> anyhow::Result<()> {
     let mut ttl = 3600u64;
     let mut key = None;
     let mut kid = None;
+    let mut operator = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -46,6 +47,7 @@ fn print_token(settings: &Settings, args: &[String]) -> anyhow::Result<()> {
             }
             "--key" => key = it.next().cloned(),
             "--kid" => kid = it.next().cloned(),
+            "--operator" => operator = true,
             other => anyhow::bail!("unknown argument {other:?}; see --help"),
         }
     }
@@ -62,7 +64,16 @@ fn print_token(settings: &Settings, args: &[String]) -> anyhow::Result<()> {
                 .auth
                 .hs256_secret()
                 .ok_or_else(|| anyhow::anyhow!("no SUPABASE_JWT_SECRET to sign with; pass --key <pem> --kid <kid>"))?;
-            gateway::auth::dev_token::hs256(secret, &sub, aud, iss, ttl)?
+            let mut claims = gateway::auth::dev_token::claims(&sub, aud, iss, ttl)?;
+            if operator {
+                let claim = settings
+                    .auth
+                    .operator_claim
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("OPERATOR_CLAIM is empty: nobody is an operator"))?;
+                gateway::auth::dev_token::make_operator(&mut claims, claim);
+            }
+            gateway::auth::dev_token::sign_hs256(secret, &claims)?
         }
     };
     #[allow(clippy::print_stdout)]

@@ -123,6 +123,14 @@ impl Harness {
         gateway::auth::dev_token::hs256(SECRET.as_bytes(), user, "authenticated", None, 600).expect("token")
     }
 
+    /// A token whose claims carry the default `OPERATOR_CLAIM` role.
+    pub fn operator_token(&self, user: &str) -> String {
+        let mut claims = gateway::auth::dev_token::claims(user, "authenticated", None, 600).expect("claims");
+        let role = gateway::auth::OperatorClaim::parse("app_metadata.euglena_role=operator").expect("claim");
+        gateway::auth::dev_token::make_operator(&mut claims, &role);
+        gateway::auth::dev_token::sign_hs256(SECRET.as_bytes(), &claims).expect("token")
+    }
+
     pub async fn submit(&self, user: &str, body: Value) -> reqwest::Response {
         self.http.post(self.url("/tasks")).bearer_auth(self.token_for(user)).json(&body).send().await.expect("request")
     }

@@ -7,6 +7,7 @@ mod cancel;
 mod crash;
 mod in_process;
 mod missing;
+mod operators;
 mod pipeline;
 mod poison;
 mod presence;

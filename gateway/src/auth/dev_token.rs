@@ -3,7 +3,8 @@
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
-fn claims(sub: &str, audience: &str, issuer: Option<&str>, ttl_seconds: u64) -> anyhow::Result<serde_json::Value> {
+/// The claims of a development token for `sub`.
+pub fn claims(sub: &str, audience: &str, issuer: Option<&str>, ttl_seconds: u64) -> anyhow::Result<serde_json::Value> {
     let now = chrono::Utc::now().timestamp();
     let mut claims = serde_json::json!({
         "sub": sub,
@@ -16,6 +17,24 @@ fn claims(sub: &str, audience: &str, issuer: Option<&str>, ttl_seconds: u64) -> 
         claims["iss"] = serde_json::Value::from(iss);
     }
     Ok(claims)
+}
+
+/// Gives `claims` the operator role as `OPERATOR_CLAIM` names it (`app_metadata.euglena_role`
+/// by default: in Supabase, set by the server, never by the user).
+pub fn make_operator(claims: &mut serde_json::Value, operator: &super::OperatorClaim) {
+    let mut at = claims;
+    for key in &operator.path {
+        if !at.get(key).is_some_and(serde_json::Value::is_object) {
+            at[key.as_str()] = serde_json::json!({});
+        }
+        at = &mut at[key.as_str()];
+    }
+    *at = serde_json::Value::from(operator.value.as_str());
+}
+
+/// Signs `claims` with HS256.
+pub fn sign_hs256(secret: &[u8], claims: &serde_json::Value) -> anyhow::Result<String> {
+    Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))?)
 }
 
 pub fn hs256(

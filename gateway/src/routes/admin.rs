@@ -362,12 +362,14 @@ async fn retry_one(
     op: &str,
     (done, would): (&str, &str),
 ) -> Result<BulkResult, ApiError> {
-    if !matches!(rec.status, TaskStatus::Failed | TaskStatus::Cancelled) {
-        return Ok(result(rec.id, "skipped", Some(format!("is {}", rec.status))));
-    }
     if dry {
+        if !matches!(rec.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+            return Ok(result(rec.id, "skipped", Some(format!("is {}", rec.status))));
+        }
         return Ok(result(rec.id, would, None));
     }
+    // The script decides, so a task this operation already admitted says so whatever its
+    // status now.
     Ok(match state.submissions.readmit(rec, how, Some(op)).await {
         Ok(Readmitted::Queued(_)) => result(rec.id, done, None),
         Ok(Readmitted::AlreadyDone(_)) => result(rec.id, "already_done", None),

@@ -2,6 +2,7 @@
 //! RabbitMQ. Every test starts its own in-process gateway with its own key prefix and
 //! queue (see `testkit::Harness`), so they run in parallel.
 
+mod admin;
 mod auth;
 mod broker;
 mod claims;

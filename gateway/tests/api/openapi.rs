@@ -9,7 +9,7 @@ use serde_json::Value;
 use testkit::Harness;
 
 /// Every route `gateway::routes::router` serves.
-const ROUTES: [(&str, &str); 18] = [
+const ROUTES: [(&str, &str); 26] = [
     ("post", "/tasks"),
     ("get", "/tasks"),
     ("get", "/tasks/{id}"),
@@ -28,6 +28,14 @@ const ROUTES: [(&str, &str); 18] = [
     ("get", "/console/config"),
     ("get", "/ops/samples"),
     ("post", "/dev/token"),
+    ("post", "/tasks/{id}/extend"),
+    ("post", "/tasks/{id}/retry"),
+    ("get", "/admin/tasks"),
+    ("get", "/admin/dead-letters"),
+    ("post", "/admin/dead-letters/redrive"),
+    ("post", "/admin/tasks/cancel"),
+    ("post", "/admin/tasks/retry"),
+    ("get", "/admin/audit"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
