@@ -12,7 +12,7 @@ mod owner;
 use std::time::Duration;
 
 use proto::TaskResult;
-use proto::store::{ProgressOutcome, StoreError, TaskStore};
+use proto::store::{ProgressOutcome, StoreError, TaskStore, Tick};
 use proto::task::{IncompleteReason, TaskRecord};
 use runtime::telemetry::Chain;
 use tokio::time::Instant;
@@ -358,17 +358,8 @@ impl Run<'_> {
         tool: Option<(&str, &str)>,
     ) -> Result<ProgressOutcome, StoreError> {
         let checkpoint = state.encode();
-        crate::retry::redis_unless_stopped(self.stop, || {
-            self.store.progress(
-                self.record,
-                self.attempt,
-                state.tick,
-                action,
-                &checkpoint,
-                tool,
-                state.usage.total_tokens,
-            )
-        })
-        .await
+        let tick =
+            Tick { tick: state.tick, action, checkpoint: &checkpoint, tool, tokens_used: state.usage.total_tokens };
+        crate::retry::redis_unless_stopped(self.stop, || self.store.progress(self.record, self.attempt, &tick)).await
     }
 }

@@ -296,7 +296,14 @@ async fn a_redelivered_task_resumes_from_its_checkpoint() {
     before.deliverables.push("found by the first run".into());
     before.usage =
         Usage { prompt_tokens: 1000, completion_tokens: 100, total_tokens: 1100, model_calls: 2, failed_calls: 0 };
-    core.store.progress(&rec, 1, 2, "think", &before.encode(), None, 0).await.expect("progress");
+    core.store
+        .progress(
+            &rec,
+            1,
+            &proto::store::Tick { tick: 2, action: "think", checkpoint: &before.encode(), tool: None, tokens_used: 0 },
+        )
+        .await
+        .expect("progress");
 
     let model = Scripted::new(&core, vec![Reply::Act(Action::Think), Reply::Act(Action::Exit)]);
     assert_eq!(core.deliver(model.clone(), 1).await, Outcome::Acked);

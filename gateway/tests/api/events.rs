@@ -100,7 +100,15 @@ async fn run_task(app: &Harness, id: TaskId, ticks: u32) {
     let attempt = app.claim(id, "agent-1", 5).await;
     let rec = app.record(id).await.expect("record");
     for t in 1..=ticks {
-        let outcome = app.store.progress(&rec, attempt, t, "think", "{}", None, 0).await.expect("progress");
+        let outcome = app
+            .store
+            .progress(
+                &rec,
+                attempt,
+                &proto::store::Tick { tick: t, action: "think", checkpoint: "{}", tool: None, tokens_used: 0 },
+            )
+            .await
+            .expect("progress");
         assert_eq!(outcome, ProgressOutcome::Continue { messages: 0 });
     }
     let result = json!({"success": true, "deliverables": ["d"], "notes": "n", "sources": []});

@@ -47,7 +47,7 @@ pub use park::{DecideOutcome, MessageOutcome, ParkOutcome, Parking};
 pub use read::{Filter, Page, SCAN_LIMIT, parse_cursor};
 pub use readmit::{Readmission, ReadmitOutcome};
 pub use reconcile::DeadLetter;
-pub use run::{CancelOutcome, Finish, FinishOutcome, ProgressOutcome};
+pub use run::{CancelOutcome, Finish, FinishOutcome, ProgressOutcome, Tick};
 pub use submit::{Claim, Limits, NOT_ENQUEUED, SubmitOutcome};
 pub use take_over::{Claimed, Takeover};
 

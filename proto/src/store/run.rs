@@ -51,6 +51,19 @@ pub enum FinishOutcome {
     Missing,
 }
 
+/// A finished tick, as [`TaskStore::progress`] records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick<'a> {
+    /// Ticks finished so far (1-based).
+    pub tick: u32,
+    pub action: &'a str,
+    pub checkpoint: &'a str,
+    /// The MCP tool the tick called and what it returned, for the tick's event.
+    pub tool: Option<(&'a str, &'a str)>,
+    /// The task's tokens so far.
+    pub tokens_used: u64,
+}
+
 /// How a run ended, as written by [`TaskStore::finish`]: a terminal status, or
 /// `incomplete` with `error` naming the budget it reached (`max_tokens` | `max_ticks`).
 #[derive(Debug, Clone)]
@@ -77,19 +90,9 @@ impl TaskStore {
         }
     }
 
-    /// Records tick `tick` (1-based count of finished ticks) and the loop checkpoint; `tool`
-    /// is the MCP tool the tick called and what it returned, for the tick's event;
-    /// `tokens_used` the task's tokens so far.
-    pub async fn progress(
-        &self,
-        rec: &TaskRecord,
-        attempt: u32,
-        tick: u32,
-        action: &str,
-        checkpoint: &str,
-        tool: Option<(&str, &str)>,
-        tokens_used: u64,
-    ) -> Result<ProgressOutcome, StoreError> {
+    /// Records a finished tick and the loop checkpoint, fenced by `attempt`.
+    pub async fn progress(&self, rec: &TaskRecord, attempt: u32, t: &Tick<'_>) -> Result<ProgressOutcome, StoreError> {
+        let Tick { tick, action, checkpoint, tool, tokens_used } = *t;
         let (tool, output) = tool.unwrap_or(("", ""));
         let mut inv = self.finishing_rec(&PROGRESS, rec);
         inv.arg(attempt)

@@ -22,7 +22,17 @@ async fn ran(t: &Fixture, ticks: u32, status: TaskStatus) {
     for tick in 1..=ticks {
         let cp = format!(r#"{{"tick":{tick}}}"#);
         t.store
-            .progress(&c.record, c.attempt, tick, "think", &cp, None, u64::from(tick) * 100)
+            .progress(
+                &c.record,
+                c.attempt,
+                &proto::store::Tick {
+                    tick,
+                    action: "think",
+                    checkpoint: &cp,
+                    tool: None,
+                    tokens_used: u64::from(tick) * 100,
+                },
+            )
             .await
             .expect("progress");
     }
@@ -267,7 +277,8 @@ async fn the_daily_token_quota_is_exact_under_40_concurrent_submits_and_refunded
     }
     let queued = scratch.record(accepted[4].id).await.expect("record");
     assert_eq!(scratch.store.cancel(&queued).await.expect("cancel"), CancelOutcome::Cancelled);
-    assert_eq!(tokens_reserved(&scratch.store, "bob").await, 1000 - 70 - 100 - 90 - 0 - 100);
+    // Refunds: 70 (completed), 100 (failed), 90 (cancelled), none (incomplete, all spent), 100 (cancelled queued).
+    assert_eq!(tokens_reserved(&scratch.store, "bob").await, 1000 - 70 - 100 - 90 - 100);
 }
 
 #[tokio::test]

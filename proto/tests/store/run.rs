@@ -47,7 +47,14 @@ async fn a_stale_attempts_finish_deletes_and_writes_nothing() {
     let agent = t.store.clone().with_memory_cleanup(MemoryCleanup::Delete);
     let Takeover::Claimed(old) = t.take(&agent, "agent-a", 5).await else { panic!("claim") };
     let cp = r#"{"tick":1}"#;
-    agent.progress(&old.record, 1, 1, "think", cp, None, 0).await.expect("progress");
+    agent
+        .progress(
+            &old.record,
+            1,
+            &proto::store::Tick { tick: 1, action: "think", checkpoint: cp, tool: None, tokens_used: 0 },
+        )
+        .await
+        .expect("progress");
     let Takeover::Claimed(new) = t.take(&agent, "agent-b", 5).await else { panic!("claim") };
     let key = t.remember().await;
     let mut conn = t.store.connection();

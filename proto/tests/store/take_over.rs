@@ -23,7 +23,14 @@ async fn the_claim_returns_the_record_and_the_checkpoint_of_the_attempt_it_fence
     let cp = r#"{"tick":1,"notes":["after tick 1"]}"#;
     let fenced = &first.record;
     assert_eq!(
-        t.store.progress(fenced, 1, 1, "think", cp, None, 0).await.expect("progress"),
+        t.store
+            .progress(
+                fenced,
+                1,
+                &proto::store::Tick { tick: 1, action: "think", checkpoint: cp, tool: None, tokens_used: 0 }
+            )
+            .await
+            .expect("progress"),
         ProgressOutcome::Continue { messages: 0 }
     );
     let Takeover::Claimed(second) = t.take(&t.store, "agent-b", 5).await else { panic!("claim") };
@@ -36,7 +43,14 @@ async fn the_claim_returns_the_record_and_the_checkpoint_of_the_attempt_it_fence
     // The fenced attempt can no longer move the checkpoint the next claim would read.
     let stale = r#"{"tick":2}"#;
     assert_eq!(
-        t.store.progress(fenced, 1, 2, "think", stale, None, 0).await.expect("progress"),
+        t.store
+            .progress(
+                fenced,
+                1,
+                &proto::store::Tick { tick: 2, action: "think", checkpoint: stale, tool: None, tokens_used: 0 }
+            )
+            .await
+            .expect("progress"),
         ProgressOutcome::Fenced
     );
     let Takeover::Claimed(third) = t.take(&t.store, "agent-c", 5).await else { panic!("claim") };
