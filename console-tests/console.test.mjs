@@ -121,6 +121,47 @@ test("a parked call is approved from the page and a running task takes a message
   await context.close();
 });
 
+test("an incomplete task is extended from the page, and a cancelled one retried", async () => {
+  const { page, context, errors } = await open();
+  await devSignIn(page);
+  // The offline model thinks 12 ticks before it exits: 2 ticks stop it at its tick budget.
+  await submitFromPage(page, "Stop at the tick budget, then go on", 2);
+  const status = page.getByTestId("task-status");
+  await status.filter({ hasText: /^incomplete$/ }).waitFor({ timeout: 60_000 });
+  assert.equal(await page.getByTestId("extend-reason").textContent(), "tick");
+  await page.getByTestId("task-result").waitFor({ state: "visible" });
+  await page.screenshot({ path: `${SHOTS}/08-incomplete.png`, fullPage: true });
+  await page.getByTestId("extend-ticks").fill("30");
+  await page.getByTestId("extend-button").click();
+  await status.filter({ hasText: /^completed$/ }).waitFor({ timeout: 60_000 });
+  assert.equal(await page.getByTestId("extend-form").isVisible(), false);
+
+  await submitFromPage(page, "Cancel me, then retry me", 150);
+  await status.filter({ hasText: "in_progress" }).waitFor({ timeout: 30_000 });
+  await page.getByTestId("cancel-button").click();
+  await status.filter({ hasText: /^cancelled$/ }).waitFor({ timeout: 30_000 });
+  await page.getByTestId("retry-button").click();
+  await status.filter({ hasText: /^completed$/ }).waitFor({ timeout: 60_000 });
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("only an operator sees the dead letters, and a redrive is a dry run first", async () => {
+  const { page, context, errors } = await open();
+  await devSignIn(page);
+  assert.equal(await page.getByTestId("dead-letters").isVisible(), false, "not for a user");
+  const t = await page.evaluate(async () => (await (await fetch("/dev/token", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ sub: "console-ops", operator: true }) })).json()).token);
+  await page.getByTestId("token-input").fill(t);
+  await page.getByTestId("token-button").click();
+  await page.getByTestId("dead-letters").waitFor({ state: "visible", timeout: 10_000 });
+  assert.equal(await page.getByTestId("redrive-button").isDisabled(), true, "nothing to redrive before a dry run");
+  await page.getByTestId("redrive-dry-button").click();
+  await page.getByTestId("redrive-report").filter({ hasText: "Dry run" }).waitFor({ timeout: 10_000 });
+  await page.screenshot({ path: `${SHOTS}/09-dead-letters.png`, fullPage: true });
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test("a bad token shows a clear message", async () => {
   const { page, context } = await open();
   await page.getByTestId("token-input").fill("not-a-real-token");

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ]; then
-  echo "usage: scripts/token.sh <user id> [--ttl <seconds>]" >&2
+  echo "usage: scripts/token.sh <user id> [--ttl <seconds>] [--operator]" >&2
   exit 2
 fi
 sub=$1; shift

@@ -114,6 +114,7 @@ async function useToken(token) {
     showAuth("Signed in; your tasks are below.", false);
     $("submit-form").hidden = false;
     $("list-wrap").hidden = false;
+    loadDeadLetters();
   } catch (e) {
     $("submit-form").hidden = true;
     $("list-wrap").hidden = true;
@@ -149,6 +150,8 @@ async function submit(ev) {
   ev.preventDefault();
   $("submit-error").textContent = "";
   const body = { mandate: $("mandate-input").value, max_ticks: Number($("max-ticks-input").value) };
+  const budget = $("max-tokens-input").value.trim();
+  if (budget) body.max_tokens = Number(budget);
   const hook = $("webhook-input").value.trim();
   if (hook) body.webhook_url = hook;
   const tools = $("tools-input").value.split(",").map((t) => t.trim()).filter(Boolean);
@@ -167,6 +170,8 @@ function render(status, tick, maxTicks) {
   $("task-status").textContent = status;
   $("task-tick").textContent = tick != null ? `tick ${tick} of ${maxTicks}` : "";
   $("cancel-button").hidden = TERMINAL.has(status);
+  $("retry-button").hidden = !(status === "failed" || status === "cancelled");
+  $("extend-form").hidden = status !== "incomplete";
   $("message-form").hidden = TERMINAL.has(status) || status === "…";
   if (status !== "requires_action") $("pending-action").hidden = true;
 }
@@ -296,12 +301,77 @@ function onEvent(ev, maxTicks) {
   } else if (ev.event === "status") {
     render(d.status, null, maxTicks);
     if (d.status === "requires_action") showPending(state.followingId);
+    if (d.status === "incomplete") {
+      // Stopped at a budget: what it has so far; the stream stays open for an extend.
+      $("extend-reason").textContent = d.reason === "max_tokens" ? "token" : "tick";
+      showResult(d.result, null);
+    }
+    if (d.status === "in_queue") $("task-result").hidden = true;
     if (TERMINAL.has(d.status)) {
       showResult(d.result, d.error);
       return true;
     }
   }
   return false;
+}
+
+async function retry() {
+  const id = state.followingId;
+  try {
+    await api(`/tasks/${id}/retry`, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+    const t = await (await api(`/tasks/${id}`)).json();
+    follow(id, t.max_ticks);
+  } catch (e) { $("task-status").textContent = `retry failed: ${e.message}`; }
+}
+
+async function extend(ev) {
+  ev.preventDefault();
+  const body = {};
+  if ($("extend-tokens").value) body.max_tokens = Number($("extend-tokens").value);
+  if ($("extend-ticks").value) body.max_ticks = Number($("extend-ticks").value);
+  try {
+    await api(`/tasks/${state.followingId}/extend`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    $("extend-form").hidden = true;
+  } catch (e) { $("task-status").textContent = `extend failed: ${e.message}`; }
+}
+
+// ---- Operators: the dead-letter queue (shown only when the token has the operator role) --
+function isOperator(token) {
+  const claim = state.operatorClaim;
+  if (!claim) return false;
+  try {
+    const b64 = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    let at = JSON.parse(atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4)));
+    for (const k of claim.path) at = at && typeof at === "object" ? at[k] : undefined;
+    return at === claim.value;
+  } catch { return false; }
+}
+
+async function loadDeadLetters() {
+  // The gateway decides; this only spares other users a request that would be refused.
+  if (!isOperator(state.token)) { $("dead-letters").hidden = true; return; }
+  let page;
+  try { page = await (await api("/admin/dead-letters?limit=100")).json(); } catch { $("dead-letters").hidden = true; return; }
+  const rows = page.dead_letters.map((d) => el("tr", { testid: "dead-letter-row" },
+    el("td", {}, el("code", { textContent: d.correlation_id })), el("td", { textContent: d.user_id || "–" }),
+    el("td", { textContent: d.reason || "–" }), el("td", { textContent: d.status || "gone" }), el("td", { textContent: d.first_death_at })));
+  $("dead-letter-rows").replaceChildren(...rows);
+  $("dead-letters").hidden = false;
+}
+
+// A redrive is dry first: the real one is enabled by a dry run, for the same dead letters.
+async function redrive(dry) {
+  const body = dry ? { dry_run: true } : { ids: state.redriveIds, operation_id: state.redriveOp };
+  try {
+    const r = await (await api("/admin/dead-letters/redrive", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })).json();
+    const counts = {};
+    for (const x of r.results) counts[x.outcome] = (counts[x.outcome] || 0) + 1;
+    $("redrive-report").textContent = `${dry ? "Dry run" : "Redrive"}: ` + (Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ") || "nothing to do");
+    state.redriveIds = dry ? r.results.filter((x) => x.outcome.startsWith("would_")).map((x) => x.correlation_id) : [];
+    state.redriveOp = dry ? crypto.randomUUID() : null;
+    $("redrive").disabled = !dry || state.redriveIds.length === 0;
+    if (!dry) loadDeadLetters();
+  } catch (e) { $("redrive-report").textContent = `redrive failed: ${e.message}`; }
 }
 
 async function cancel() {
@@ -324,6 +394,10 @@ async function init() {
   $("submit-form").addEventListener("submit", submit);
   $("more-button").addEventListener("click", () => loadTasks().catch((e) => showAuth(e.message, true)));
   $("cancel-button").addEventListener("click", cancel);
+  $("retry-button").addEventListener("click", retry);
+  $("extend-form").addEventListener("submit", extend);
+  $("redrive-dry").addEventListener("click", () => redrive(true));
+  $("redrive").addEventListener("click", () => redrive(false));
   $("approve-button").addEventListener("click", () => decide("approve"));
   $("deny-button").addEventListener("click", () => decide("deny"));
   $("message-form").addEventListener("submit", sendMessage);
@@ -331,6 +405,7 @@ async function init() {
   try {
     const config = await (await fetch("/console/config")).json();
     $("dev-token").hidden = !config.dev_tokens;
+    state.operatorClaim = config.operator_claim || null;
   } catch { /* stays hidden */ }
   if (state.token) { $("token-input").value = state.token; useToken(state.token); }
   refreshFleet(); refreshOps();

@@ -73,7 +73,7 @@ pub struct AuthSettings {
     /// How long a fetched key set is used before it is fetched again (≤ 10 min).
     pub jwks_cache: Duration,
     /// `OPERATOR_CLAIM` (`path.to.claim=value`, default `app_metadata.euglena_role=operator`;
-    /// empty: nobody is an operator).
+    /// `none`: nobody is an operator).
     pub operator_claim: Option<crate::auth::OperatorClaim>,
 }
 
@@ -145,7 +145,7 @@ impl Settings {
 fn operator_claim(env: &Env) -> Result<Option<crate::auth::OperatorClaim>, ConfigError> {
     match env.opt_string("OPERATOR_CLAIM") {
         None => Ok(crate::auth::OperatorClaim::parse("app_metadata.euglena_role=operator")),
-        Some(raw) if raw.trim().is_empty() => Ok(None),
+        Some(raw) if raw == "none" => Ok(None),
         Some(raw) => crate::auth::OperatorClaim::parse(raw.trim()).map(Some).ok_or_else(|| {
             ConfigError::new("OPERATOR_CLAIM", "must be path.to.claim=value, e.g. app_metadata.euglena_role=operator")
         }),
@@ -326,6 +326,33 @@ mod tests {
         let explicit = env.with("SUPABASE_JWKS_URL", "http://127.0.0.1:9/jwks").with("AUTH_ISSUER", "me");
         let a = AuthSettings::from_env(&explicit).expect("valid");
         assert_eq!((a.jwks_url.as_deref(), a.issuer.as_deref()), (Some("http://127.0.0.1:9/jwks"), Some("me")));
+    }
+
+    #[test]
+    fn the_operator_claim_is_a_path_and_a_value_or_none() {
+        let with = |v: &str| {
+            AuthSettings::from_env(&Env::from_pairs([
+                ("SUPABASE_JWT_SECRET", "s".repeat(40).as_str()),
+                ("OPERATOR_CLAIM", v),
+            ]))
+        };
+        let default = AuthSettings::from_env(&Env::from_pairs([("SUPABASE_JWT_SECRET", "s".repeat(40).as_str())]))
+            .expect("valid")
+            .operator_claim
+            .expect("default");
+        assert_eq!(
+            (default.path.join("."), default.value.as_str()),
+            ("app_metadata.euglena_role".to_owned(), "operator")
+        );
+        assert_eq!(with("none").expect("valid").operator_claim, None);
+        let custom = with("app_metadata.roles.euglena=admin").expect("valid").operator_claim.expect("set");
+        assert_eq!(
+            (custom.path, custom.value.as_str()),
+            (vec!["app_metadata".to_owned(), "roles".into(), "euglena".into()], "admin")
+        );
+        for bad in ["operator", "a.b=", "=x", "a..b=x"] {
+            assert_eq!(with(bad).unwrap_err().var, "OPERATOR_CLAIM", "{bad}");
+        }
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn print_token(settings: &Settings, args: &[String]) -> anyhow::Result<()> {
                     .auth
                     .operator_claim
                     .as_ref()
-                    .ok_or_else(|| anyhow::anyhow!("OPERATOR_CLAIM is empty: nobody is an operator"))?;
+                    .ok_or_else(|| anyhow::anyhow!("OPERATOR_CLAIM is none: nobody is an operator"))?;
                 gateway::auth::dev_token::make_operator(&mut claims, claim);
             }
             gateway::auth::dev_token::sign_hs256(secret, &claims)?

@@ -22,7 +22,7 @@ pub enum AuthProblems {
     Unauthorized(Problem),
     #[response(
         status = 403,
-        description = "Anonymous sign-ins are not allowed",
+        description = "Anonymous sign-ins are not allowed, or (/admin) the token has no operator role",
         content_type = "application/problem+json"
     )]
     Forbidden(Problem),

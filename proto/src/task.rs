@@ -2,8 +2,10 @@
 //!
 //! Status machine: `in_queue` → `in_progress` → `completed` | `failed` | `cancelled`, and
 //! `in_queue` → `cancelled`; a running task may park in `requires_action` (a tool call
-//! waiting for its owner) and go back to `in_queue` on the decision. Terminal states never
-//! change; the Lua scripts in [`crate::store`] are the only writers and enforce it.
+//! waiting for its owner) and go back to `in_queue` on the decision, or stop `incomplete` at a
+//! budget until an extend. A terminal state changes only by an explicit re-admission (retry,
+//! redrive) that starts a new run; the Lua scripts in [`crate::store`] are the only writers
+//! and enforce it.
 
 use std::collections::HashMap;
 use std::fmt;

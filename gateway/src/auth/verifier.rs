@@ -215,7 +215,7 @@ mod tests {
     use super::*;
     use crate::auth::dev_token;
     use runtime::config::Env;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
     const PREVIOUS: &str = "previous-previous-previous-previous-0000";
@@ -303,6 +303,12 @@ mod tests {
     async fn anonymous_users_are_refused_unless_allowed() {
         let anon = sign(&with("is_anonymous", json!(true)));
         assert_eq!(verifier().verify(&anon).await, Err(Rejection::Anonymous));
+        let role = OperatorClaim::parse("app_metadata.euglena_role=operator").expect("claim");
+        let claims = |v: Value| serde_json::from_value::<serde_json::Map<String, Value>>(v).expect("map");
+        assert!(role.holds(&claims(json!({"app_metadata": {"euglena_role": "operator"}}))));
+        assert!(!role.holds(&claims(json!({"app_metadata": {"euglena_role": "user"}}))));
+        assert!(!role.holds(&claims(json!({"user_metadata": {"euglena_role": "operator"}}))));
+        assert!(!role.holds(&claims(json!({"app_metadata": "operator"}))));
         let allowing = Verifier::new(&settings(&[("AUTH_ALLOW_ANONYMOUS", "true")]), None);
         assert_eq!(allowing.verify(&anon).await, Ok("alice".to_owned()));
         assert!(verifier().verify(&sign(&with("is_anonymous", json!(false)))).await.is_ok());

@@ -1,7 +1,9 @@
 //! Following a task: its `events:{id}` stream as Server-Sent Events.
 //!
 //! A follower replays the stream after its resume position, then waits on the [`crate::event_hub`] for
-//! more, and ends after the terminal `status` event. Every event carries the stream entry id
+//! more, and ends after the terminal `status` event (the last one: the stream of a task that
+//! was retried goes on with its next run; an `incomplete` task's stays open for an extend,
+//! until its deadline). Every event carries the stream entry id
 //! as its SSE `id`, so `Last-Event-ID` (or `?after=`) resumes exactly after it. A stream
 //! also ends at its deadline (`SSE_MAX_SECONDS`, the client reconnects with its last id), at
 //! gateway shutdown, and when the client goes away.
@@ -114,10 +116,15 @@ async fn produce(
             if tx.send(event).await.is_err() {
                 return Ok(());
             }
-            after = Some(entry.id);
+            // A terminal event ends the stream unless the task was retried since (a later
+            // run's events follow it).
             if terminal {
-                return Ok(());
+                let later: StreamRangeReply = conn.xrange_count(&key, format!("({}", entry.id), "+", 1).await?;
+                if later.ids.is_empty() {
+                    return Ok(());
+                }
             }
+            after = Some(entry.id);
         }
         if full {
             continue;
@@ -190,7 +197,8 @@ async fn to_event(
     } else {
         "status"
     };
-    if is_terminal(&fields)
+    let stopped = fields.get("status").and_then(Value::as_str) == Some(proto::TaskStatus::Incomplete.as_str());
+    if (is_terminal(&fields) || stopped)
         && let Some(rec) = state.store.get(task).await.map_err(store_error)?
     {
         fields.insert("result".into(), rec.result.clone().unwrap_or(Value::Null));

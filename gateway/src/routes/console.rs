@@ -76,12 +76,29 @@ pub async fn app_css(headers: HeaderMap) -> Response {
 pub struct ConsoleConfig {
     /// Whether `POST /dev/token` mints development tokens (local mode).
     dev_tokens: bool,
+    /// Which claim makes a token an operator's (`OPERATOR_CLAIM`), so the console offers the
+    /// operators' page only to them; absent when nobody is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operator_claim: Option<OperatorClaimView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OperatorClaimView {
+    /// The claim's path, e.g. `["app_metadata", "euglena_role"]`.
+    path: Vec<String>,
+    value: String,
 }
 
 /// What the console may offer on this gateway.
 #[utoipa::path(get, path = "/console/config", tag = "console", responses((status = 200, description = "Console settings", body = ConsoleConfig)))]
 pub async fn config(State(state): State<AppState>) -> Json<ConsoleConfig> {
-    Json(ConsoleConfig { dev_tokens: dev_secret(&state).is_some() })
+    let operator_claim = state
+        .settings
+        .auth
+        .operator_claim
+        .as_ref()
+        .map(|c| OperatorClaimView { path: c.path.clone(), value: c.value.clone() });
+    Json(ConsoleConfig { dev_tokens: dev_secret(&state).is_some(), operator_claim })
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -90,6 +107,9 @@ pub struct DevTokenRequest {
     /// The user id (`sub`) of the token.
     #[schema(min_length = 1, max_length = 64)]
     sub: String,
+    /// With the operator role (`OPERATOR_CLAIM`), to try the operators' routes locally.
+    #[serde(default)]
+    operator: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -137,7 +157,15 @@ pub async fn dev_token(
         return Err(ApiError::Unprocessable("sub: 1 to 64 characters, no control characters".into()));
     }
     let auth = &state.settings.auth;
-    let token = crate::auth::dev_token::hs256(secret, sub, &auth.audience, auth.issuer.as_deref(), DEV_TOKEN_TTL)?;
+    let mut claims = crate::auth::dev_token::claims(sub, &auth.audience, auth.issuer.as_deref(), DEV_TOKEN_TTL)?;
+    if req.operator {
+        let role = auth
+            .operator_claim
+            .as_ref()
+            .ok_or_else(|| ApiError::Unprocessable("operator: OPERATOR_CLAIM is none on this gateway".into()))?;
+        crate::auth::dev_token::make_operator(&mut claims, role);
+    }
+    let token = crate::auth::dev_token::sign_hs256(secret, &claims)?;
     Ok(Json(DevToken { token, expires_in: DEV_TOKEN_TTL, development: true }))
 }
 
