@@ -124,17 +124,21 @@ test("a parked call is approved from the page and a running task takes a message
 test("an incomplete task is extended from the page, and a cancelled one retried", async () => {
   const { page, context, errors } = await open();
   await devSignIn(page);
-  // The offline model thinks 12 ticks before it exits: 2 ticks stop it at its tick budget.
-  await submitFromPage(page, "Stop at the tick budget, then go on", 2);
+  // The offline model makes one call per tool line, then exits: three calls do not fit 2 ticks.
+  await page.getByTestId("tools-input").fill("py");
+  const calls = ["one", "two", "three"].map((t) => `tool: py/echo {"text": "${t}"}`).join("\n");
+  await submitFromPage(page, calls, 2);
   const status = page.getByTestId("task-status");
   await status.filter({ hasText: /^incomplete$/ }).waitFor({ timeout: 60_000 });
   assert.equal(await page.getByTestId("extend-reason").textContent(), "tick");
   await page.getByTestId("task-result").waitFor({ state: "visible" });
   await page.screenshot({ path: `${SHOTS}/08-incomplete.png`, fullPage: true });
-  await page.getByTestId("extend-ticks").fill("30");
+  await page.getByTestId("extend-ticks").fill("5");
   await page.getByTestId("extend-button").click();
   await status.filter({ hasText: /^completed$/ }).waitFor({ timeout: 60_000 });
   assert.equal(await page.getByTestId("extend-form").isVisible(), false);
+  assert.match(await page.getByTestId("task-result").textContent(), /three/);
+  await page.getByTestId("tools-input").fill("");
 
   await submitFromPage(page, "Cancel me, then retry me", 150);
   await status.filter({ hasText: "in_progress" }).waitFor({ timeout: 30_000 });

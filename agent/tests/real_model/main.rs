@@ -84,7 +84,7 @@ async fn a_real_small_model_runs_tasks_to_the_end() {
     let mut results = Vec::new();
     for id in &ids {
         let left = ALL_DONE.saturating_sub(started.elapsed());
-        let rec = app.wait_for(*id, left, |r| r.status.is_terminal()).await;
+        let rec = app.wait_for(*id, left, |r| r.status.ends_run()).await;
         results.push(rec);
     }
     let elapsed = started.elapsed();
@@ -95,7 +95,12 @@ async fn a_real_small_model_runs_tasks_to_the_end() {
     let mut invalid_ticks = 0;
     let mut ticks = 0;
     for (rec, id) in results.iter().zip(&ids) {
-        assert!(matches!(rec.status, TaskStatus::Completed | TaskStatus::Failed), "{id}: {:?}", rec.status);
+        // A run that used its ticks without exiting stops incomplete, with its synthesis.
+        assert!(
+            matches!(rec.status, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Incomplete),
+            "{id}: {:?}",
+            rec.status
+        );
         let result = rec.result.clone().unwrap_or(Value::Null);
         let usage = &result["usage"];
         model_calls += usage["model_calls"].as_u64().expect("usage.model_calls");

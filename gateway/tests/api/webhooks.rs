@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use proto::store::Finish;
+use proto::store::{Finish, Limits, Readmission, ReadmitOutcome, Takeover};
 use proto::{TaskId, TaskStatus};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -190,8 +190,12 @@ async fn delivery_survives_the_delivering_gateway_killed_mid_backoff() {
     let id = submit_hooked(&app, &first.url(""), &format!("{}/hook", receiver.uri())).await;
     end(&app, id, TaskStatus::Completed).await;
     wait_hooks(&app, &receiver, 1).await;
+    // Mid backoff: the failed attempt is recorded (the receiver saw it a moment before).
+    app.eventually("the failed attempt recorded", WAIT, || async {
+        webhook_state(&app, id).await.as_deref() == Some("retrying")
+    })
+    .await;
     first.kill();
-    assert_eq!(webhook_state(&app, id).await.as_deref(), Some("retrying"));
     let _restarted = GatewayProc::spawn(bin, &app.ns, &slow_retry).await;
     app.eventually("delivered after the kill", Duration::from_secs(30), || async {
         webhook_state(&app, id).await.as_deref() == Some("delivered")
@@ -284,4 +288,45 @@ async fn a_parked_task_announces_its_pending_call_and_later_its_end() {
     assert_eq!(end["type"], "task.cancelled");
     assert_ne!(got[1].headers.get("webhook-id").and_then(|v| v.to_str().ok()), Some(first_id.as_str()));
     app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incomplete_run_is_announced_and_the_next_run_s_end_is_announced_under_its_own_id() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/hook")).respond_with(ResponseTemplate::new(204)).mount(&receiver).await;
+    let app = Harness::start(&hook_env(&[])).await;
+    let id = submit_hooked(&app, &app.url(""), &format!("{}/hook", receiver.uri())).await;
+    let attempt = app.claim(id, "agent-1", 5).await;
+    let rec = app.record(id).await.expect("record");
+    let stop = Finish {
+        status: TaskStatus::Incomplete,
+        result: None,
+        error: Some("max_ticks".into()),
+        ticks_used: Some(3),
+        tokens_used: None,
+    };
+    app.store.finish(&rec, Some(attempt), &stop).await.expect("finish");
+    let first = wait_hooks(&app, &receiver, 1).await;
+    let body = verify(&first[0], SECRET);
+    assert_eq!((body["type"].as_str(), body["data"]["status"].as_str()), (Some("task.incomplete"), Some("incomplete")));
+    app.eventually("delivered", WAIT, || async { webhook_state(&app, id).await.as_deref() == Some("delivered") }).await;
+
+    let extend = Readmission::Extend { max_ticks: Some(5), max_tokens: None };
+    let rec = app.record(id).await.expect("record");
+    assert!(matches!(
+        app.store.readmit(&rec, extend, &Limits::NONE, None).await.expect("readmit"),
+        ReadmitOutcome::Admitted { .. }
+    ));
+    let env = proto::TaskEnvelope { seq: 1, ..rec.envelope(1) };
+    let Takeover::Claimed(c) = app.store.take_over(&env, "agent-2", 5).await.expect("take over") else {
+        panic!("claim")
+    };
+    let done =
+        Finish { status: TaskStatus::Completed, result: None, error: None, ticks_used: Some(4), tokens_used: None };
+    app.store.finish(&c.record, Some(c.attempt), &done).await.expect("finish");
+    let both = wait_hooks(&app, &receiver, 2).await;
+    let ids: Vec<String> = both.iter().map(|r| r.headers["webhook-id"].to_str().expect("ascii").to_owned()).collect();
+    let base = format!("msg_{}", id.to_string().replace('-', ""));
+    assert_eq!(ids, vec![base.clone(), format!("{base}_r1")], "each run's end once, under its own id");
+    assert_eq!(verify(&both[1], SECRET)["type"], "task.completed");
 }

@@ -149,7 +149,7 @@ async fn main() {
     let mut lost_total = 0;
     let mut errors = Vec::new();
     for (id, (slug, _, _, fact)) in ids.iter().zip(TASKS) {
-        let rec = app.wait_for(*id, ALL_DONE.saturating_sub(started.elapsed()), |r| r.status.is_terminal()).await;
+        let rec = app.wait_for(*id, ALL_DONE.saturating_sub(started.elapsed()), |r| r.status.ends_run()).await;
         let result = rec.result.clone().unwrap_or_default();
         let said: String = result["deliverables"]
             .as_array()
