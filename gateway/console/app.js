@@ -210,12 +210,13 @@ async function sendMessage(ev) {
   } catch (e) { $("message-status").textContent = `not sent: ${e.message}`; }
 }
 
-function showResult(result, error) {
+function showResult(result, error, stopped = false) {
   const box = $("task-result");
   box.replaceChildren();
   if (error) box.append(el("p", { class: "message error", textContent: `Error: ${error}` }));
   if (result) {
-    box.append(el("p", { textContent: result.success ? "The mandate was met." : "The mandate was not met." }));
+    const verdict = stopped ? "Stopped before it finished; what it has so far:" : result.success ? "The mandate was met." : "The mandate was not met.";
+    box.append(el("p", { textContent: verdict }));
     const d = el("ul", { testid: "deliverables" });
     for (const item of result.deliverables || []) d.append(el("li", { textContent: item }));
     box.append(el("h4", { textContent: "Deliverables" }), d);
@@ -247,6 +248,9 @@ async function follow(id, maxTicks) {
   $("cancel-button").dataset.id = id;
   render("…", null, maxTicks);
   let last = null;
+  // The stream ends after the task's last terminal event: a retried task's replay shows the
+  // earlier run's end, then goes on with the next run.
+  let ended = false;
   for (let tries = 0; tries < 20 && !ctrl.signal.aborted; tries++) {
     try {
       const headers = last ? { "Last-Event-ID": last } : {};
@@ -265,9 +269,10 @@ async function follow(id, maxTicks) {
           if (!ev) continue;
           if (ev.id) last = ev.id;
           if (ev.data.status) updateRow(id, ev.data.status);
-          if (onEvent(ev, maxTicks)) return;
+          ended = onEvent(ev, maxTicks);
         }
       }
+      if (ended) return;
     } catch (e) {
       if (ctrl.signal.aborted) return;
       if (e.status === 404 || e.status === 401) { render(`unavailable: ${e.message}`, null, maxTicks); return; }
@@ -289,7 +294,7 @@ function parseEvent(block) {
   try { return { event, id, data: JSON.parse(data) }; } catch { return null; }
 }
 
-// Returns true when the task ended.
+// Returns true when the event ends a run for good (unless later events say otherwise).
 function onEvent(ev, maxTicks) {
   const d = ev.data;
   if (ev.event === "tick") {
@@ -304,7 +309,7 @@ function onEvent(ev, maxTicks) {
     if (d.status === "incomplete") {
       // Stopped at a budget: what it has so far; the stream stays open for an extend.
       $("extend-reason").textContent = d.reason === "max_tokens" ? "token" : "tick";
-      showResult(d.result, null);
+      showResult(d.result, null, true);
     }
     if (d.status === "in_queue") $("task-result").hidden = true;
     if (TERMINAL.has(d.status)) {
