@@ -128,6 +128,8 @@ pub struct TaskRecord {
     pub webhook_url: Option<String>,
     /// The MCP tools the owner chose (`<server>` or `<server>/<tool>`); empty = built-ins only.
     pub tools: Vec<String>,
+    /// W3C `traceparent` the task's spans continue (see `NewTask::traceparent`).
+    pub traceparent: Option<String>,
     /// The tool call waiting for the owner (status `requires_action`).
     pub pending_action: Option<RequiredAction>,
     /// The input schema of the pending call's tool, to check edited arguments against.
@@ -222,6 +224,7 @@ impl TaskRecord {
             quota_key: take("quota_key"),
             webhook_url: take("webhook_url"),
             tools,
+            traceparent: take("traceparent"),
             pending_action,
             pending_schema,
             decision,
@@ -261,8 +264,19 @@ impl TaskRecord {
             webhook_url: self.webhook_url.clone(),
             tools: (!self.tools.is_empty()).then(|| self.tools.clone()),
             required_action: self.pending_action.clone().filter(|_| self.status == TaskStatus::RequiresAction),
+            trace_id: self.traceparent.as_deref().and_then(trace_id_of),
         }
     }
+}
+
+/// The trace id (32 lowercase hex digits) of a W3C `traceparent` (`00-{trace}-{span}-{flags}`).
+pub fn trace_id_of(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    let valid = trace.len() == 32
+        && trace.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && trace.bytes().any(|b| b != b'0');
+    valid.then(|| trace.to_owned())
 }
 
 fn json_field<T: serde::de::DeserializeOwned>(
@@ -303,6 +317,10 @@ pub struct TaskResponse {
     /// While `requires_action`: the tool call waiting for the owner's decision.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub required_action: Option<RequiredAction>,
+    /// The OpenTelemetry trace the task's spans belong to (absent when tracing is off): the
+    /// client's own when it sent a `traceparent`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trace_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -131,6 +131,7 @@ async fn a_duplicate_of_a_request_still_publishing_is_409_until_the_reconciler_h
         idempotency: Some(Idempotency { key: "pending".into(), fingerprint }),
         webhook_url: None,
         tools: Vec::new(),
+        traceparent: None,
     };
     app.store.submit(&task, &Limits::NONE).await.expect("submit");
     let (_, conflict) = problem(submit_with_key(&app, USER, "pending", &body).await, 409).await;

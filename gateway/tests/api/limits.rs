@@ -147,6 +147,7 @@ async fn every_terminal_transition_frees_a_slot() {
         idempotency: None,
         webhook_url: None,
         tools: Vec::new(),
+        traceparent: None,
     };
     assert!(app.store.abort_submit(&undo).await.expect("abort"));
     submit_id(&app).await;

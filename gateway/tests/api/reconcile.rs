@@ -197,6 +197,7 @@ async fn stranded(app: &Harness, n: usize) -> Vec<TaskId> {
             idempotency: None,
             webhook_url: None,
             tools: Vec::new(),
+            traceparent: None,
         };
         app.store.submit(&task, &proto::store::Limits::NONE).await.expect("submit");
         ids.push(task.id);

@@ -21,6 +21,10 @@ pub struct NewTask {
     pub webhook_url: Option<String>,
     /// The MCP tools the owner chose (checked against the configured servers before submit).
     pub tools: Vec<String>,
+    /// W3C `traceparent` of the span that submitted it, when tracing is on: kept on the
+    /// record and sent as the envelope's AMQP header, so every delivery and resume of the
+    /// task continues the same trace.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,7 @@ impl NewTask {
             idempotency: None,
             webhook_url: None,
             tools: Vec::new(),
+            traceparent: None,
         }
     }
 
@@ -57,6 +62,7 @@ impl NewTask {
             idempotency: None,
             webhook_url: None,
             tools: Vec::new(),
+            traceparent: None,
         }
     }
 
@@ -97,6 +103,7 @@ impl NewTask {
             quota_key,
             webhook_url: self.webhook_url.clone(),
             tools: self.tools.clone(),
+            traceparent: self.traceparent.clone(),
             pending_action: None,
             pending_schema: None,
             decision: None,
@@ -124,7 +131,12 @@ pub(super) fn new_record_fields(args: &mut Vec<String>, rec: &TaskRecord) {
         args.extend([k.to_owned(), v.to_owned()]);
     }
     let tools = (!rec.tools.is_empty()).then(|| serde_json::to_string(&rec.tools).unwrap_or_default());
-    for (k, v) in [("quota_key", &rec.quota_key), ("webhook_url", &rec.webhook_url), ("tools", &tools)] {
+    for (k, v) in [
+        ("quota_key", &rec.quota_key),
+        ("webhook_url", &rec.webhook_url),
+        ("tools", &tools),
+        ("traceparent", &rec.traceparent),
+    ] {
         if let Some(v) = v {
             args.extend([k.to_owned(), v.clone()]);
         }

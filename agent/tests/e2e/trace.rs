@@ -1,0 +1,148 @@
+//! One OpenTelemetry trace from the client's request to every tick, model call and the
+//! webhook: a gateway process and agent processes export over OTLP/HTTP to a test receiver
+//! (`testkit::otlp`); the task is submitted with a known `traceparent`, its first agent is
+//! killed -9 mid-run and another resumes it, and the spans of both runs, the gateway's and
+//! the webhook's land in the client's trace with the right parents. Nothing the user wrote,
+//! no token and no result is in the exported bytes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use proto::TaskStatus;
+use serde_json::{Value, json};
+use testkit::otlp::{OtlpReceiver, Span, tree};
+use testkit::{GatewayProc, Harness, SECRET};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::{AGENT, SOON};
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+const MANDATE: &str = "Trace marker MANDATE-7f3a9c: gather notes on euglena phototaxis";
+
+fn find<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
+    spans.iter().filter(|s| s.name == name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_from_the_request_through_a_crash_to_the_webhook() {
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = receiver.endpoint();
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        // Export each batch at once: the first agent is killed, and what it buffered dies with it.
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    // The harness's in-process gateway has no webhook secret, so only the gateway process
+    // (the one exporting spans) delivers the webhook.
+    let mut app = Harness::start(&[]).await;
+    let hooks = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&hooks).await;
+    let mut gw_env = otel.to_vec();
+    gw_env.extend([("WEBHOOK_SECRET", SECRET), ("WEBHOOK_ALLOW_PRIVATE", "true")]);
+    let gateway = GatewayProc::spawn(testkit::binaries::workspace_bin("gateway", "gateway"), &app.ns, &gw_env).await;
+
+    let mut agent_env = otel.to_vec();
+    agent_env.extend([("OFFLINE_TICK_DELAY_MS", "300"), ("OFFLINE_THINK_TICKS", "8")]);
+    let victim = app.spawn_agent(AGENT, "victim", &agent_env);
+
+    let token = app.token_for("alice");
+    let resp = app
+        .http
+        .post(gateway.url("/tasks"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{TRACE}-{CLIENT_SPAN}-01"))
+        .json(&json!({"mandate": MANDATE, "max_ticks": 12, "webhook_url": format!("{}/hook", hooks.uri())}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(resp.status(), 202);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["trace_id"], TRACE, "TaskResponse carries the client's trace");
+    let id = body["correlation_id"].as_str().expect("id").parse().expect("uuid");
+
+    app.wait_for(id, SOON, |r| r.tick.unwrap_or(0) >= 3).await;
+    app.agent(victim).kill();
+    app.spawn_agent(AGENT, "rescuer", &agent_env);
+    let done = app.wait_for(id, SOON, |r| r.status.is_terminal()).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.attempt, 2);
+
+    // The rescuer's delivery span ends at its ack; the webhook's once it was delivered.
+    let mut spans = Vec::new();
+    let deadline = tokio::time::Instant::now() + SOON;
+    while tokio::time::Instant::now() < deadline {
+        spans = receiver.spans().into_iter().filter(|s| s.trace_id == TRACE).collect::<Vec<_>>();
+        let rescued = find(&spans, "delivery").iter().any(|s| s.attributes.get("attempt").is_some_and(|a| a == "2"));
+        let hooked = find(&spans, "webhook.delivery").iter().any(|s| s.attributes["outcome"] == "delivered");
+        if rescued && hooked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let shown = tree(&spans);
+    println!("trace {TRACE}:\n{shown}");
+
+    // The gateway continued the client's span, and the task hangs under its submit span.
+    let http = find(&spans, "http");
+    let http = http.iter().find(|s| s.attributes.get("route").is_some_and(|r| r == "/tasks")).expect(&shown);
+    assert_eq!(http.parent_id, CLIENT_SPAN, "{shown}");
+    assert_eq!(http.service, "gateway");
+    let submit = *find(&spans, "submit").first().expect(&shown);
+    assert_eq!(submit.parent_id, http.span_id, "{shown}");
+
+    // Both runs of the task are in the trace: the killed run's ticks (its delivery span never
+    // ended, so it was never exported) and the rescuer's delivery, each under the submit span.
+    let by_id: HashMap<&str, &Span> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let deliveries = find(&spans, "delivery");
+    assert!(!deliveries.is_empty(), "{shown}");
+    for d in &deliveries {
+        assert_eq!(d.parent_id, submit.span_id, "a delivery continues the task's trace\n{shown}");
+        assert_eq!(d.service, "agent");
+    }
+    let ticks = find(&spans, "tick");
+    let attempts: Vec<&str> = ticks.iter().filter_map(|t| t.attributes.get("attempt").map(String::as_str)).collect();
+    assert!(attempts.contains(&"1") && attempts.contains(&"2"), "ticks of both runs: {attempts:?}\n{shown}");
+    for t in ticks.iter().filter(|t| t.attributes["attempt"] == "2") {
+        assert_eq!(by_id[t.parent_id.as_str()].name, "delivery", "{shown}");
+    }
+
+    // Model calls: under a tick (decide) or the delivery (synthesize), named, with tokens
+    // and a finish reason.
+    let calls = find(&spans, "model.call");
+    assert!(calls.iter().any(|c| c.attributes["kind"] == "synthesize"), "{shown}");
+    for c in &calls {
+        let parent = by_id.get(c.parent_id.as_str()).map(|p| p.name.as_str());
+        let expected = if c.attributes["kind"] == "decide" { "tick" } else { "delivery" };
+        // A decide of the killed run may hang under a tick whose span ended after the kill.
+        if let Some(parent) = parent {
+            assert_eq!(parent, expected, "{shown}");
+        }
+        assert_eq!(c.attributes["model"], "offline");
+        assert_eq!(c.attributes["finish_reason"], "stop");
+        assert!(c.attributes.contains_key("prompt_tokens") && c.attributes.contains_key("attempt"), "{shown}");
+    }
+
+    // The webhook is a span of the same trace, under the submit span.
+    let hook = find(&spans, "webhook.delivery");
+    let hook = hook.iter().find(|s| s.attributes["outcome"] == "delivered").expect(&shown);
+    assert_eq!(hook.parent_id, submit.span_id);
+    assert_eq!(hook.service, "gateway");
+
+    // Nothing sensitive left the processes: not the mandate, the token or the result.
+    let raw = receiver.raw();
+    let contains = |needle: &str| !needle.is_empty() && raw.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(!raw.is_empty());
+    assert!(!contains("MANDATE-7f3a9c"), "the mandate was exported");
+    assert!(!contains("phototaxis"), "the mandate was exported");
+    assert!(!contains(&token), "the bearer token was exported");
+    let result = done.result.expect("result");
+    for text in result["deliverables"].as_array().into_iter().flatten().chain([&result["notes"]]) {
+        if let Some(t) = text.as_str().filter(|t| t.len() >= 12) {
+            assert!(!contains(t), "result text was exported: {t}");
+        }
+    }
+    drop(gateway);
+    app.cleanup().await;
+}
