@@ -11,7 +11,7 @@ use std::time::Duration;
 use proto::TaskStatus;
 use serde_json::{Value, json};
 use testkit::otlp::{OtlpReceiver, Span, tree};
-use testkit::{GatewayProc, Harness, SECRET};
+use testkit::{GatewayProc, Harness};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -19,6 +19,8 @@ use crate::{AGENT, SOON};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+/// A Standard Webhooks signing key (`whsec_` + base64 of ≥ 24 bytes).
+const WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC10ZXN0LXdlYmhvb2stc2U=";
 const MANDATE: &str = "Trace marker MANDATE-7f3a9c: gather notes on euglena phototaxis";
 
 fn find<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
@@ -40,7 +42,7 @@ async fn one_trace_from_the_request_through_a_crash_to_the_webhook() {
     let hooks = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&hooks).await;
     let mut gw_env = otel.to_vec();
-    gw_env.extend([("WEBHOOK_SECRET", SECRET), ("WEBHOOK_ALLOW_PRIVATE", "true")]);
+    gw_env.extend([("WEBHOOK_SECRET", WEBHOOK_SECRET), ("WEBHOOK_ALLOW_PRIVATE", "true")]);
     let gateway = GatewayProc::spawn(testkit::binaries::workspace_bin("gateway", "gateway"), &app.ns, &gw_env).await;
 
     let mut agent_env = otel.to_vec();
@@ -64,7 +66,7 @@ async fn one_trace_from_the_request_through_a_crash_to_the_webhook() {
 
     app.wait_for(id, SOON, |r| r.tick.unwrap_or(0) >= 3).await;
     app.agent(victim).kill();
-    app.spawn_agent(AGENT, "rescuer", &agent_env);
+    let rescuer = app.spawn_agent(AGENT, "rescuer", &agent_env);
     let done = app.wait_for(id, SOON, |r| r.status.is_terminal()).await;
     assert_eq!(done.status, TaskStatus::Completed);
     assert_eq!(done.attempt, 2);
@@ -119,7 +121,7 @@ async fn one_trace_from_the_request_through_a_crash_to_the_webhook() {
         if let Some(parent) = parent {
             assert_eq!(parent, expected, "{shown}");
         }
-        assert_eq!(c.attributes["model"], "offline");
+        assert_eq!(c.attributes["model"], "offline-demo");
         assert_eq!(c.attributes["finish_reason"], "stop");
         assert!(c.attributes.contains_key("prompt_tokens") && c.attributes.contains_key("attempt"), "{shown}");
     }
@@ -129,6 +131,11 @@ async fn one_trace_from_the_request_through_a_crash_to_the_webhook() {
     let hook = hook.iter().find(|s| s.attributes["outcome"] == "delivered").expect(&shown);
     assert_eq!(hook.parent_id, submit.span_id);
     assert_eq!(hook.service, "gateway");
+
+    // Log lines written inside the task's spans name the trace and the span.
+    let log = app.agent(rescuer).log_text();
+    let marked = format!("{{\"trace_id\":\"{TRACE}\",\"span_id\":\"");
+    assert!(log.lines().any(|l| l.starts_with(&marked)), "no log line with the trace id:\n{log}");
 
     // Nothing sensitive left the processes: not the mandate, the token or the result.
     let raw = receiver.raw();

@@ -29,7 +29,13 @@ pub fn init() {
     let pretty = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("pretty"));
     let tracer = otlp::tracer_from_env(&binary_name());
     let ids = tracer.is_some();
-    let otel = tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t).with_location(false).with_threads(false));
+    let otel = tracer.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+    });
     let fmt_layer = tracing_subscriber::fmt::layer().with_span_events(FmtSpan::NONE).with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     // A second init (tests starting several services in one process) keeps the first.
