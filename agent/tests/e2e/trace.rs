@@ -84,7 +84,7 @@ async fn one_trace_from_the_request_through_a_crash_to_the_webhook() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let shown = tree(&spans);
-    println!("trace {TRACE}:\n{shown}");
+    eprintln!("trace {TRACE}:\n{shown}");
 
     // The gateway continued the client's span, and the task hangs under its submit span.
     let http = find(&spans, "http");

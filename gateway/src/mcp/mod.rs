@@ -10,6 +10,7 @@
 //! Stateless mode (no MCP session kept in this process): any gateway replica answers any
 //! request, and a follower's stream lives exactly as long as its `tools/call`.
 
+pub mod tasks;
 pub mod tools;
 
 use std::sync::Arc;

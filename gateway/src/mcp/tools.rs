@@ -16,6 +16,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
     PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
 };
+use rmcp::model::{CancelTaskParams, CreateTaskResult, GetTaskParams, GetTaskResult};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::Deserialize;
@@ -23,10 +24,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
+use super::tasks as mcp_tasks;
 use crate::auth::AuthUser;
 use crate::problem::ApiError;
 use crate::routes::tasks::{self, TaskList, TaskRequest};
 use crate::state::AppState;
+use proto::task::TaskResponse;
 
 /// How often `follow_task` reads the record while the task runs.
 const FOLLOW_POLL: Duration = Duration::from_secs(1);
@@ -43,6 +46,11 @@ pub struct Euglena {
 impl Euglena {
     pub fn new(state: AppState) -> Self {
         Self { state }
+    }
+
+    /// How long a task can be read back: its record's lifetime.
+    fn ttl(&self) -> Duration {
+        self.state.settings.common.task_record_ttl
     }
 }
 
@@ -165,6 +173,22 @@ fn answer(value: Value) -> CallToolResult {
     result
 }
 
+/// A refusal of a protocol request (`tasks/get`, `tasks/cancel`), with the REST detail.
+fn protocol_error(e: &ApiError) -> ErrorData {
+    match e {
+        ApiError::NotFound => ErrorData::invalid_params(e.detail(), None),
+        ApiError::Conflict(_) | ApiError::BadRequest(_) | ApiError::Unprocessable(_) => {
+            ErrorData::invalid_request(e.detail(), None)
+        }
+        _ => ErrorData::internal_error(e.detail(), None),
+    }
+}
+
+/// The caller `authenticate` put in the request (absent only if the route lost its layer).
+fn user_of(ctx: &RequestContext<RoleServer>) -> Option<AuthUser> {
+    ctx.extensions.get::<axum::http::request::Parts>().and_then(|p| p.extensions.get::<AuthUser>()).cloned()
+}
+
 fn args<T: DeserializeOwned>(arguments: Option<JsonObject>) -> Result<T, ErrorData> {
     serde_json::from_value(Value::Object(arguments.unwrap_or_default()))
         .map_err(|e| ErrorData::invalid_params(format!("arguments: {e}"), None))
@@ -179,14 +203,14 @@ impl Euglena {
     ) -> Result<Result<Value, ApiError>, ErrorData> {
         let parts = ctx.extensions.get::<axum::http::request::Parts>();
         // `authenticate` ran before the SDK: a request without the caller never gets here.
-        let Some(user) = parts.and_then(|p| p.extensions.get::<AuthUser>()).cloned() else {
+        let Some(user) = user_of(ctx) else {
             return Ok(Err(ApiError::MissingToken));
         };
         let state = &self.state;
         Ok(match name {
             "run_mandate" => {
                 let a: RunMandate = args(arguments)?;
-                self.submit_traced(&user, a, parts.map(|p| &p.headers)).await
+                self.submit_traced(&user, a, parts.map(|p| &p.headers)).await.map(|t| json!(t))
             }
             "get_task" => {
                 let a: TaskRef = args(arguments)?;
@@ -208,13 +232,13 @@ impl Euglena {
         })
     }
 
-    async fn submit(&self, user: &AuthUser, a: RunMandate) -> Result<Value, ApiError> {
+    async fn submit(&self, user: &AuthUser, a: RunMandate) -> Result<TaskResponse, ApiError> {
         let key = a.idempotency_key.map(|k| tasks::parse_idempotency_key(k.as_bytes())).transpose()?;
         let req =
             TaskRequest { mandate: a.mandate, max_ticks: a.max_ticks, webhook_url: a.webhook_url, tools: a.tools };
         let task = tasks::prepare(&self.state, user, req, key).await?;
         tracing::info!(correlation_id = %task.id, "mcp run_mandate");
-        Ok(json!(self.state.submissions.submit(task).await?))
+        Ok(self.state.submissions.submit(task).await?)
     }
 
     /// `run_mandate` in a span of its own that continues the HTTP request's `traceparent`:
@@ -224,7 +248,7 @@ impl Euglena {
         user: &AuthUser,
         a: RunMandate,
         headers: Option<&axum::http::HeaderMap>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<TaskResponse, ApiError> {
         let span = tracing::info_span!("mcp run_mandate", user = %user.0);
         if let Some(h) = headers {
             runtime::telemetry::propagation::continue_from_headers(&span, h);
@@ -284,7 +308,7 @@ impl Euglena {
 
 impl ServerHandler for Euglena {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tasks().build())
             .with_server_info(Implementation::new("euglena", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Euglena runs research mandates on a fleet of agents. run_mandate submits one and answers \
@@ -311,10 +335,40 @@ impl ServerHandler for Euglena {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.clone();
+        // A host that declared the Tasks extension gets the task's handle at once (mcp::tasks).
+        if name == "run_mandate" && context.client_capabilities().is_some_and(|c| c.supports_tasks()) {
+            let Some(user) = user_of(&context) else { return Ok(tool_error(&ApiError::MissingToken).into()) };
+            let a: RunMandate = args(request.arguments)?;
+            let headers = context.extensions.get::<axum::http::request::Parts>().map(|p| &p.headers);
+            return Ok(match self.submit_traced(&user, a, headers).await {
+                Ok(t) => CallToolResponse::Task(CreateTaskResult::new(mcp_tasks::handle(&t, self.ttl()))),
+                Err(e) => tool_error(&e).into(),
+            });
+        }
         let result = match self.run(&name, request.arguments, &context).await? {
             Ok(value) => answer(value),
             Err(e) => tool_error(&e),
         };
         Ok(result.into())
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let user = user_of(&context).ok_or_else(|| protocol_error(&ApiError::MissingToken))?;
+        let rec = tasks::owned(&self.state, &user, &request.task_id).await.map_err(|e| protocol_error(&e))?;
+        let result = |t: Value| serde_json::to_value(answer(t)).unwrap_or_default();
+        Ok(GetTaskResult::new(mcp_tasks::detailed(&rec, self.ttl(), result)))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let user = user_of(&context).ok_or_else(|| protocol_error(&ApiError::MissingToken))?;
+        tasks::cancel_owned(&self.state, &user, &request.task_id).await.map(|_| ()).map_err(|e| protocol_error(&e))
     }
 }
