@@ -309,13 +309,16 @@ impl Run<'_> {
                                 }
                             },
                             action => {
+                                // `think` and `exit` call nothing: no tool span.
+                                let span = match action {
+                                    Action::Search { .. } | Action::Visit { .. } => {
+                                        tool_span!(&tick_span, action.name())
+                                    }
+                                    _ => tracing::Span::none(),
+                                };
                                 let outcome = raced!(
                                     state,
-                                    self.race(
-                                        deadline,
-                                        self.tools.run(action, tick).instrument(tool_span!(&tick_span, action.name()))
-                                    )
-                                    .await
+                                    self.race(deadline, self.tools.run(action, tick).instrument(span)).await
                                 );
                                 TickStep { decision: Some(d), outcome, tool: None }
                             }

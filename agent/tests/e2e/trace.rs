@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use proto::TaskStatus;
 use serde_json::{Value, json};
+use testkit::mcp::McpServerProc;
 use testkit::otlp::{OtlpReceiver, Span, tree};
 use testkit::{GatewayProc, Harness};
 use wiremock::matchers::method;
@@ -22,6 +23,9 @@ const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 /// A Standard Webhooks signing key (`whsec_` + base64 of ≥ 24 bytes).
 const WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC10ZXN0LXdlYmhvb2stc2U=";
 const MANDATE: &str = "Trace marker MANDATE-7f3a9c: gather notes on euglena phototaxis";
+/// In every tool call's arguments (the offline model calls one tool per `tool:` line).
+const ARGUMENT: &str = "ARGUMENT-5d2e81";
+const CALLS: usize = 8;
 
 fn find<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
     spans.iter().filter(|s| s.name == name).collect()
@@ -30,6 +34,12 @@ fn find<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_from_the_request_through_a_crash_to_the_webhook() {
     let receiver = OtlpReceiver::start().await;
+    let py = McpServerProc::python("").await;
+    let servers = json!({"py": {"url": py.url}}).to_string();
+    let mandate = std::iter::once(MANDATE.to_owned())
+        .chain((0..CALLS).map(|i| format!("tool: py/echo {{\"text\": \"{ARGUMENT} {i}\"}}")))
+        .collect::<Vec<_>>()
+        .join("\n");
     let endpoint = receiver.endpoint();
     let otel = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
@@ -42,11 +52,11 @@ async fn one_trace_from_the_request_through_a_crash_to_the_webhook() {
     let hooks = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&hooks).await;
     let mut gw_env = otel.to_vec();
-    gw_env.extend([("WEBHOOK_SECRET", WEBHOOK_SECRET), ("WEBHOOK_ALLOW_PRIVATE", "true")]);
+    gw_env.extend([("WEBHOOK_SECRET", WEBHOOK_SECRET), ("WEBHOOK_ALLOW_PRIVATE", "true"), ("MCP_SERVERS", &servers)]);
     let gateway = GatewayProc::spawn(testkit::binaries::workspace_bin("gateway", "gateway"), &app.ns, &gw_env).await;
 
     let mut agent_env = otel.to_vec();
-    agent_env.extend([("OFFLINE_TICK_DELAY_MS", "300"), ("OFFLINE_THINK_TICKS", "8")]);
+    agent_env.extend([("OFFLINE_TICK_DELAY_MS", "300"), ("MCP_SERVERS", &servers)]);
     let victim = app.spawn_agent(AGENT, "victim", &agent_env);
 
     let token = app.token_for("alice");
@@ -55,7 +65,12 @@ async fn one_trace_from_the_request_through_a_crash_to_the_webhook() {
         .post(gateway.url("/tasks"))
         .bearer_auth(&token)
         .header("traceparent", format!("00-{TRACE}-{CLIENT_SPAN}-01"))
-        .json(&json!({"mandate": MANDATE, "max_ticks": 12, "webhook_url": format!("{}/hook", hooks.uri())}))
+        .json(&json!({
+            "mandate": mandate,
+            "max_ticks": 12,
+            "tools": ["py"],
+            "webhook_url": format!("{}/hook", hooks.uri()),
+        }))
         .send()
         .await
         .expect("submit");
@@ -126,6 +141,16 @@ async fn one_trace_from_the_request_through_a_crash_to_the_webhook() {
         assert!(c.attributes.contains_key("prompt_tokens") && c.attributes.contains_key("attempt"), "{shown}");
     }
 
+    // Tool calls: under their tick, named, with an outcome; their arguments and results are
+    // checked below with everything else that must not be exported.
+    let tools = find(&spans, "tool.call");
+    assert!(tools.len() >= 3, "{shown}");
+    for t in &tools {
+        assert_eq!(t.attributes["tool"], "py/echo");
+        assert_eq!(t.attributes["outcome"], "ok");
+        assert_eq!(by_id.get(t.parent_id.as_str()).map_or("tick", |p| p.name.as_str()), "tick", "{shown}");
+    }
+
     // The webhook is a span of the same trace, under the submit span.
     let hook = find(&spans, "webhook.delivery");
     let hook = hook.iter().find(|s| s.attributes["outcome"] == "delivered").expect(&shown);
@@ -143,6 +168,7 @@ async fn one_trace_from_the_request_through_a_crash_to_the_webhook() {
     assert!(!raw.is_empty());
     assert!(!contains("MANDATE-7f3a9c"), "the mandate was exported");
     assert!(!contains("phototaxis"), "the mandate was exported");
+    assert!(!contains(ARGUMENT), "a tool's arguments or result were exported");
     assert!(!contains(&token), "the bearer token was exported");
     let result = done.result.expect("result");
     for text in result["deliverables"].as_array().into_iter().flatten().chain([&result["notes"]]) {

@@ -17,6 +17,7 @@ pub mod propagation;
 use std::fmt;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -35,6 +36,13 @@ pub fn init() {
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
+            // Our own spans only: their fields are declared where they are made (ids, names,
+            // counts, outcomes), while a log event may carry an error's text (a URL, a server's
+            // message) and a library's span whatever the library puts in it. Events stay in
+            // the logs, which name the span they were written in.
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.is_span() && ours(meta.target()) && meta.name() != DETACHED
+            }))
     });
     let fmt_layer = tracing_subscriber::fmt::layer().with_span_events(FmtSpan::NONE).with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
@@ -62,6 +70,21 @@ pub fn init() {
 /// Exports the spans still buffered; call before the process exits.
 pub fn shutdown() {
     otlp::shutdown();
+}
+
+const DETACHED: &str = "detached";
+
+/// A root span for work that outlives the span it starts in (an MCP session opened during one
+/// task serves later ones): libraries that spawn tasks keep the current span alive in them.
+/// Never exported.
+pub fn detached() -> tracing::Span {
+    tracing::info_span!(parent: None, "detached")
+}
+
+/// Whether a span was made by Euglena's crates (targets are module paths).
+fn ours(target: &str) -> bool {
+    let krate = target.split("::").next().unwrap_or(target);
+    matches!(krate, "gateway" | "agent" | "runtime" | "proto" | "metrics_sidecar" | "autoscaler")
 }
 
 fn binary_name() -> String {
