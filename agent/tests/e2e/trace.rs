@@ -179,3 +179,74 @@ async fn one_trace_from_the_request_through_a_crash_to_the_webhook() {
     drop(gateway);
     app.cleanup().await;
 }
+
+/// A task parked on an approval and resumed by the owner's decision (a new enqueue, a new
+/// delivery) continues the trace it was submitted in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_resumed_after_an_approval_stays_in_its_trace() {
+    const TRACE2: &str = "0af7651916cd43dd8448eb211c80319c";
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = receiver.endpoint();
+    let py = McpServerProc::python("").await;
+    let servers = json!({"py": {"url": py.url, "approval": {"delete_record": "always"}}}).to_string();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("MCP_SERVERS", servers.as_str()),
+        ("OFFLINE_TICK_DELAY_MS", "50"),
+    ];
+    let mut app = Harness::start(&[]).await;
+    let gateway = GatewayProc::spawn(testkit::binaries::workspace_bin("gateway", "gateway"), &app.ns, &env).await;
+    app.spawn_agent(AGENT, "approvals", &env);
+    let token = app.token_for("alice");
+    let resp = app
+        .http
+        .post(gateway.url("/tasks"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{TRACE2}-b7ad6b7169203331-01"))
+        .json(&json!({"mandate": "tool: py/delete_record {\"name\": \"old\"}", "max_ticks": 4, "tools": ["py"]}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.expect("json")["correlation_id"].as_str().expect("id").parse().expect("uuid");
+    let parked = app.wait_for(id, SOON, |r| r.status == TaskStatus::RequiresAction).await;
+    let call_id = parked.pending_action.expect("pending call").call_id;
+    let decided = app
+        .http
+        .post(gateway.url(&format!("/tasks/{id}/actions/{call_id}")))
+        .bearer_auth(&token)
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .expect("decide");
+    assert_eq!(decided.status(), 202);
+    let done = app.wait_for(id, SOON, |r| r.status.is_terminal()).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+
+    let deadline = tokio::time::Instant::now() + SOON;
+    let spans = loop {
+        let spans: Vec<Span> = receiver.spans().into_iter().filter(|s| s.trace_id == TRACE2).collect();
+        if find(&spans, "delivery").len() >= 2 || tokio::time::Instant::now() >= deadline {
+            break spans;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let shown = tree(&spans);
+    eprintln!("trace {TRACE2}:\n{shown}");
+    let submit = *find(&spans, "submit").first().expect(&shown);
+    let deliveries = find(&spans, "delivery");
+    assert_eq!(deliveries.len(), 2, "the parking run and the resumed run\n{shown}");
+    for d in &deliveries {
+        assert_eq!(d.parent_id, submit.span_id, "{shown}");
+    }
+    let attempts: Vec<&str> = deliveries.iter().map(|d| d.attributes["attempt"].as_str()).collect();
+    assert!(attempts.contains(&"1") && attempts.contains(&"2"), "{attempts:?}");
+    let approved = find(&spans, "tool.call");
+    assert!(
+        approved.iter().any(|t| t.attributes["tool"] == "py/delete_record" && t.attributes["outcome"] == "ok"),
+        "{shown}"
+    );
+    drop(gateway);
+    app.cleanup().await;
+}
