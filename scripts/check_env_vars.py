@@ -95,6 +95,10 @@ NOT_IN_COMPOSE = {
     "ECS_AGENT_URI": "injected by the ECS agent into every ECS task; absent locally",
     "ECS_PROTECTION_MINUTES": "task scale-in protection only acts on ECS (needs ECS_AGENT_URI)",
     "ECS_PROTECTION_RENEW_SECONDS": "task scale-in protection only acts on ECS (needs ECS_AGENT_URI)",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "standard OpenTelemetry override; compose exposes OTEL_EXPORTER_OTLP_ENDPOINT, which turns tracing on",
+    "OTEL_SDK_DISABLED": "standard OpenTelemetry switch; leaving OTEL_EXPORTER_OTLP_ENDPOINT empty is compose's off",
+    "OTEL_TRACES_EXPORTER": "standard OpenTelemetry switch; leaving OTEL_EXPORTER_OTLP_ENDPOINT empty is compose's off",
+    "OTEL_SERVICE_NAME": "each process names its spans after its binary (gateway, agent, ...), which compose keeps",
 }
 
 # Must be set wherever the binary runs; merged with what the source marks required.

@@ -3,6 +3,8 @@
 # (openapi-spec-validator), then schemathesis fuzzes every operation with a valid token and
 # fails on any 5xx or any response that does not match the document. Uses the local Redis and
 # RabbitMQ under a key prefix and queue of its own, removed at the end.
+# /mcp is not in the document, so not fuzzed here: it is one JSON-RPC endpoint whose contract is
+# the MCP specification (gateway/tests/api/mcp.rs drives it with the official Python SDK client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh >/dev/null

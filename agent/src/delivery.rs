@@ -78,6 +78,11 @@ pub async fn process(worker: &Worker, delivery: Delivery, stop: &CancellationTok
     if let Some(m) = &message_id {
         span.record("correlation_id", m.as_str());
     }
+    // The task's trace (the gateway's submit span), the same on every delivery and resume
+    // of it: a redelivered or resumed task lands in the trace it started in.
+    if let Some(tp) = proto::envelope::traceparent(&delivery.properties) {
+        runtime::telemetry::propagation::continue_trace(&span, &tp);
+    }
     let outcome = handle(worker, received, stop).instrument(span.clone()).await;
     let settle = async {
         let r = match outcome {

@@ -20,5 +20,7 @@ async fn main() -> anyhow::Result<()> {
     }
     runtime::telemetry::init();
     let health = tokio::net::TcpListener::bind(settings.health_addr).await?;
-    agent::run(health, settings, runtime::shutdown::signal()).await
+    let ran = agent::run(health, settings, runtime::shutdown::signal()).await;
+    runtime::telemetry::shutdown();
+    ran
 }

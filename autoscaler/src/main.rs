@@ -36,7 +36,9 @@ async fn main() -> anyhow::Result<()> {
             let settings = LocalSettings::from_env(&env).unwrap_or_else(|e| exit_on_config_error("autoscaler", &e));
             runtime::telemetry::init();
             let (view, _) = tokio::sync::watch::channel(Default::default());
-            autoscaler::local::run(settings, view, runtime::shutdown::signal()).await
+            let ran = autoscaler::local::run(settings, view, runtime::shutdown::signal()).await;
+            runtime::telemetry::shutdown();
+            ran
         }
         Some("simulate") => simulate_cmd(&args[1..], &env),
         Some(other) => fail(&format!("unknown command or argument {other:?}")),

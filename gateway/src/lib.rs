@@ -14,6 +14,7 @@
 //! - [`webhooks`]: signed task-end webhooks, delivered from a durable Redis queue.
 //! - [`routes`]: the HTTP API (ARCHITECTURE §2); [`samples_cache`]: the copy of the
 //!   sidecar's samples `GET /ops/samples` answers from.
+//! - [`mcp`]: `/mcp`, the same tasks as MCP tools for MCP hosts (streamable HTTP).
 //! - [`http_metrics`]: per-route metrics, labelled from closed sets.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the routes.
 //!
@@ -30,6 +31,7 @@ pub mod event_hub;
 pub mod events;
 pub mod extract;
 pub mod http_metrics;
+pub mod mcp;
 pub mod openapi;
 pub mod problem;
 pub mod reconciler;

@@ -29,7 +29,9 @@ async fn main() -> anyhow::Result<()> {
     }
     runtime::telemetry::init();
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
-    gateway::run(listener, settings, runtime::shutdown::signal()).await
+    let ran = gateway::run(listener, settings, runtime::shutdown::signal()).await;
+    runtime::telemetry::shutdown();
+    ran
 }
 
 fn print_token(settings: &Settings, args: &[String]) -> anyhow::Result<()> {

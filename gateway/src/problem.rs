@@ -94,7 +94,31 @@ const PROBLEM_JSON: &str = "application/problem+json";
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug) = self.parts();
-        let detail = match &self {
+        let mut resp = problem_response(status, slug, self.detail());
+        let headers = resp.headers_mut();
+        match &self {
+            Self::MissingToken | Self::NotBearer | Self::EmptyToken | Self::InvalidToken => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            }
+            Self::TooManyRequests { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl ApiError {
+    /// The problem's status code and `urn:euglena:problem:` slug.
+    pub fn status_and_slug(&self) -> (StatusCode, &'static str) {
+        self.parts()
+    }
+
+    /// The problem's user-safe `detail` (REST and MCP say the same); an unexpected error is
+    /// logged here with its cause chain and answered generically.
+    pub fn detail(&self) -> String {
+        match self {
             Self::Unexpected(e) => {
                 let e: &(dyn std::error::Error + 'static) = e.as_ref();
                 tracing::error!(error.cause_chain = %runtime::telemetry::Chain(e), "request failed");
@@ -111,19 +135,7 @@ impl IntoResponse for ApiError {
             Self::InvalidToken => "the bearer token is invalid or expired".to_owned(),
             Self::NotFound => "no such resource".to_owned(),
             other => other.to_string(),
-        };
-        let mut resp = problem_response(status, slug, detail);
-        let headers = resp.headers_mut();
-        match &self {
-            Self::MissingToken | Self::NotBearer | Self::EmptyToken | Self::InvalidToken => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
-            }
-            Self::TooManyRequests { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
-            }
-            _ => {}
         }
-        resp
     }
 }
 

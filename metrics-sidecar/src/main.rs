@@ -19,5 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = runtime::shutdown::token();
     let publisher = metrics_sidecar::publisher(&settings).await;
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
-    metrics_sidecar::run(listener, settings, publisher, shutdown.cancelled_owned()).await
+    let ran = metrics_sidecar::run(listener, settings, publisher, shutdown.cancelled_owned()).await;
+    runtime::telemetry::shutdown();
+    ran
 }

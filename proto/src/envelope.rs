@@ -91,6 +91,27 @@ pub fn properties(task_id: &str) -> BasicProperties {
         .with_timestamp(u64::try_from(Utc::now().timestamp()).unwrap_or(0))
 }
 
+/// The AMQP header carrying the task's W3C trace context (ARCHITECTURE §3).
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// `props` with the `traceparent` header, when the task has one.
+pub fn with_traceparent(props: BasicProperties, traceparent: Option<&str>) -> BasicProperties {
+    let Some(tp) = traceparent else { return props };
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(TRACEPARENT_HEADER.into(), lapin::types::AMQPValue::LongString(tp.into()));
+    props.with_headers(headers)
+}
+
+/// The `traceparent` header of a delivery, if it has one.
+pub fn traceparent(props: &BasicProperties) -> Option<String> {
+    let headers = props.headers().as_ref()?;
+    match headers.inner().get(TRACEPARENT_HEADER)? {
+        lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+        lapin::types::AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,6 +148,8 @@ pub struct TaskRecord {
     pub webhook_url: Option<String>,
     /// The MCP tools the owner chose (`<server>` or `<server>/<tool>`); empty = built-ins only.
     pub tools: Vec<String>,
+    /// W3C `traceparent` the task's spans continue (see `NewTask::traceparent`).
+    pub traceparent: Option<String>,
     /// The tool call waiting for the owner (status `requires_action`).
     pub pending_action: Option<RequiredAction>,
     /// The input schema of the pending call's tool, to check edited arguments against.
@@ -298,6 +300,7 @@ impl TaskRecord {
             quota_key: take("quota_key"),
             webhook_url: take("webhook_url"),
             tools,
+            traceparent: take("traceparent"),
             pending_action,
             pending_schema,
             decision,
@@ -348,8 +351,19 @@ impl TaskRecord {
             incomplete_reason: self.incomplete_reason.filter(|_| self.status == TaskStatus::Incomplete),
             history: self.history.clone(),
             expires_at: self.expires_at.clone(),
+            trace_id: self.traceparent.as_deref().and_then(trace_id_of),
         }
     }
+}
+
+/// The trace id (32 lowercase hex digits) of a W3C `traceparent` (`00-{trace}-{span}-{flags}`).
+pub fn trace_id_of(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    let valid = trace.len() == 32
+        && trace.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && trace.bytes().any(|b| b != b'0');
+    valid.then(|| trace.to_owned())
 }
 
 fn json_field<T: serde::de::DeserializeOwned>(
@@ -405,6 +419,10 @@ pub struct TaskResponse {
     /// RFC 3339: not started by then, the task fails "expired in queue".
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub expires_at: Option<String>,
+    /// The OpenTelemetry trace the task's spans belong to (absent when tracing is off): the
+    /// client's own when it sent a `traceparent`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trace_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@
 //! - [`serve`]: the hardened HTTP accept loop of every listener.
 //! - [`ops`]: `/health` and `/metrics` (Prometheus text) for the agent and the sidecar.
 //! - [`healthcheck`]: `<binary> healthcheck`, the container probe of a binary's own `/health`.
-//! - [`telemetry`]: JSON lines or pretty logs behind a `RUST_LOG` filter.
+//! - [`telemetry`]: JSON lines or pretty logs behind a `RUST_LOG` filter, and OpenTelemetry
+//!   traces over OTLP/HTTP when an endpoint is configured (W3C `traceparent` in and out).
 //! - [`shutdown`]: the one SIGTERM/SIGINT signal.
 //! - [`lifecycle`]: the one owner of a process's background tasks, stopped in a declared
 //!   order, each within a grace.

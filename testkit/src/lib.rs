@@ -14,6 +14,7 @@
 //! - `processes`: [`GatewayProc`] and [`AgentProc`], the binaries as child processes.
 //! - [`private`], [`tls`]: private Redis and RabbitMQ servers, plain or TLS.
 //! - [`cluster`]: a private RabbitMQ cluster, Redis with Sentinels, HAProxy.
+//! - [`otlp`]: a test OTLP/HTTP receiver that keeps the exported bytes and decodes the spans.
 //! - [`binaries`]: the workspace's own binaries, for tests that run other crates' processes.
 //! - [`chaos`]: the chaos suite, its [`chaos::Stack`] and the table of scenarios, and
 //!   [`chaos::cluster`], the same on a cluster.
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod llm;
 pub mod mcp;
 mod namespace;
+pub mod otlp;
 pub mod private;
 mod processes;
 pub mod tls;

@@ -103,6 +103,8 @@ impl Model for OfflineModel {
     }
 
     async fn decide(&self, view: &View<'_>) -> Result<Decision, ModelError> {
+        // The demo planner's every reply is whole, as a model's that stopped on its own.
+        tracing::Span::current().record("finish_reason", "stop");
         tokio::time::sleep(self.settings.tick_delay).await;
         let tick = view.state.tick;
         let calls = mandate_tool_calls(view.mandate);
@@ -150,6 +152,7 @@ impl Model for OfflineModel {
     }
 
     async fn synthesize(&self, view: &View<'_>) -> Result<TaskResult, ModelError> {
+        tracing::Span::current().record("finish_reason", "stop");
         let state = view.state;
         if !mandate_tool_calls(view.mandate).is_empty() {
             let results: Vec<&crate::checkpoint::Step> = state.history.iter().filter(|s| s.action == "tool").collect();

@@ -261,6 +261,11 @@ impl OpenAiModel {
             return Ok(Reply { text: String::new(), cut_off: false });
         };
         let cut_off = choice.finish_reason == Some(FinishReason::Length);
+        // On the `model.call` span this request belongs to (the last request of a repaired
+        // call wins).
+        if let Some(reason) = &choice.finish_reason {
+            tracing::Span::current().record("finish_reason", format!("{reason:?}").to_lowercase());
+        }
         if let (None, Some(refusal)) = (&choice.message.content, &choice.message.refusal) {
             return Ok(Reply { text: format!("(the model refused: {refusal})"), cut_off });
         }

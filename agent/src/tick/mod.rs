@@ -17,6 +17,7 @@ use proto::task::{IncompleteReason, TaskRecord};
 use runtime::telemetry::Chain;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::checkpoint::{LoopState, Step};
 use crate::memory::{Kind, Memory, NewMemory, Recalled, Scope};
@@ -88,6 +89,31 @@ enum Race<T> {
 }
 
 /// Leaves `execute` when a raced call did not finish.
+/// A `model.call` span: what a model call's trace shows (see `Run::traced_model`).
+macro_rules! model_span {
+    ($parent:expr, $kind:expr, $run:expr) => {
+        tracing::info_span!(
+            parent: $parent,
+            "model.call",
+            kind = $kind,
+            model = $run.model.name(),
+            attempt = $run.attempt,
+            prompt_tokens = tracing::field::Empty,
+            completion_tokens = tracing::field::Empty,
+            finish_reason = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        )
+    };
+}
+
+/// A `tool.call` span under the tick's: the tool's name and (recorded by the call) its
+/// outcome; never its arguments or its result.
+macro_rules! tool_span {
+    ($tick:expr, $tool:expr) => {
+        tracing::info_span!(parent: $tick, "tool.call", tool = $tool, outcome = tracing::field::Empty)
+    };
+}
+
 macro_rules! raced {
     ($state:ident, $race:expr) => {
         match $race {
@@ -147,6 +173,36 @@ impl Run<'_> {
         }
     }
 
+    /// One model call in a `model.call` span (a child of `parent`, the tick's, or of the
+    /// delivery's for the synthesis): the model's name, the tokens it used (the meter's
+    /// growth over the call: a task's calls are sequential), its finish reason (recorded by
+    /// the client) and the outcome. Never the prompt or the reply.
+    async fn traced_model<T>(
+        &self,
+        parent: Option<&tracing::Span>,
+        kind: &'static str,
+        call: impl Future<Output = Result<T, ModelError>>,
+    ) -> Result<T, ModelError> {
+        let span = match parent {
+            Some(p) => model_span!(p, kind, self),
+            None => model_span!(tracing::Span::current(), kind, self),
+        };
+        let before = self.meter.total();
+        let result = call.instrument(span.clone()).await;
+        let after = self.meter.total();
+        span.record("prompt_tokens", after.prompt_tokens.saturating_sub(before.prompt_tokens));
+        span.record("completion_tokens", after.completion_tokens.saturating_sub(before.completion_tokens));
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(ModelError::Malformed(_)) => "malformed",
+            Err(ModelError::Transient { .. }) => "unavailable",
+            Err(ModelError::Permanent { .. }) => "failed",
+            Err(ModelError::OverBudget) => "over_budget",
+        };
+        span.record("outcome", outcome);
+        result
+    }
+
     /// What the model sees: the task, the loop state, the memories recalled for this step,
     /// the MCP tools on offer.
     fn view<'v>(&'v self, state: &'v LoopState, memories: &'v [Recalled], tools: &'v ToolOffer) -> View<'v> {
@@ -192,11 +248,22 @@ impl Run<'_> {
         let mut messages = self.record.messages;
         let mut exited = false;
         while state.tick < max_ticks || state.pending.is_some() {
+            // Ends when this iteration does; the model and tool calls of the tick are its
+            // children. Its number and the attempt say which run of which tick it was.
+            let tick_span = tracing::info_span!(
+                "tick",
+                tick = state.tick + 1,
+                attempt = self.attempt,
+                action = tracing::field::Empty
+            );
             if messages as usize > state.owner_messages.len() {
                 self.read_messages(&mut state).await;
             }
             let step = match state.pending.take() {
-                Some(pending) => raced!(state, self.race(deadline, Box::pin(self.decided(pending))).await),
+                Some(pending) => raced!(
+                    state,
+                    self.race(deadline, Box::pin(self.decided(pending).instrument(tick_span.clone()))).await
+                ),
                 None => {
                     let memories =
                         raced!(state, self.race(deadline, self.recall(&state, &recall_query(&state, mandate))).await);
@@ -206,7 +273,15 @@ impl Run<'_> {
                         Box::pin(crate::tools::mcp::offer(&self.tools.mcp, &self.record.tools)).await
                     };
                     let view = self.view(&state, &memories, &offer);
-                    let decided = raced!(state, self.model_call(deadline, || self.model.decide(&view)).await);
+                    let decided = raced!(
+                        state,
+                        self.model_call(deadline, || self.traced_model(
+                            Some(&tick_span),
+                            "decide",
+                            self.model.decide(&view)
+                        ))
+                        .await
+                    );
                     let tick = state.tick + 1;
                     match decided {
                         Ok(d) => match &d.action {
@@ -219,7 +294,12 @@ impl Run<'_> {
                                     let (tool, arguments) = (tool.clone(), arguments.clone());
                                     let (outcome, tool) = raced!(
                                         state,
-                                        self.race(deadline, self.call_tool(tick, &tool, &arguments)).await
+                                        self.race(
+                                            deadline,
+                                            self.call_tool(tick, &tool, &arguments)
+                                                .instrument(tool_span!(&tick_span, tool.as_str()))
+                                        )
+                                        .await
                                     );
                                     TickStep { decision: Some(d), outcome, tool }
                                 }
@@ -234,7 +314,17 @@ impl Run<'_> {
                                 }
                             },
                             action => {
-                                let outcome = raced!(state, self.race(deadline, self.tools.run(action, tick)).await);
+                                // `think` and `exit` call nothing: no tool span.
+                                let span = match action {
+                                    Action::Search { .. } | Action::Visit { .. } => {
+                                        tool_span!(&tick_span, action.name())
+                                    }
+                                    _ => tracing::Span::none(),
+                                };
+                                let outcome = raced!(
+                                    state,
+                                    self.race(deadline, self.tools.run(action, tick).instrument(span)).await
+                                );
                                 TickStep { decision: Some(d), outcome, tool: None }
                             }
                         },
@@ -251,6 +341,7 @@ impl Run<'_> {
             let tick = state.tick + 1;
             state.tick = tick;
             let action_name = decision.as_ref().map_or("invalid", |d| d.action.name());
+            tick_span.record("action", action_name);
             let mut learned = outcome.memories;
             let thought = match decision {
                 Some(d) => {
@@ -302,7 +393,10 @@ impl Run<'_> {
         }
         let memories = raced!(state, self.race(deadline, self.recall(&state, mandate)).await);
         let view = self.view(&state, &memories, ToolOffer::none());
-        match raced!(state, self.model_call(deadline, || self.model.synthesize(&view)).await) {
+        match raced!(
+            state,
+            self.model_call(deadline, || self.traced_model(None, "synthesize", self.model.synthesize(&view))).await
+        ) {
             Ok(mut result) => {
                 // A model that forgets the lists still delivered what the loop collected.
                 if result.deliverables.is_empty() {

@@ -6,6 +6,7 @@
 
 use proto::store::{ParkOutcome, Parking};
 use proto::task::{RequiredAction, Verdict};
+use tracing::Instrument;
 
 use super::{Run, RunEnd, TickStep};
 use crate::checkpoint::{LoopState, PendingCall};
@@ -49,7 +50,10 @@ impl Run<'_> {
         let (outcome, tool) = match decision.map(|d| d.decision) {
             Some(Verdict::Approve) => {
                 tracing::info!(call_id = %pending.call_id, "owner approved the tool call; making it");
-                self.call_tool(pending.tick, &pending.tool, &arguments).await
+                // Under the resumed tick's span, as a call made at once is (see `tool_span!`).
+                let span =
+                    tracing::info_span!("tool.call", tool = pending.tool.as_str(), outcome = tracing::field::Empty);
+                self.call_tool(pending.tick, &pending.tool, &arguments).instrument(span).await
             }
             other => {
                 let why = match other {

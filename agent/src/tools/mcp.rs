@@ -56,6 +56,7 @@ pub async fn call(mcp: &McpClients, task: TaskId, tick: u32, tool: &str, argumen
     let started = std::time::Instant::now();
     match mcp.call(server, name, args, &idempotency_key(task, tick)).await {
         Ok(out) => {
+            tracing::Span::current().record("outcome", if out.is_error { "tool_error" } else { "ok" });
             metrics::counter!("agent_tool_calls_total", "outcome" => if out.is_error { "tool_error" } else { "ok" })
                 .increment(1);
             tracing::info!(
@@ -84,6 +85,7 @@ pub async fn call(mcp: &McpClients, task: TaskId, tick: u32, tool: &str, argumen
             }
         }
         Err(e) => {
+            tracing::Span::current().record("outcome", "failed");
             metrics::counter!("agent_tool_calls_total", "outcome" => "failed").increment(1);
             tracing::warn!(server, tool = name, error = %e, "tool call failed");
             Outcome { observation: format!("tool {tool} failed: {}", reason(&e)), ..Outcome::default() }

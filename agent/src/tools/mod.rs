@@ -63,16 +63,25 @@ impl Tools {
         match action {
             // MCP calls need the task and the process's clients: the tick loop makes them.
             Action::Think | Action::Exit | Action::Tool { .. } => Outcome::default(),
+            // The outcome goes on the tick's `tool.call` span (the query and the URL never do).
             Action::Search { query } => match self.searcher.search(query).await {
-                Ok(hits) => searched(query, &hits, tick),
+                Ok(hits) => {
+                    tracing::Span::current().record("outcome", "ok");
+                    searched(query, &hits, tick)
+                }
                 Err(e) => {
+                    tracing::Span::current().record("outcome", "failed");
                     tracing::warn!(error = %e, "search failed");
                     Outcome { observation: format!("search failed: {e}"), ..Outcome::default() }
                 }
             },
             Action::Visit { url } => match self.visitor.visit(url).await {
-                Ok(page) => visited(page, tick),
+                Ok(page) => {
+                    tracing::Span::current().record("outcome", "ok");
+                    visited(page, tick)
+                }
                 Err(e) => {
+                    tracing::Span::current().record("outcome", "failed");
                     // The host, never the query string: it may carry a user's data.
                     let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned));
                     tracing::warn!(host = host.as_deref().unwrap_or(url.split('/').next().unwrap_or("")), error = %e, "visit failed");

@@ -13,6 +13,7 @@ mod poison;
 mod presence;
 mod protection;
 mod shutdown;
+mod trace;
 
 use std::time::Duration;
 

@@ -26,7 +26,13 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.max_body_bytes;
     let (routes, doc) = documented();
     openapi::publish(&doc);
+    // JSON-RPC over streamable HTTP, described by the MCP specification and its own
+    // `tools/list`, not by the OpenAPI document (see ARCHITECTURE §2).
+    let mcp = Router::new()
+        .route_service("/mcp", crate::mcp::service(&state))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::mcp::authenticate));
     let api = routes
+        .merge(mcp)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(limit, edge::deadline))
         .layer(axum::middleware::from_fn_with_state(body_limit, edge::declared_length))
@@ -35,7 +41,10 @@ pub fn router(state: AppState) -> Router {
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
                 let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                tracing::info_span!("http", method = %req.method(), route = route.as_deref().unwrap_or("unmatched"), request_id)
+                let span = tracing::info_span!("http", method = %req.method(), route = route.as_deref().unwrap_or("unmatched"), request_id);
+                // The client's W3C trace, when it sent one and tracing is on (a no-op otherwise).
+                runtime::telemetry::propagation::continue_from_headers(&span, req.headers());
+                span
             })
             // Failures are logged once, with their cause, where they happen (see problem.rs).
             .on_failure(()),

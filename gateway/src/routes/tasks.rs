@@ -94,8 +94,21 @@ pub async fn submit(
     headers: HeaderMap,
     JsonBody(req): JsonBody<TaskRequest>,
 ) -> Result<Response, ApiError> {
-    let s = &state.settings;
     let idempotency_key = idempotency_key(&headers)?;
+    let task = prepare(&state, &user, req, idempotency_key).await?;
+    tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
+    Ok(accepted(&state.submissions.submit(task).await?))
+}
+
+/// A checked [`NewTask`] from a request: the one place a submission's fields are validated,
+/// for `POST /tasks` and the MCP `run_mandate` tool alike.
+pub(crate) async fn prepare(
+    state: &AppState,
+    user: &AuthUser,
+    req: TaskRequest,
+    idempotency_key: Option<String>,
+) -> Result<NewTask, ApiError> {
+    let s = &state.settings;
     let mandate =
         Mandate::parse(&req.mandate, s.max_mandate_chars).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let max_ticks = MaxTicks::parse(req.max_ticks.unwrap_or(i64::from(s.default_max_ticks)), s.max_ticks_limit)
@@ -145,7 +158,7 @@ pub async fn submit(
     let fingerprint = fingerprint(&mandate, &asked);
     let task = NewTask {
         id: TaskId::new(),
-        user_id: user.0,
+        user_id: user.0.clone(),
         mandate: mandate.as_str().to_owned(),
         max_ticks: max_ticks.get(),
         created_at,
@@ -154,19 +167,25 @@ pub async fn submit(
         tools,
         max_tokens,
         expires_at,
+        // The submit span's context (itself continuing the client's `traceparent`, when
+        // it sent one): the agent's spans for this task hang under it.
+        traceparent: runtime::telemetry::propagation::current_traceparent(),
     };
-    tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
-    Ok(accepted(&state.submissions.submit(task).await?))
+    Ok(task)
 }
 
 /// `Idempotency-Key`: 1..=255 printable ASCII characters, when present.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
-    let b = v.as_bytes();
+    parse_idempotency_key(v.as_bytes()).map(Some)
+}
+
+/// An idempotency key (the header's, or the MCP `run_mandate` argument's) checked.
+pub(crate) fn parse_idempotency_key(b: &[u8]) -> Result<String, ApiError> {
     if b.is_empty() || b.len() > 255 || !b.iter().all(|c| (0x20..=0x7e).contains(c)) {
         return Err(ApiError::BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters".into()));
     }
-    Ok(Some(String::from_utf8_lossy(b).into_owned()))
+    Ok(String::from_utf8_lossy(b).into_owned())
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -285,14 +304,19 @@ pub async fn cancel(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let rec = owned(&state, &user, &id).await?;
+    let now = cancel_owned(&state, &user, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(now.to_response())).into_response())
+}
+
+/// Cancels one of the caller's tasks and returns the record as it now stands (REST and MCP).
+pub(crate) async fn cancel_owned(state: &AppState, user: &AuthUser, id: &str) -> Result<TaskRecord, ApiError> {
+    let rec = owned(state, user, id).await?;
     match state.store.cancel(&rec).await? {
         CancelOutcome::Missing => Err(ApiError::NotFound),
         CancelOutcome::Terminal(st) => Err(ApiError::Conflict(format!("the task is already {st}"))),
         outcome @ (CancelOutcome::Cancelled | CancelOutcome::Requested) => {
             tracing::info!(correlation_id = %rec.id, ?outcome, "cancel");
-            let now = state.store.get(rec.id).await?.ok_or(ApiError::NotFound)?;
-            Ok((StatusCode::ACCEPTED, Json(now.to_response())).into_response())
+            state.store.get(rec.id).await?.ok_or(ApiError::NotFound)
         }
     }
 }

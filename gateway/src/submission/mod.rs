@@ -260,7 +260,7 @@ impl Submissions {
     /// the task was accepted; on `false` an undo is already under way.
     async fn publish_or_undo(&self, envelope: &proto::TaskEnvelope, task: &NewTask) -> bool {
         let started = Instant::now();
-        let published = self.0.publisher.publish(envelope).await;
+        let published = self.0.publisher.publish(envelope, task.traceparent.as_deref()).await;
         stage("publish", started);
         if let Err(e) = published {
             tracing::error!(error.cause_chain = %runtime::telemetry::Chain(&e), "publish failed; undoing the submission");

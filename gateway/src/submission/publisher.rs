@@ -105,15 +105,19 @@ impl Publisher {
         }
     }
 
-    /// Returns only once the broker has confirmed the persistent message.
-    pub async fn publish(&self, envelope: &TaskEnvelope) -> Result<(), PublishError> {
+    /// Returns only once the broker has confirmed the persistent message. `traceparent`
+    /// (the task's, when tracing is on) goes in the message's headers.
+    pub async fn publish(&self, envelope: &TaskEnvelope, traceparent: Option<&str>) -> Result<(), PublishError> {
         let work = async {
             let (channel, status) = self.channel().await?;
             if status.blocked() {
                 metrics::counter!("gateway_publish_blocked_total").increment(1);
                 return Err(PublishError::Blocked);
             }
-            let props = proto::envelope::properties(&envelope.correlation_id.to_string());
+            let props = proto::envelope::with_traceparent(
+                proto::envelope::properties(&envelope.correlation_id.to_string()),
+                traceparent,
+            );
             let confirm = channel
                 .basic_publish(
                     "".into(),

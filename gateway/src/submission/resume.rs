@@ -16,7 +16,7 @@ impl Submissions {
     /// Publishes enqueue `seq` of `rec` and clears its resuming mark; `false` when that did
     /// not happen (the reconciler will publish it).
     pub async fn resume(&self, rec: &TaskRecord, seq: u32) -> bool {
-        if let Err(e) = self.0.publisher.publish(&rec.envelope(seq)).await {
+        if let Err(e) = self.0.publisher.publish(&rec.envelope(seq), rec.traceparent.as_deref()).await {
             tracing::warn!(correlation_id = %rec.id, error.cause_chain = %runtime::telemetry::Chain(&e), "resume not published; the reconciler will publish it");
             return false;
         }

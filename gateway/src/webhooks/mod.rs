@@ -35,6 +35,7 @@ use runtime::address_policy::{Lookup, Outbound, Policy, TargetError, blocked_in,
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Attempts in flight at once per gateway.
 pub const PARALLEL: usize = 32;
@@ -220,7 +221,8 @@ impl Dispatcher {
             msg_id = format!("{msg_id}_{}", p.call_id.replace(|c: char| !c.is_ascii_alphanumeric(), ""));
         }
         let body = json!({"type": kind, "timestamp": ended, "data": data}).to_string();
-        Ok(Some(Job { hook, msg_id, url, body, ended, _place: place }))
+        let traceparent = rec.traceparent.clone();
+        Ok(Some(Job { hook, msg_id, url, body, ended, traceparent, _place: place }))
     }
 
     fn enter(&self, user: &str) -> Option<UserPlace> {
@@ -233,16 +235,36 @@ impl Dispatcher {
         Some(UserPlace { users: self.users.clone(), user: user.to_owned() })
     }
 
-    #[tracing::instrument(skip_all, fields(correlation_id = %job.hook.id))]
+    /// One attempt, a `webhook.delivery` span in the task's trace (no URL, no body).
     async fn attempt(self: Arc<Self>, job: Job) {
-        if let Err(e) = self.try_attempt(&job).await {
-            tracing::warn!(error = %e, "webhook bookkeeping failed; the delivery will be retried");
+        let span = tracing::info_span!(
+            "webhook.delivery",
+            correlation_id = %job.hook.id,
+            announcement = job.hook.action,
+            outcome = tracing::field::Empty
+        );
+        if let Some(tp) = &job.traceparent {
+            runtime::telemetry::propagation::continue_trace(&span, tp);
         }
+        let attempt = async {
+            if let Err(e) = self.try_attempt(&job).await {
+                tracing::warn!(error = %e, "webhook bookkeeping failed; the delivery will be retried");
+            }
+        };
+        attempt.instrument(span).await;
     }
 
     async fn try_attempt(&self, job: &Job) -> Result<(), proto::store::StoreError> {
         let id = &job.hook;
-        match self.post(&job.url, &job.msg_id, &job.body).await {
+        let attempt = self.post(&job.url, &job.msg_id, &job.body).await;
+        let outcome = match &attempt {
+            Attempt::Delivered(_) => "delivered",
+            Attempt::Gone => "gone",
+            Attempt::Refused => "refused",
+            Attempt::Failed { .. } => "failed",
+        };
+        tracing::Span::current().record("outcome", outcome);
+        match attempt {
             Attempt::Delivered(code) => {
                 metrics::counter!("webhook_deliveries_total", "outcome" => "delivered").increment(1);
                 tracing::info!(status = code, "webhook delivered");
@@ -344,6 +366,8 @@ struct Job {
     url: String,
     body: String,
     ended: String,
+    /// The task's trace: each attempt is a span in it.
+    traceparent: Option<String>,
     _place: UserPlace,
 }
 

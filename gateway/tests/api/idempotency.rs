@@ -133,6 +133,7 @@ async fn a_duplicate_of_a_request_still_publishing_is_409_until_the_reconciler_h
         tools: Vec::new(),
         max_tokens: None,
         expires_at: None,
+        traceparent: None,
     };
     app.store.submit(&task, &Limits::NONE).await.expect("submit");
     let (_, conflict) = problem(submit_with_key(&app, USER, "pending", &body).await, 409).await;

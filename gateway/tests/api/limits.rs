@@ -151,6 +151,7 @@ async fn every_terminal_transition_frees_a_slot() {
         tools: Vec::new(),
         max_tokens: None,
         expires_at: None,
+        traceparent: None,
     };
     assert!(app.store.abort_submit(&undo).await.expect("abort"));
     submit_id(&app).await;

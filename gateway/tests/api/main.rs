@@ -13,6 +13,7 @@ mod exhaustion;
 mod idempotency;
 mod jwks;
 mod limits;
+mod mcp;
 mod openapi;
 mod quota;
 mod ready;

@@ -199,6 +199,7 @@ async fn stranded(app: &Harness, n: usize) -> Vec<TaskId> {
             tools: Vec::new(),
             max_tokens: None,
             expires_at: None,
+            traceparent: None,
         };
         app.store.submit(&task, &proto::store::Limits::NONE).await.expect("submit");
         ids.push(task.id);

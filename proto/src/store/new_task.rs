@@ -25,6 +25,10 @@ pub struct NewTask {
     pub max_tokens: Option<u64>,
     /// Not started by then, the task fails "expired in queue".
     pub expires_at: Option<DateTime<Utc>>,
+    /// W3C `traceparent` of the span that submitted it, when tracing is on: kept on the
+    /// record and sent as the envelope's AMQP header, so every delivery and resume of the
+    /// task continues the same trace.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +52,7 @@ impl NewTask {
             tools: Vec::new(),
             max_tokens: None,
             expires_at: None,
+            traceparent: None,
         }
     }
 
@@ -65,6 +70,7 @@ impl NewTask {
             tools: Vec::new(),
             max_tokens: None,
             expires_at: None,
+            traceparent: None,
         }
     }
 
@@ -105,6 +111,7 @@ impl NewTask {
             quota_key,
             webhook_url: self.webhook_url.clone(),
             tools: self.tools.clone(),
+            traceparent: self.traceparent.clone(),
             pending_action: None,
             pending_schema: None,
             decision: None,
@@ -145,6 +152,7 @@ pub(super) fn new_record_fields(args: &mut Vec<String>, rec: &TaskRecord) {
         ("tools", &tools),
         ("max_tokens", &max_tokens),
         ("expires_at", &rec.expires_at),
+        ("traceparent", &rec.traceparent),
     ] {
         if let Some(v) = v {
             args.extend([k.to_owned(), v.clone()]);

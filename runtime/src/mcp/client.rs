@@ -14,6 +14,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 use super::config::{McpServer, McpServers};
 
@@ -238,8 +239,13 @@ impl McpClients {
             .control_request_timeout(self.limits.connect)
             .session_recovery_timeout(self.limits.connect)
             .reinit_on_expired_session(true);
-        let transport = StreamableHttpClientTransport::with_client(client, config);
-        let session = match tokio::time::timeout(self.limits.connect, ().serve(transport)).await {
+        // The SDK's session and transport tasks keep the span they were started in: started in
+        // a task's delivery span, that span would live (and never be exported) as long as the
+        // session, which serves the process's later tasks too.
+        let detached = crate::telemetry::detached();
+        let transport = detached.in_scope(|| StreamableHttpClientTransport::with_client(client, config));
+        let open = ().serve(transport).instrument(detached);
+        let session = match tokio::time::timeout(self.limits.connect, open).await {
             Ok(Ok(s)) => Arc::new(s),
             Ok(Err(e)) => return Err(McpError::Unavailable { server: name.to_owned(), reason: e.to_string() }),
             Err(_) => return Err(McpError::Timeout { server: name.to_owned(), secs: self.limits.connect.as_secs() }),
