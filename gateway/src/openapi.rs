@@ -34,6 +34,24 @@ pub enum AuthProblems {
 #[allow(dead_code)]
 pub struct TaskNotFound(Problem);
 
+/// What a JSON body can be refused with before its handler runs (`JsonBody`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyProblems {
+    #[response(status = 400, description = "Malformed JSON", content_type = "application/problem+json")]
+    Malformed(Problem),
+    #[response(status = 413, description = "Body over MAX_BODY_BYTES", content_type = "application/problem+json")]
+    TooLarge(Problem),
+    #[response(status = 415, description = "Not JSON", content_type = "application/problem+json")]
+    NotJson(Problem),
+    #[response(
+        status = 422,
+        description = "A field is invalid (named in detail), or the body is not an object",
+        content_type = "application/problem+json"
+    )]
+    Invalid(Problem),
+}
+
 /// A dependency down or the request deadline passed.
 #[derive(utoipa::IntoResponses)]
 #[response(
@@ -57,6 +75,7 @@ pub struct Unavailable(Problem);
         (name = "tasks", description = "Submit, read, list, follow and cancel your tasks"),
         (name = "system", description = "Public: the agent fleet, health, readiness, metrics, this document"),
         (name = "console", description = "The web console and what only it uses"),
+        (name = "admin", description = "Operators only (OPERATOR_CLAIM): any user's tasks, the dead-letter queue, bulk cancel and retry, the audit stream"),
     )
 )]
 pub struct ApiDoc;

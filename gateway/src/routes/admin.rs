@@ -285,10 +285,7 @@ where
     request_body(content = BulkRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What was done to each task", body = BulkReport),
-        (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The body is invalid", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::openapi::BodyProblems,
         crate::openapi::AuthProblems,
         crate::openapi::Unavailable,
     ))]
@@ -328,10 +325,7 @@ pub async fn cancel_many(
     request_body(content = BulkRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What was done to each task", body = BulkReport),
-        (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The body is invalid", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::openapi::BodyProblems,
         crate::openapi::AuthProblems,
         crate::openapi::Unavailable,
     ))]
@@ -405,10 +399,7 @@ pub struct RedriveRequest {
     request_body(content = RedriveRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What was done to each dead letter", body = BulkReport),
-        (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The body is invalid", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::openapi::BodyProblems,
         crate::openapi::AuthProblems,
         crate::openapi::Unavailable,
     ))]

@@ -61,19 +61,17 @@ impl RetryFrom {
 }
 
 /// Raise the budget of an `incomplete` task: it is admitted again (quota, rate limit,
-/// active cap) and resumes from its checkpoint.
+/// active cap) and resumes from its checkpoint. `422` without a budget, or with one that
+/// does not rise above the current.
 #[utoipa::path(post, path = "/tasks/{id}/extend", tag = "tasks", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The task id")),
     request_body(content = ExtendRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Queued to resume from its checkpoint", body = TaskResponse),
-        (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The task is not incomplete", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 410, description = "Its checkpoint expired", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No budget given, or one that does not raise the current", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Quota, rate limit or active-task cap; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::openapi::BodyProblems,
         crate::openapi::AuthProblems,
         crate::openapi::TaskNotFound,
         crate::openapi::Unavailable,
@@ -120,13 +118,10 @@ pub async fn extend(
     request_body(content = Option<RetryRequest>, content_type = "application/json", description = "Optional: no body retries from the checkpoint"),
     responses(
         (status = 202, description = "Queued to resume", body = TaskResponse),
-        (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The task is not failed or cancelled", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 410, description = "Its checkpoint expired: retry from the start", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The body is invalid", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Quota, rate limit or active-task cap; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::openapi::BodyProblems,
         crate::openapi::AuthProblems,
         crate::openapi::TaskNotFound,
         crate::openapi::Unavailable,

@@ -139,8 +139,9 @@ impl TaskStore {
         Ok((seq > 0).then_some(seq))
     }
 
-    /// Up to `limit` ids from the sorted set `key` (parked or resuming) scored before `before_ms`.
-    async fn due(&self, key: String, before_ms: i64, limit: usize) -> Result<Vec<TaskId>, StoreError> {
+    /// Up to `limit` ids from the sorted set `key` (parked, resuming, expiring) scored before
+    /// `before_ms`.
+    pub(super) async fn due(&self, key: String, before_ms: i64, limit: usize) -> Result<Vec<TaskId>, StoreError> {
         let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(key)
             .arg("-inf")

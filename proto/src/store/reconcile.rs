@@ -124,16 +124,7 @@ impl TaskStore {
 
     /// Up to `limit` tasks whose `expires_after_seconds` passed by `now_ms`.
     pub async fn due_expiring(&self, now_ms: i64, limit: usize) -> Result<Vec<TaskId>, StoreError> {
-        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.keys.expiring())
-            .arg("-inf")
-            .arg(now_ms)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(ids.iter().filter_map(|s| s.parse().ok()).collect())
+        self.due(self.keys.expiring(), now_ms, limit).await
     }
 
     /// Fails task `id` "expired in queue" (whole reservation refunded) if it has still not
