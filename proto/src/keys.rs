@@ -69,14 +69,15 @@ impl Keys {
     }
 
     /// Sorted set: ids of dead-lettered tasks → when (unix ms) the reconciler saw the dead
-    /// letter; [`Self::dead_letter_info`] holds what the message's headers said.
+    /// letter; [`Self::dead_letter`] holds what the message's headers said.
     pub fn dead_letters(&self) -> String {
         format!("{}dead_letters", self.prefix)
     }
 
-    /// Hash: task id → JSON of its dead letter (reason, count, first death, user).
-    pub fn dead_letter_info(&self) -> String {
-        format!("{}dead_letters:info", self.prefix)
+    /// String, with the record's TTL: JSON of task `id`'s dead letter (reason, count, first
+    /// death).
+    pub fn dead_letter(&self, id: TaskId) -> String {
+        format!("{}dead_letter:{id}", self.prefix)
     }
 
     /// Stream: every operator action (who, what, which tasks, when, dry run or not).

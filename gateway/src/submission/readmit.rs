@@ -63,9 +63,9 @@ fn refusal(outcome: ReadmitOutcome, how: Readmission, limits: &proto::store::Lim
             "the task's checkpoint has expired (CHECKPOINT_RETENTION_SECONDS); retry it with {\"from\": \"start\"}"
                 .into(),
         ),
-        ReadmitOutcome::NotRaised(field) => {
-            ApiError::Unprocessable(format!("{field}: must be higher than the task's current budget"))
-        }
+        ReadmitOutcome::NotRaised(field) => ApiError::Unprocessable(format!(
+            "{field}: give a budget higher than the task's current one (the run stops at it)"
+        )),
         ReadmitOutcome::RateLimited { retry_after } => ApiError::TooManyRequests {
             detail: format!("too many submissions: at most {} a minute", limits.rate_per_minute),
             retry_after: retry_after.as_millis().div_ceil(1000).max(1) as u64,

@@ -213,6 +213,10 @@ impl Dispatcher {
             // Each run of a retried or extended task ends once, and is announced once.
             msg_id = format!("{msg_id}_r{}", rec.runs);
         }
+        if rec.status == TaskStatus::Incomplete {
+            // A run that stops incomplete may still end (a cancel) before any extend.
+            msg_id = format!("{msg_id}_incomplete");
+        }
         if hook.action
             && let Some(p) = &rec.pending_action
         {

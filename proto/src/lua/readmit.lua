@@ -54,6 +54,14 @@ if mode == 'extend' then
   if st ~= 'incomplete' then
     return {'state', st}
   end
+  -- The budget it stopped at must rise, or the run would stop again at once.
+  local reason = h['incomplete_reason']
+  if reason == 'max_tokens' and new_max_tokens == '' then
+    return {'not_raised', 'max_tokens'}
+  end
+  if reason == 'max_ticks' and new_max_ticks == '' then
+    return {'not_raised', 'max_ticks'}
+  end
 elseif st ~= 'failed' and st ~= 'cancelled' then
   return {'state', st}
 end

@@ -5,7 +5,7 @@
 -- owner (parked, or incomplete) is not closed: the dead copy is an older enqueue's.
 -- KEYS: the prelude's, then:
 local dead_letters_key = KEYS[8]
-local dead_letter_info_key = KEYS[9]
+local dead_letter_key = KEYS[9]
 -- '' = unknown: the record's attempt count
 local deliveries = ARGV[1]
 local now = ARGV[2]
@@ -19,8 +19,10 @@ local st = redis.call('HGET', task_key, 'status')
 if not st then
   return 'missing'
 end
+-- The index forgets what outlived the records (whose tasks nothing could redrive).
+redis.call('ZREMRANGEBYSCORE', dead_letters_key, '-inf', '(' .. (tonumber(now_ms) - tonumber(ttl) * 1000))
 redis.call('ZADD', dead_letters_key, now_ms, task_id())
-redis.call('HSET', dead_letter_info_key, task_id(), info)
+redis.call('SET', dead_letter_key, info, 'EX', ttl)
 if is_terminal(st) or st == 'requires_action' or st == 'incomplete' then
   return 'terminal'
 end

@@ -53,7 +53,7 @@ pub enum ReadmitOutcome {
     CheckpointGone,
     /// This operation already admitted it (a repeated bulk call).
     AlreadyDone(TaskStatus),
-    /// An extend that does not raise the named budget.
+    /// An extend that does not raise the named budget (or leaves out the one it stopped at).
     NotRaised(&'static str),
     RateLimited {
         retry_after: Duration,

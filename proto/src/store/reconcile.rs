@@ -30,8 +30,8 @@ pub(super) fn scripts() -> [&'static Lua; 5] {
     [&CLOSE_UNCONFIRMED, &CLOSE_DEAD_LETTER, &EXPIRE, &LEASE, &RELEASE]
 }
 
-/// What a dead letter's headers said, kept in the operators' index
-/// (`dead_letters:info`) when the reconciler takes its copy.
+/// What a dead letter's headers said, kept in the operators' index (`dead_letter:{id}`)
+/// when the reconciler takes its copy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// `x-first-death-reason`: `rejected` (an agent gave up, or an invalid envelope),
@@ -112,7 +112,7 @@ impl TaskStore {
         let now = Utc::now();
         let mut inv = self.finishing_rec(&CLOSE_DEAD_LETTER, &rec);
         inv.key(self.keys.dead_letters())
-            .key(self.keys.dead_letter_info())
+            .key(self.keys.dead_letter(id))
             .arg(letter.count.map(|n| n.to_string()).unwrap_or_default())
             .arg(rfc3339(now))
             .arg(self.ttl())
@@ -154,9 +154,8 @@ impl TaskStore {
         let infos: Vec<Option<String>> = if ids.is_empty() {
             Vec::new()
         } else {
-            redis::cmd("HMGET")
-                .arg(self.keys.dead_letter_info())
-                .arg(ids.iter().map(|(_, id, _)| id.as_str()).collect::<Vec<_>>())
+            redis::cmd("MGET")
+                .arg(ids.iter().map(|(id, _, _)| self.keys.dead_letter(*id)).collect::<Vec<_>>())
                 .query_async(&mut conn)
                 .await?
         };
@@ -170,7 +169,7 @@ impl TaskStore {
 
     /// One entry of the dead-letter index.
     pub async fn dead_letter(&self, id: TaskId) -> Result<Option<DeadLetter>, StoreError> {
-        let raw: Option<String> = self.conn.clone().hget(self.keys.dead_letter_info(), id.to_string()).await?;
+        let raw: Option<String> = self.conn.clone().get(self.keys.dead_letter(id)).await?;
         Ok(raw.and_then(|s| serde_json::from_str(&s).ok()))
     }
 
@@ -178,7 +177,7 @@ impl TaskStore {
     pub async fn forget_dead_letter(&self, id: TaskId) -> Result<(), StoreError> {
         redis::pipe()
             .zrem(self.keys.dead_letters(), id.to_string())
-            .hdel(self.keys.dead_letter_info(), id.to_string())
+            .del(self.keys.dead_letter(id))
             .query_async::<()>(&mut self.conn.clone())
             .await?;
         Ok(())

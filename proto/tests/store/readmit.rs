@@ -85,6 +85,12 @@ async fn incomplete_settles_the_run_once_keeps_the_checkpoint_and_extend_resumes
     // A late copy of its message is not run.
     assert!(matches!(t.take(&t.store, "agent-b", 5).await, Takeover::Parked));
 
+    let ticks_only = Readmission::Extend { max_ticks: Some(9), max_tokens: None };
+    assert_eq!(
+        t.store.readmit(&rec, ticks_only, &limits(), None).await.expect("readmit"),
+        ReadmitOutcome::NotRaised("max_tokens"),
+        "it stopped at its token budget: that one must rise"
+    );
     let extend = Readmission::Extend { max_ticks: None, max_tokens: Some(200) };
     assert_eq!(
         t.store.readmit(&rec, extend, &limits(), None).await.expect("readmit"),
