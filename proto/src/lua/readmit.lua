@@ -89,45 +89,18 @@ elseif tonumber(h['tick'] or '0') > 0 and redis.call('EXISTS', checkpoint_key) =
   return {'gone'}
 end
 
--- Admission, as submit.lua's: GCRA rate, active cap, tick quota, token quota.
-if emission_ms > 0 then
-  local t = redis.call('TIME')
-  local t_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local tat = math.max(tonumber(redis.call('GET', rate_key) or '0'), t_ms)
-  local allow_at = tat + emission_ms - emission_ms * burst
-  if allow_at > t_ms then
-    return {'rate_limited', tostring(allow_at - t_ms)}
-  end
-  redis.call('SET', rate_key, tat + emission_ms, 'PX', tat + emission_ms - t_ms)
-end
-if max_active > 0 and redis.call('SCARD', active_key) >= max_active then
-  for _, member in ipairs(redis.call('SMEMBERS', active_key)) do
-    local s = redis.call('HGET', task_prefix .. member, 'status')
-    if not s or is_terminal(s) or s == 'incomplete' then
-      redis.call('SREM', active_key, member)
-    end
-  end
-  local n = redis.call('SCARD', active_key)
-  if n >= max_active then
-    return {'too_many_active', tostring(n)}
-  end
-end
+-- Admission, as at submit (admission.lua): rate, active cap, tick quota, token quota.
 local cost = math.max(max_ticks - ticks_used, 0)
-if daily_limit > 0 then
-  local used = tonumber(redis.call('GET', quota_key) or '0')
-  if used + cost > daily_limit then
-    return {'over_quota', tostring(math.max(daily_limit - used, 0))}
-  end
-end
 local token_cost = token_estimate
 if max_tokens > 0 then
   token_cost = math.max(max_tokens - tokens_used, 0)
 end
-if daily_token_limit > 0 then
-  local used = tonumber(redis.call('GET', token_quota_key) or '0')
-  if used + token_cost > daily_token_limit then
-    return {'over_token_quota', tostring(math.max(daily_token_limit - used, 0))}
-  end
+local refused = admit_rate(rate_key, emission_ms, burst)
+  or admit_active(active_key, max_active, task_prefix)
+  or admit_quota(quota_key, daily_limit, cost, 'over_quota')
+  or admit_quota(token_quota_key, daily_token_limit, token_cost, 'over_token_quota')
+if refused then
+  return refused
 end
 
 -- Writes. The run that ended goes to the history (the last 20 are kept).

@@ -63,62 +63,21 @@ local function admit(K, A)
     end
   end
 
-  -- 2. GCRA: one submission per emission interval, `burst` at once. Redis's clock, so every
-  -- gateway replica sees the same time.
-  if emission_ms > 0 then
-    local t = redis.call('TIME')
-    local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    local tat = tonumber(redis.call('GET', rate_key) or '0')
-    if tat < now_ms then
-      tat = now_ms
-    end
-    local new_tat = tat + emission_ms
-    local allow_at = new_tat - emission_ms * burst
-    if allow_at > now_ms then
-      return {'rate_limited', tostring(allow_at - now_ms)}
-    end
-    redis.call('SET', rate_key, new_tat, 'PX', new_tat - now_ms)
+  -- 2. Rate, active cap, tick quota, token quota (admission.lua); a refusal writes nothing
+  -- (but a rate slot spent by an attempt the later checks refuse).
+  local refused = admit_rate(rate_key, emission_ms, burst)
+    or admit_active(active_key, max_active, task_prefix)
+    or admit_quota(quota_key, daily_limit, cost, 'over_quota')
+    or admit_quota(token_quota_key, daily_token_limit, token_cost, 'over_token_quota')
+  if refused then
+    return refused
   end
-
-  -- 3. Active cap. Ids of tasks that ended are removed by the finishing scripts; a record
-  -- that expired or was lost without finishing would hold a slot forever, so at the cap the
-  -- set is checked against the records before refusing.
-  if max_active > 0 then
-    local n = redis.call('SCARD', active_key)
-    if n >= max_active then
-      for _, member in ipairs(redis.call('SMEMBERS', active_key)) do
-        local st = redis.call('HGET', task_prefix .. member, 'status')
-        if not st or st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'incomplete' then
-          redis.call('SREM', active_key, member)
-        end
-      end
-      n = redis.call('SCARD', active_key)
-      if n >= max_active then
-        return {'too_many_active', tostring(n)}
-      end
-    end
-  end
-
-  -- 4. Daily tick quota.
   local remaining = -1
   if daily_limit > 0 then
-    local used = tonumber(redis.call('GET', quota_key) or '0')
-    if used + cost > daily_limit then
-      return {'over_quota', tostring(math.max(daily_limit - used, 0))}
-    end
-    remaining = daily_limit - used - cost
+    remaining = daily_limit - tonumber(redis.call('GET', quota_key) or '0') - cost
   end
 
-  -- 5. Daily token quota: the task's budget (or the estimate) is reserved, and what it did not
-  -- spend is given back when it stops (prelude's finish).
-  if daily_token_limit > 0 then
-    local used = tonumber(redis.call('GET', token_quota_key) or '0')
-    if used + token_cost > daily_token_limit then
-      return {'over_token_quota', tostring(math.max(daily_token_limit - used, 0))}
-    end
-  end
-
-  -- 6. Writes.
+  -- 3. Writes.
   redis.call('INCRBY', quota_key, cost)
   redis.call('EXPIRE', quota_key, quota_ttl)
   redis.call('HSET', task_key, unpack(A, FIELDS))

@@ -52,6 +52,8 @@ pub use submit::{Claim, Limits, NOT_ENQUEUED, SubmitOutcome};
 pub use take_over::{Claimed, Takeover};
 
 const PRELUDE: &str = include_str!("../lua/prelude.lua");
+/// The admission checks submit.lua and readmit.lua share (rate, active cap, quotas).
+const ADMISSION: &str = include_str!("../lua/admission.lua");
 
 pub(crate) fn with_prelude(body: &str) -> Lua {
     Lua::new(&format!("{PRELUDE}\n{body}"))

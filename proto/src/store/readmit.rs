@@ -16,7 +16,8 @@ use crate::lua::Lua;
 use crate::task::{TaskRecord, TaskStatus};
 use crate::time::{rfc3339, seconds_to_utc_midnight, utc_day};
 
-static READMIT: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("../lua/readmit.lua")));
+static READMIT: LazyLock<Lua> =
+    LazyLock::new(|| with_prelude(&format!("{}\n{}", super::ADMISSION, include_str!("../lua/readmit.lua"))));
 
 pub(super) fn scripts() -> [&'static Lua; 1] {
     [&READMIT]

@@ -12,7 +12,8 @@ use crate::domain::TaskId;
 use crate::lua::{Invocation, Lua};
 use crate::time::{rfc3339, seconds_to_utc_midnight, utc_day};
 
-static SUBMIT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/submit.lua")));
+static SUBMIT: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(&format!("{}\n{}", super::ADMISSION, include_str!("../lua/submit.lua"))));
 static ABORT_SUBMIT: LazyLock<Lua> = LazyLock::new(|| with_prelude(include_str!("../lua/abort_submit.lua")));
 static CONFIRM: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/confirm.lua")));
 
