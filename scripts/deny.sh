@@ -9,4 +9,7 @@ if ! cargo deny --version 2>/dev/null | grep -q "$DENY_VERSION"; then
   echo "deny: installing cargo-deny $DENY_VERSION from crates.io"
   cargo install cargo-deny --version "$DENY_VERSION" --locked
 fi
+# cargo-deny reads the metadata of every target's dependencies (android, wasm, windows…),
+# which a build on this machine never downloads: fetch them first (idempotent, from the lock).
+cargo fetch --locked --quiet
 exec cargo deny --frozen --log-level warn check --hide-inclusion-graph licenses bans sources
