@@ -213,11 +213,9 @@ async fn main() {
     }
     tokio::time::sleep(delay).await;
     stand_in.counters.peak.store(stand_in.counters.waiting.load(Ordering::SeqCst), Ordering::SeqCst);
-    let (cpu0, calls0, t0) =
-        (cpu_ns(agent.pid()), stand_in.counters.answered.load(Ordering::SeqCst), Instant::now());
+    let (cpu0, calls0, t0) = (cpu_ns(agent.pid()), stand_in.counters.answered.load(Ordering::SeqCst), Instant::now());
     tokio::time::sleep(window).await;
-    let (cpu1, calls1, t1) =
-        (cpu_ns(agent.pid()), stand_in.counters.answered.load(Ordering::SeqCst), Instant::now());
+    let (cpu1, calls1, t1) = (cpu_ns(agent.pid()), stand_in.counters.answered.load(Ordering::SeqCst), Instant::now());
     let peak = stand_in.counters.peak.load(Ordering::SeqCst);
     let hwm_kb = status_kb(agent.pid(), "VmHWM");
     let alive = !agent.exited();
