@@ -3,7 +3,9 @@
 # limit of a submission; measured before and after the rest), the floor (HTTP plus one
 # confirmed publish and nothing else), then POST /tasks and GET /tasks/{id} through a release
 # gateway with every limit off, all at the same concurrency against the local Redis and
-# RabbitMQ. Prints a table and the ratios; the raw tool output goes to bench/last-run.txt.
+# RabbitMQ. Prints a table and the ratios, and as its last line the total CPU per operation of
+# every process for POST /tasks over the floor's (`cpu POST/floor: R`); the raw tool output goes
+# to bench/last-run.txt.
 #   BENCH_CONCURRENCY (64), BENCH_SECONDS (10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -133,4 +135,12 @@ print(f"\nratio POST/raw: {pr / raw_rate:.2f}  (p99 {pp / raw_p99:.1f}x the raw 
 print(f"ratio floor/raw: {fr / raw_rate:.2f}, POST/floor: {pr / fr:.2f}  (floor socket errors: {fe})")
 if abs(r1 - r2) > 0.2 * raw_rate:
     print(f"note: the broker's rate moved {abs(r1 - r2) / raw_rate:.0%} between before and after; this run is noisy")
+# CPU per operation of every process (server, Redis, RabbitMQ, load generator) from the same
+# run: what a submission costs above its floor, independent of how the two cores were shared.
+def cpu(b):
+    line = re.search(r"^cpu .*$", b, re.M).group(0)
+    return {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+) us/op", line)}
+cf, cp = cpu(floor), cpu(post)
+print("cpu per op (us): " + ", ".join(f"{k} floor {cf[k]:.1f} / POST {cp[k]:.1f}" for k in cp))
+print(f"cpu POST/floor: {cp['total'] / cf['total']:.2f}")
 PY

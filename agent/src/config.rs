@@ -13,6 +13,11 @@ use crate::protection::ProtectionSettings;
 use crate::tools::search::SearchSettings;
 use crate::tools::visit::VisitSettings;
 
+/// `AGENT_CONCURRENCY` when unset: tasks (slots) one agent runs at once. Chosen from
+/// scripts/bench-density.sh (ARCHITECTURE §9 "agent density"); the autoscaler's default is
+/// the same number, so the fleet is sized in the slots the agents really have.
+pub const DEFAULT_CONCURRENCY: u16 = 64;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
@@ -56,7 +61,7 @@ impl Settings {
             common,
             health_addr: env.parse("AGENT_HEALTH_ADDR", SocketAddr::from(([0, 0, 0, 0], 8081)))?,
             worker_id,
-            concurrency: env.ranged("AGENT_CONCURRENCY", 1, 1..=256)?,
+            concurrency: env.ranged("AGENT_CONCURRENCY", DEFAULT_CONCURRENCY, 1..=256)?,
             heartbeat_interval,
             task_timeout: env.seconds("TASK_TIMEOUT_SECONDS", 900)?,
             drain: Duration::from_secs(env.ranged("AGENT_DRAIN_SECONDS", 90, 0..=3600)?),
@@ -108,7 +113,7 @@ and exits with the pages' titles and first paragraphs. It never searches or reas
 Configuration is read from the environment; see the README's configuration table.
 REDIS_URL, RABBITMQ_URL (rediss:// / amqps:// for TLS), REDIS_CA_FILE, RABBITMQ_CA_FILE,
 REDIS_KEY_PREFIX, AGENT_INPUT_QUEUE, AGENT_HEALTH_ADDR (0.0.0.0:8081),
-AGENT_ID, AGENT_CONCURRENCY (1), AGENT_MAX_DELIVERIES (5), AGENT_HEARTBEAT_SECONDS (10),
+AGENT_ID, AGENT_CONCURRENCY (64), AGENT_MAX_DELIVERIES (5), AGENT_HEARTBEAT_SECONDS (10),
 AGENT_HEARTBEAT_TTL_SECONDS (30), TASK_TIMEOUT_SECONDS (900), AGENT_DRAIN_SECONDS (90),
 TASK_RECORD_TTL_SECONDS, OFFLINE_THINK_TICKS (3), OFFLINE_TICK_DELAY_MS (1000),
 OPENAI_API_KEY, OPENAI_BASE_URL (https://api.openai.com/v1), LLM_MODEL (gpt-4o-mini),
@@ -128,7 +133,7 @@ mod tests {
     #[test]
     fn defaults_and_errors() {
         let s = Settings::from_env(&Env::default()).expect("defaults are valid");
-        assert_eq!(s.concurrency, 1);
+        assert_eq!(s.concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(s.drain, Duration::from_secs(90));
         assert_eq!(s.task_timeout, Duration::from_secs(900));
         let bad = Env::default().with("AGENT_HEARTBEAT_SECONDS", "30");

@@ -90,6 +90,7 @@ pub async fn heartbeat(registry: &Registry, store: &TaskStore, s: &Settings, sto
             worker_id: s.worker_id.clone(),
             state: registry.state(),
             tasks: registry.running(),
+            slots: u32::from(s.concurrency),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             host: host.clone(),
             started_at: started_at.clone(),

@@ -9,6 +9,9 @@ use runtime::settings::CommonSettings;
 
 use crate::policy::Bounds;
 
+/// `AGENT_CONCURRENCY` when unset: the agent's own default (agent/src/config.rs).
+pub const DEFAULT_AGENT_CONCURRENCY: u32 = 64;
+
 #[derive(Debug, Clone, Copy)]
 pub struct PolicySettings {
     pub bounds: Bounds,
@@ -22,8 +25,12 @@ impl PolicySettings {
         if min > max {
             return Err(ConfigError::new("MIN_WORKERS", format!("{min} is above MAX_WORKERS ({max})")));
         }
+        // The same variable and default the agents read: the policy must count the slots the
+        // agents really have.
+        let slots_per_agent = env.ranged("AGENT_CONCURRENCY", DEFAULT_AGENT_CONCURRENCY, 1..=256)?;
+        let utilisation: f64 = env.ranged("TARGET_SLOT_UTILISATION", 0.8, 0.05..=1.0)?;
         Ok(Self {
-            bounds: Bounds { min, max, tasks_per_worker: env.ranged("TASKS_PER_WORKER", 1, 1..=256)? },
+            bounds: Bounds { min, max, slots_per_agent, utilisation_permille: (utilisation * 1000.0).round() as u32 },
             window: Duration::from_secs(env.ranged("SCALE_IN_WINDOW_SECONDS", 300, 1..=86_400)?),
         })
     }
@@ -113,14 +120,24 @@ mod tests {
     #[test]
     fn policy_defaults_and_errors() {
         let p = PolicySettings::from_env(&Env::default()).expect("defaults");
-        assert_eq!(p.bounds, Bounds { min: 1, max: 11, tasks_per_worker: 1 });
+        assert_eq!(
+            p.bounds,
+            Bounds { min: 1, max: 11, slots_per_agent: DEFAULT_AGENT_CONCURRENCY, utilisation_permille: 800 }
+        );
+        let env = Env::default().with("AGENT_CONCURRENCY", "1").with("TARGET_SLOT_UTILISATION", "1");
+        let p = PolicySettings::from_env(&env).expect("the Python design");
+        assert_eq!((p.bounds.slots_per_agent, p.bounds.utilisation_permille), (1, 1000));
         assert_eq!(p.window, Duration::from_secs(300));
         assert_eq!(p.slots(Duration::from_secs(60)), 5);
         assert_eq!(p.slots(Duration::from_secs(7)), 43);
         let bad = Env::default().with("MIN_WORKERS", "5").with("MAX_WORKERS", "2");
         assert_eq!(PolicySettings::from_env(&bad).unwrap_err().var, "MIN_WORKERS");
-        let bad = Env::default().with("TASKS_PER_WORKER", "0");
-        assert_eq!(PolicySettings::from_env(&bad).unwrap_err().var, "TASKS_PER_WORKER");
+        let bad = Env::default().with("AGENT_CONCURRENCY", "0");
+        assert_eq!(PolicySettings::from_env(&bad).unwrap_err().var, "AGENT_CONCURRENCY");
+        for bad in ["0", "1.5", "eighty"] {
+            let env = Env::default().with("TARGET_SLOT_UTILISATION", bad);
+            assert_eq!(PolicySettings::from_env(&env).unwrap_err().var, "TARGET_SLOT_UTILISATION", "{bad}");
+        }
     }
 
     #[test]

@@ -75,8 +75,12 @@ impl Scaler {
             .await
             .map_err(ScaleError::Metrics)?;
         let service = ecs::describe(&self.ecs, &s.cluster, &s.service).await?;
-        let inputs =
-            Inputs { window: &window.samples, current: service.desired, busy: window.busy, bounds: s.policy.bounds };
+        let inputs = Inputs {
+            window: &window.samples,
+            current: service.desired,
+            busy_slots: window.busy_slots,
+            bounds: s.policy.bounds,
+        };
         let decision = policy::decide(&inputs);
         let action = match (decision.changes(service.desired), s.dry_run) {
             (false, _) => Action::None,

@@ -1,5 +1,5 @@
 //! Reads the scale-in window from CloudWatch for the Lambda: `QueueDepth`, `InFlight` and
-//! `BusyWorkers` (statistic `Maximum`, so a spike inside a minute still counts) in one
+//! `BusySlots` (statistic `Maximum`, so a spike inside a minute still counts) in one
 //! `GetMetricData` call, bucketed into one [`Sample`] per period, oldest first.
 //!
 //! A period without a datapoint stays missing (`None`), never zero. The newest period is
@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
-use proto::metric_names::{BUSY_WORKERS, IN_FLIGHT, QUEUE_DEPTH, QUEUE_NAME};
+use proto::metric_names::{BUSY_SLOTS, IN_FLIGHT, QUEUE_DEPTH, QUEUE_NAME};
 
 use crate::policy::Sample;
 
@@ -22,8 +22,8 @@ pub const PERIOD: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     pub samples: Vec<Sample>,
-    /// The highest `BusyWorkers` of the two newest periods; `None` when neither has one.
-    pub busy: Option<u32>,
+    /// The highest `BusySlots` of the two newest periods; `None` when neither has one.
+    pub busy_slots: Option<u64>,
 }
 
 /// Period-aligned `[start, end)` with `slots` periods, the last one containing `now`.
@@ -61,7 +61,7 @@ pub async fn read(
             .get_metric_data()
             .metric_data_queries(query("ready", namespace, queue, QUEUE_DEPTH))
             .metric_data_queries(query("flight", namespace, queue, IN_FLIGHT))
-            .metric_data_queries(query("busy", namespace, queue, BUSY_WORKERS))
+            .metric_data_queries(query("busy", namespace, queue, BUSY_SLOTS))
             .start_time(DateTime::from(start))
             .end_time(DateTime::from(end))
             .scan_by(ScanBy::TimestampAscending)
@@ -90,9 +90,9 @@ pub async fn read(
     if cells.last().is_some_and(|c| c.iter().all(Option::is_none)) {
         cells.pop();
     }
-    let busy = cells.iter().rev().take(2).filter_map(|c| c[2]).max().map(|b| u32::try_from(b).unwrap_or(u32::MAX));
+    let busy_slots = cells.iter().rev().take(2).filter_map(|c| c[2]).max();
     let samples = cells.iter().map(|c| Sample { ready: c[0], in_flight: c[1] }).collect();
-    Ok(Window { samples, busy })
+    Ok(Window { samples, busy_slots })
 }
 
 fn slot_of(start: SystemTime, ts: &DateTime, slots: usize) -> Option<usize> {

@@ -3,9 +3,11 @@
 //!
 //! Guarantees, checked by the table and property tests in `policy_tests.rs`:
 //! - the result lies in `[min, max]`;
+//! - capacity is counted in slots: an agent holds `AGENT_CONCURRENCY` tasks, and the fleet
+//!   is sized so demand fills `TARGET_SLOT_UTILISATION` of its slots;
 //! - scale-out is immediate, to `min(want, max)`;
-//! - scale-in goes no lower than the peak demand of the whole window, the busy workers
-//!   and `min`, and only when every period of the window has data;
+//! - scale-in goes no lower than the peak demand of the whole window, the agents the busy
+//!   slots need and `min`, and only when every period of the window has data;
 //! - a missing metric is never read as zero: no data at all holds the current count.
 
 use serde::Serialize;
@@ -30,12 +32,31 @@ impl Sample {
     }
 }
 
-/// Fleet bounds and sizing; validated by the settings parsers (`min <= max`, `tpw >= 1`).
+/// Fleet bounds and sizing; validated by the settings parsers (`min <= max`,
+/// `slots_per_agent >= 1`, `utilisation_permille` in 1..=1000).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Bounds {
     pub min: u32,
     pub max: u32,
-    pub tasks_per_worker: u32,
+    /// `AGENT_CONCURRENCY`: the tasks one agent runs at once.
+    pub slots_per_agent: u32,
+    /// `TARGET_SLOT_UTILISATION` in thousandths, so the sizing is exact integer arithmetic
+    /// (a float `0.8 × 10` need not be 8).
+    pub utilisation_permille: u32,
+}
+
+impl Bounds {
+    /// Agents whose slots at the target utilisation hold `demand` tasks.
+    pub fn agents_for(&self, demand: u64) -> u32 {
+        let capacity = u64::from(self.slots_per_agent.max(1)) * u64::from(self.utilisation_permille.clamp(1, 1000));
+        u32::try_from(demand.saturating_mul(1000).div_ceil(capacity)).unwrap_or(u32::MAX)
+    }
+
+    /// The fewest agents that can hold `busy_slots` running tasks (every slot full): the
+    /// floor below which scale-in would have to stop an agent with a task.
+    pub fn agents_holding(&self, busy_slots: u64) -> u32 {
+        u32::try_from(busy_slots.div_ceil(u64::from(self.slots_per_agent.max(1)))).unwrap_or(u32::MAX)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +65,8 @@ pub struct Inputs<'a> {
     pub window: &'a [Sample],
     /// Workers the fleet has now (ECS desired count, or live local children).
     pub current: u32,
-    /// Workers running at least one task; `None` when the metric is missing.
-    pub busy: Option<u32>,
+    /// Slots running a task across the fleet; `None` when the metric is missing.
+    pub busy_slots: Option<u64>,
     pub bounds: Bounds,
 }
 
@@ -62,7 +83,7 @@ pub enum Reason {
     NoData,
     /// Some period of the window has no data: scale-out allowed, scale-in held.
     GapInWindow,
-    /// The busy-worker metric is missing: scale-in held, as it could stop busy workers.
+    /// The busy-slot metric is missing: scale-in held, as it could stop busy agents.
     BusyUnknown,
     /// The current count lies outside `[min, max]` (bounds changed): moved inside.
     Bounds,
@@ -86,9 +107,9 @@ impl Reason {
 pub struct Decision {
     pub desired: u32,
     pub reason: Reason,
-    /// `ceil(latest demand / tpw)`, when any period has data.
+    /// `ceil(latest demand / (slots × utilisation))`, when any period has data.
     pub want: Option<u32>,
-    /// `ceil(peak demand over the window / tpw)`, when any period has data.
+    /// `ceil(peak demand over the window / (slots × utilisation))`, when any period has data.
     pub window_want: Option<u32>,
 }
 
@@ -98,14 +119,10 @@ impl Decision {
     }
 }
 
-fn workers_for(demand: u64, tasks_per_worker: u32) -> u32 {
-    let tpw = u64::from(tasks_per_worker.max(1));
-    u32::try_from(demand.div_ceil(tpw)).unwrap_or(u32::MAX)
-}
-
 /// The one scaling decision.
 pub fn decide(inputs: &Inputs<'_>) -> Decision {
-    let Bounds { min, max, tasks_per_worker } = inputs.bounds;
+    let bounds = inputs.bounds;
+    let Bounds { min, max, .. } = bounds;
     let clamp = |n: u32| n.clamp(min, max.max(min));
     let current = inputs.current;
     let demands: Vec<Option<u64>> = inputs.window.iter().map(Sample::demand).collect();
@@ -115,8 +132,8 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         return Decision { desired, reason, want: None, window_want: None };
     };
     let peak = demands.iter().flatten().copied().max().unwrap_or(latest);
-    let want = workers_for(latest, tasks_per_worker);
-    let window_want = workers_for(peak, tasks_per_worker);
+    let want = bounds.agents_for(latest);
+    let window_want = bounds.agents_for(peak);
     let decision =
         |desired: u32, reason: Reason| Decision { desired, reason, want: Some(want), window_want: Some(window_want) };
 
@@ -125,7 +142,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         // At max already (or max lowered below current): nothing to add.
         return if desired > current { decision(desired, Reason::ScaleOut) } else { hold(current, clamp, decision) };
     }
-    let floor = window_want.max(inputs.busy.unwrap_or(0));
+    let floor = window_want.max(bounds.agents_holding(inputs.busy_slots.unwrap_or(0)));
     if floor >= current {
         return hold(current, clamp, decision);
     }
@@ -133,7 +150,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     if demands.iter().any(Option::is_none) {
         return with_reason(hold(current, clamp, decision), Reason::GapInWindow);
     }
-    if inputs.busy.is_none() {
+    if inputs.busy_slots.is_none() {
         return with_reason(hold(current, clamp, decision), Reason::BusyUnknown);
     }
     let desired = clamp(floor);

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
-use proto::metric_names::{BUSY_WORKERS, DEAD_LETTER_DEPTH, IN_FLIGHT, QUEUE_DEPTH, QUEUE_NAME, WORKERS};
+use proto::metric_names::{
+    BUSY_SLOTS, BUSY_WORKERS, DEAD_LETTER_DEPTH, IN_FLIGHT, QUEUE_DEPTH, QUEUE_NAME, TOTAL_SLOTS, WORKERS,
+};
 use runtime::backoff::{self, Backoff};
 use tokio::time::Instant;
 
@@ -22,6 +24,8 @@ pub fn values(reading: &Reading) -> Vec<(&'static str, u64)> {
         (IN_FLIGHT, agents.map(|a| a.running_tasks)),
         (WORKERS, agents.map(|a| a.count)),
         (BUSY_WORKERS, agents.map(|a| a.busy)),
+        (BUSY_SLOTS, agents.map(|a| a.running_tasks)),
+        (TOTAL_SLOTS, agents.map(|a| a.slots)),
         (DEAD_LETTER_DEPTH, reading.dlq_ready.map(u64::from)),
     ]
     .into_iter()
@@ -99,14 +103,25 @@ mod tests {
             ready: Some(3),
             consumers: Some(1),
             dlq_ready: Some(2),
-            agents: Some(AgentCount { count: 2, busy: 1, idle: 1, running_tasks: 2 }),
+            agents: Some(AgentCount { count: 2, busy: 1, idle: 1, running_tasks: 2, slots: 8 }),
         };
         assert_eq!(
             values(&full),
-            vec![(QUEUE_DEPTH, 3), (IN_FLIGHT, 2), (WORKERS, 2), (BUSY_WORKERS, 1), (DEAD_LETTER_DEPTH, 2)]
+            vec![
+                (QUEUE_DEPTH, 3),
+                (IN_FLIGHT, 2),
+                (WORKERS, 2),
+                (BUSY_WORKERS, 1),
+                (BUSY_SLOTS, 2),
+                (TOTAL_SLOTS, 8),
+                (DEAD_LETTER_DEPTH, 2)
+            ]
         );
         let broker_down = Reading { ready: None, consumers: None, dlq_ready: None, ..full };
-        assert_eq!(values(&broker_down), vec![(IN_FLIGHT, 2), (WORKERS, 2), (BUSY_WORKERS, 1)]);
+        assert_eq!(
+            values(&broker_down),
+            vec![(IN_FLIGHT, 2), (WORKERS, 2), (BUSY_WORKERS, 1), (BUSY_SLOTS, 2), (TOTAL_SLOTS, 8)]
+        );
         assert!(values(&Reading::default()).is_empty());
     }
 

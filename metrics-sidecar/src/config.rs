@@ -36,10 +36,10 @@ impl Settings {
 
 pub const HELP: &str = "\
 The Euglena metrics sidecar: every METRICS_INTERVAL_SECONDS reads the input queue's ready
-and consumer counts, its dead-letter queue's depth, and the live/busy agents and running
-tasks from Redis, and publishes them to CloudWatch in one PutMetricData call (namespace
-CLOUDWATCH_NAMESPACE, dimension QueueName): QueueDepth, InFlight, Workers, BusyWorkers,
-DeadLetterDepth. Serves /health and /metrics on METRICS_SIDECAR_ADDR.
+and consumer counts, its dead-letter queue's depth, and the live/busy agents, running
+tasks and slots from Redis, and publishes them to CloudWatch in one PutMetricData call
+(namespace CLOUDWATCH_NAMESPACE, dimension QueueName): QueueDepth, InFlight, Workers,
+BusyWorkers, BusySlots, TotalSlots, DeadLetterDepth. Serves /health and /metrics on METRICS_SIDECAR_ADDR.
 
 USAGE:
     metrics-sidecar

@@ -138,6 +138,8 @@ pub async fn sample_once(probe: &mut Probe, publisher: &Publisher, deadline: Ins
         dlq_ready = reading.dlq_ready,
         workers = reading.agents.map(|a| a.count),
         busy = reading.agents.map(|a| a.busy),
+        busy_slots = reading.agents.map(|a| a.running_tasks),
+        total_slots = reading.agents.map(|a| a.slots),
         in_flight = reading.agents.map(|a| a.running_tasks),
         log_only = publisher.is_log_only(),
         "queue metrics"

@@ -13,6 +13,10 @@ pub const IN_FLIGHT: &str = "InFlight";
 pub const WORKERS: &str = "Workers";
 /// Live agents running at least one task.
 pub const BUSY_WORKERS: &str = "BusyWorkers";
+/// Task slots running a task across live agents (each agent has `AGENT_CONCURRENCY`).
+pub const BUSY_SLOTS: &str = "BusySlots";
+/// Task slots of live agents, busy or free.
+pub const TOTAL_SLOTS: &str = "TotalSlots";
 /// Messages in the dead-letter queue.
 pub const DEAD_LETTER_DEPTH: &str = "DeadLetterDepth";
 /// The autoscaler's decision (Lambda mode).

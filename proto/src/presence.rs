@@ -35,6 +35,8 @@ pub struct Heartbeat {
     pub worker_id: String,
     pub state: WorkerState,
     pub tasks: Vec<TaskId>,
+    /// `AGENT_CONCURRENCY`: the tasks this agent runs at once (its slots).
+    pub slots: u32,
     pub version: String,
     pub host: String,
     pub started_at: String,
@@ -43,6 +45,7 @@ pub struct Heartbeat {
 pub async fn beat(conn: &mut ConnectionManager, keys: &Keys, hb: &Heartbeat, ttl: Duration) -> redis::RedisResult<()> {
     let worker_key = keys.worker(&hb.worker_id);
     let tasks = hb.tasks.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let slots = hb.slots.to_string();
     redis::pipe()
         .atomic()
         .zadd(keys.workers(), &hb.worker_id, Utc::now().timestamp_millis())
@@ -52,6 +55,7 @@ pub async fn beat(conn: &mut ConnectionManager, keys: &Keys, hb: &Heartbeat, ttl
             &[
                 ("state", hb.state.as_str()),
                 ("tasks", tasks.as_str()),
+                ("slots", slots.as_str()),
                 ("version", hb.version.as_str()),
                 ("host", hb.host.as_str()),
                 ("started_at", hb.started_at.as_str()),
@@ -85,9 +89,12 @@ pub struct AgentCount {
     // Live agents running at least one task.
     pub busy: u64,
     pub idle: u64,
-    // Tasks running across live agents: for the sidecar, not on the wire.
+    // Tasks running across live agents (the busy slots): for the sidecar, not on the wire.
     #[serde(skip)]
     pub running_tasks: u64,
+    // Slots of live agents, busy or free: for the sidecar, not on the wire.
+    #[serde(skip)]
+    pub slots: u64,
 }
 
 pub async fn count(conn: &mut ConnectionManager, keys: &Keys, ttl: Duration) -> redis::RedisResult<AgentCount> {
@@ -100,11 +107,11 @@ pub async fn count(conn: &mut ConnectionManager, keys: &Keys, ttl: Duration) -> 
     }
     let mut pipe = redis::pipe();
     for id in &ids {
-        pipe.cmd("HMGET").arg(keys.worker(id)).arg("state").arg("tasks");
+        pipe.cmd("HMGET").arg(keys.worker(id)).arg("state").arg("tasks").arg("slots");
     }
-    let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(conn).await?;
+    let rows: Vec<(Option<String>, Option<String>, Option<u64>)> = pipe.query_async(conn).await?;
     let mut out = AgentCount::default();
-    for (state, tasks) in rows {
+    for (state, tasks, slots) in rows {
         // A member whose hash expired is dead even if its score has not aged out yet.
         if state.is_none() {
             continue;
@@ -112,6 +119,8 @@ pub async fn count(conn: &mut ConnectionManager, keys: &Keys, ttl: Duration) -> 
         let running = tasks.as_deref().unwrap_or("").split(',').filter(|t| !t.is_empty()).count() as u64;
         out.count += 1;
         out.running_tasks += running;
+        // An agent from before slots were published ran one task at a time by default.
+        out.slots += slots.unwrap_or(1);
         if running > 0 {
             out.busy += 1;
         }

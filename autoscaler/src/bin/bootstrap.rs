@@ -11,7 +11,7 @@ use runtime::config::{Env, cli_args, exit_on_config_error};
 
 const HELP: &str = "\
 The Euglena autoscaler Lambda handler (runs under the Lambda runtime, or `cargo lambda watch`).
-Reads QueueDepth/InFlight/BusyWorkers over SCALE_IN_WINDOW_SECONDS from CloudWatch, the
+Reads QueueDepth/InFlight/BusySlots over SCALE_IN_WINDOW_SECONDS from CloudWatch, the
 ECS service (ECS_CLUSTER, ECS_SERVICE), and sets its desired count (not with DRY_RUN=true).
 See the README's configuration table.";
 

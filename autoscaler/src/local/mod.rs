@@ -92,13 +92,11 @@ pub async fn run(
         }
         let states = states(&mut redis, &keys, &fleet).await;
         let active: Vec<&fleet::Agent> = fleet.active().collect();
-        let busy = states.as_ref().map(|s| {
-            let n = active.iter().filter(|a| s.get(&a.id).is_some_and(|st| st == "busy")).count();
-            u32::try_from(n).unwrap_or(u32::MAX)
-        });
+        // Busy slots: the tasks running across live agents, from the same presence read.
+        let busy = reading.agents.map(|a| a.running_tasks);
         let current = u32::try_from(active.len()).unwrap_or(u32::MAX);
         let window: Vec<Sample> = history.iter().copied().collect();
-        let inputs = Inputs { window: &window, current, busy, bounds: settings.policy.bounds };
+        let inputs = Inputs { window: &window, current, busy_slots: busy, bounds: settings.policy.bounds };
         let decision = policy::decide(&inputs);
         let action = if decision.changes(current) { Action::Applied } else { Action::None };
         // Every interval's line at info would drown the log of an idle fleet: info when

@@ -1,12 +1,12 @@
 //! `autoscaler simulate`: replays a demand trace through the same policy the Lambda and the
-//! local loop run, so `SCALE_IN_WINDOW_SECONDS`, `TASKS_PER_WORKER`, `MIN_WORKERS` and
-//! `MAX_WORKERS` can be tuned before deploying.
+//! local loop run, so `SCALE_IN_WINDOW_SECONDS`, `AGENT_CONCURRENCY` (slots per agent),
+//! `TARGET_SLOT_UTILISATION`, `MIN_WORKERS` and `MAX_WORKERS` can be tuned before deploying.
 //!
 //! The model: every `step` seconds, finished tasks leave, the trace's arrivals join the
-//! queue, free worker slots (`TASKS_PER_WORKER` each) take tasks in arrival order, the
-//! policy decides on the sampled queue depth and in-flight count, and the fleet follows:
-//! new workers serve after `startup`, and scale-in removes only idle workers (as ECS does
-//! with task protection).
+//! queue, free slots (`AGENT_CONCURRENCY` per agent) take tasks in arrival order, the
+//! policy decides on the sampled queue depth, in-flight count and busy slots, and the fleet
+//! follows: new agents serve after `startup`, and scale-in removes only agents with every
+//! slot free (as ECS does with task protection held while any slot is busy).
 
 pub mod chart;
 
@@ -64,7 +64,7 @@ pub fn read_trace(path: &Path) -> anyhow::Result<Vec<TraceRow>> {
 
 pub fn replay(trace: &[TraceRow], p: &SimParams) -> Vec<Row> {
     let step = p.step_s.max(1);
-    let tpw = p.bounds.tasks_per_worker.max(1) as usize;
+    let tpw = p.bounds.slots_per_agent.max(1) as usize;
     let slots = usize::try_from(p.window_s.div_ceil(step)).unwrap_or(usize::MAX).max(1);
     let last_arrival = trace.last().map_or(0.0, |r| r.time_s);
     let mut queue: VecDeque<f64> = VecDeque::new();
@@ -92,13 +92,15 @@ pub fn replay(trace: &[TraceRow], p: &SimParams) -> Vec<Row> {
         }
         let in_flight = workers.iter().map(|w| w.tasks.len() as u64).sum();
         let busy = workers.iter().filter(|w| !w.tasks.is_empty()).count() as u32;
+        // Every running task holds one slot.
+        let busy_slots = in_flight;
         history.push_back(Sample::new(queue.len() as u64, in_flight));
         if history.len() > slots {
             history.pop_front();
         }
         let window: Vec<Sample> = history.iter().copied().collect();
         let current = workers.len() as u32;
-        let d = policy::decide(&Inputs { window: &window, current, busy: Some(busy), bounds: p.bounds });
+        let d = policy::decide(&Inputs { window: &window, current, busy_slots: Some(busy_slots), bounds: p.bounds });
         if d.desired > current {
             workers.extend((current..d.desired).map(|_| Worker { ready_at: t + p.startup_s, tasks: Vec::new() }));
         } else {
@@ -142,7 +144,12 @@ mod tests {
     use super::*;
 
     fn params(min: u32, max: u32) -> SimParams {
-        SimParams { bounds: Bounds { min, max, tasks_per_worker: 1 }, window_s: 60, step_s: 10, startup_s: 0 }
+        SimParams {
+            bounds: Bounds { min, max, slots_per_agent: 1, utilisation_permille: 1000 },
+            window_s: 60,
+            step_s: 10,
+            startup_s: 0,
+        }
     }
 
     #[test]
@@ -159,6 +166,32 @@ mod tests {
             let peak = window.map(|w| w.queue_depth + w.in_flight).max().unwrap_or(0);
             assert!(u64::from(r.desired_workers) >= peak, "{r:?} below the window peak {peak}");
         }
+    }
+
+    #[test]
+    fn slots_pack_a_burst_into_few_agents_and_never_stop_a_busy_one() {
+        let trace = [TraceRow { time_s: 0.0, arrivals: 100, task_duration_s: 20.0 }];
+        let single = replay(&trace, &SimParams { bounds: Bounds { max: 200, ..params(1, 1).bounds }, ..params(1, 1) });
+        let dense = SimParams {
+            bounds: Bounds { min: 1, max: 200, slots_per_agent: 64, utilisation_permille: 800 },
+            ..params(1, 1)
+        };
+        let packed = replay(&trace, &dense);
+        let peak = |rows: &[Row]| rows.iter().map(|r| r.desired_workers).max().unwrap_or(0);
+        let agent_steps = |rows: &[Row]| rows.iter().map(|r| u64::from(r.current_workers)).sum::<u64>();
+        assert_eq!(peak(&single), 100, "one task per agent");
+        assert_eq!(peak(&packed), 2, "ceil(100 / (64 × 0.8))");
+        assert!(
+            agent_steps(&packed) * 10 < agent_steps(&single),
+            "{} vs {}",
+            agent_steps(&packed),
+            agent_steps(&single)
+        );
+        // The fleet never drops below what its busy slots need: every task ran to its end.
+        for r in &packed {
+            assert!(u64::from(r.desired_workers) * 64 >= r.in_flight, "{r:?}");
+        }
+        assert_eq!(packed.last().map(|r| (r.queue_depth, r.in_flight)), Some((0, 0)));
     }
 
     #[test]

@@ -58,14 +58,14 @@ pub(crate) async fn desired_count(ecs: &aws_sdk_ecs::Client) -> u32 {
     autoscaler::ecs::describe(ecs, CLUSTER, SERVICE).await.expect("describe").desired
 }
 
-/// Publishes `(ready, in_flight, busy)` at `at`, as the sidecar would.
+/// Publishes `(ready, in_flight, busy slots)` at `at`, as the sidecar would.
 pub(crate) async fn publish(cw: &aws_sdk_cloudwatch::Client, queue: &str, at: SystemTime, values: (u64, u64, u64)) {
     let (ready, in_flight, busy) = values;
     cw.put_metric_data()
         .namespace(NAMESPACE)
         .metric_data(datum(queue, "QueueDepth", ready, at))
         .metric_data(datum(queue, "InFlight", in_flight, at))
-        .metric_data(datum(queue, "BusyWorkers", busy, at))
+        .metric_data(datum(queue, "BusySlots", busy, at))
         .send()
         .await
         .expect("PutMetricData");
@@ -86,7 +86,7 @@ pub(crate) async fn publish_window(
 pub(crate) fn scaler(moto: &Moto, queue: &str, max: u32, dry_run: bool) -> Scaler {
     let settings = LambdaSettings {
         policy: PolicySettings {
-            bounds: Bounds { min: 1, max, tasks_per_worker: 1 },
+            bounds: Bounds { min: 1, max, slots_per_agent: 1, utilisation_permille: 1000 },
             window: Duration::from_secs(300),
         },
         cluster: CLUSTER.to_owned(),

@@ -37,7 +37,7 @@ async fn a_burst_scales_the_service_out_and_a_quiet_window_back_in() {
     let again = scaler.evaluate(SystemTime::now()).await.expect("invocation");
     assert_eq!((again.decision.desired, again.updated), (5, false));
 
-    // An hour later: five quiet minutes with 2 tasks on 2 busy workers → scale in to 2.
+    // An hour later: five quiet minutes with 2 tasks in 2 busy slots (one each) → scale in to 2.
     let later = SystemTime::now() + Duration::from_secs(3600);
     publish_window(&scaler.cloudwatch, &q, later, (0, 2, 2)).await;
     let quiet = scaler.evaluate(later).await.expect("invocation");

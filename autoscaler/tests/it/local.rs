@@ -59,7 +59,9 @@ impl Drop for TempDir {
 }
 
 /// Starts the loop for a fresh namespace: 1 s interval, the given bounds and window, and
-/// agents with fast heartbeats and offline pacing (`think_ticks` of `tick_ms`).
+/// agents with fast heartbeats and offline pacing (`think_ticks` of `tick_ms`), one slot each
+/// at full utilisation, so each task needs an agent of its own and which agent is busy is
+/// what these tests choose (the slot arithmetic has its own tests in the policy).
 async fn start(min: u32, max: u32, window_s: u32, think_ticks: u32, tick_ms: u32) -> Local {
     let app = Harness::start(&[]).await;
     let mut child_env = app.ns.env();
@@ -67,6 +69,7 @@ async fn start(min: u32, max: u32, window_s: u32, think_ticks: u32, tick_ms: u32
         ("AGENT_HEARTBEAT_SECONDS", "1".to_owned()),
         ("AGENT_HEARTBEAT_TTL_SECONDS", "3".to_owned()),
         ("AGENT_DRAIN_SECONDS", "10".to_owned()),
+        ("AGENT_CONCURRENCY", "1".to_owned()),
         ("OFFLINE_THINK_TICKS", think_ticks.to_string()),
         ("OFFLINE_TICK_DELAY_MS", tick_ms.to_string()),
         ("RUST_LOG", "info".to_owned()),
@@ -77,6 +80,7 @@ async fn start(min: u32, max: u32, window_s: u32, think_ticks: u32, tick_ms: u32
         .with("MIN_WORKERS", min.to_string())
         .with("MAX_WORKERS", max.to_string())
         .with("SCALE_IN_WINDOW_SECONDS", window_s.to_string())
+        .with("TARGET_SLOT_UTILISATION", "1")
         .with("AUTOSCALER_INTERVAL_SECONDS", "1")
         .with("AGENT_BIN", agent_bin().display().to_string());
     let logs = std::env::temp_dir().join(format!("euglena-local-{}", app.ns.queue));

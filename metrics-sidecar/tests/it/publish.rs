@@ -31,6 +31,7 @@ fn heartbeat(id: &str, state: WorkerState, tasks: usize) -> Heartbeat {
         worker_id: id.to_owned(),
         state,
         tasks: (0..tasks).map(|_| proto::TaskId::new()).collect(),
+        slots: 4,
         version: "test".to_owned(),
         host: "test".to_owned(),
         started_at: "2026-01-01T00:00:00Z".to_owned(),
@@ -86,8 +87,15 @@ async fn publishes_every_metric_for_the_queue_to_cloudwatch() {
         stop.clone().cancelled_owned(),
     ));
 
-    let expected =
-        [("QueueDepth", 3.0), ("InFlight", 2.0), ("Workers", 2.0), ("BusyWorkers", 1.0), ("DeadLetterDepth", 2.0)];
+    let expected = [
+        ("QueueDepth", 3.0),
+        ("InFlight", 2.0),
+        ("Workers", 2.0),
+        ("BusyWorkers", 1.0),
+        ("BusySlots", 2.0),
+        ("TotalSlots", 8.0),
+        ("DeadLetterDepth", 2.0),
+    ];
     for (name, value) in expected {
         eventually(&format!("{name} = {value} in CloudWatch"), || async {
             read_metric(&cw, &namespace, &ns.queue, name).await.last() == Some(&value)
