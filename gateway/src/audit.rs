@@ -8,7 +8,6 @@ use redis::streams::{StreamMaxlen, StreamRangeReply};
 use serde::{Deserialize, Serialize};
 
 use crate::problem::ApiError;
-use crate::routes::admin::BulkResult;
 use crate::state::AppState;
 
 /// Entries kept, about (the stream is trimmed approximately).
@@ -84,11 +83,16 @@ pub async fn started(state: &AppState, e: &AuditEntry) -> Result<(), ApiError> {
     e.write(state, "started", None).await
 }
 
-pub async fn finished(state: &AppState, e: &AuditEntry, results: &[BulkResult]) -> Result<(), ApiError> {
+/// Written when the action is done, with each task (id) and its outcome.
+pub async fn finished<'a>(
+    state: &AppState,
+    e: &AuditEntry,
+    results: impl IntoIterator<Item = (String, &'a str)>,
+) -> Result<(), ApiError> {
     let listed: serde_json::Map<String, serde_json::Value> = results
-        .iter()
+        .into_iter()
         .take(MAX_IDS)
-        .map(|r| (r.correlation_id.to_string(), serde_json::Value::String(r.outcome.clone())))
+        .map(|(id, outcome)| (id, serde_json::Value::String(outcome.to_owned())))
         .collect();
     e.write(state, "finished", Some(serde_json::Value::Object(listed).to_string())).await
 }

@@ -74,7 +74,7 @@ pub struct AuthSettings {
     pub jwks_cache: Duration,
     /// `OPERATOR_CLAIM` (`path.to.claim=value`, default `app_metadata.euglena_role=operator`;
     /// `none`: nobody is an operator).
-    pub operator_claim: Option<crate::auth::OperatorClaim>,
+    pub operator_claim: Option<OperatorClaim>,
 }
 
 /// HS256 secrets shorter than this are guessable; Supabase's are 40+ characters.
@@ -142,11 +142,36 @@ impl Settings {
     }
 }
 
-fn operator_claim(env: &Env) -> Result<Option<crate::auth::OperatorClaim>, ConfigError> {
+/// The claim that makes a token an operator's: the value at a dotted path of the claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorClaim {
+    pub path: Vec<String>,
+    pub value: String,
+}
+
+impl OperatorClaim {
+    /// `path.to.claim=value` (e.g. `app_metadata.euglena_role=operator`).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (path, value) = raw.split_once('=')?;
+        let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+        (!value.is_empty() && path.iter().all(|p| !p.is_empty())).then(|| Self { path, value: value.to_owned() })
+    }
+
+    pub fn holds(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
+        let Some((first, rest)) = self.path.split_first() else { return false };
+        let mut v = claims.get(first);
+        for p in rest {
+            v = v.and_then(|x| x.get(p));
+        }
+        v.and_then(serde_json::Value::as_str) == Some(self.value.as_str())
+    }
+}
+
+fn operator_claim(env: &Env) -> Result<Option<OperatorClaim>, ConfigError> {
     match env.opt_string("OPERATOR_CLAIM") {
-        None => Ok(crate::auth::OperatorClaim::parse("app_metadata.euglena_role=operator")),
+        None => Ok(OperatorClaim::parse("app_metadata.euglena_role=operator")),
         Some(raw) if raw == "none" => Ok(None),
-        Some(raw) => crate::auth::OperatorClaim::parse(raw.trim()).map(Some).ok_or_else(|| {
+        Some(raw) => OperatorClaim::parse(raw.trim()).map(Some).ok_or_else(|| {
             ConfigError::new("OPERATOR_CLAIM", "must be path.to.claim=value, e.g. app_metadata.euglena_role=operator")
         }),
     }

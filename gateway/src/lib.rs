@@ -182,7 +182,7 @@ pub async fn run(
     if state.settings.console_dev_tokens {
         tracing::warn!("CONSOLE_DEV_TOKENS=true: POST /dev/token mints tokens for anyone; local use only");
     }
-    let app = routes::router(state.clone());
+    let app = routes::router(state.clone(), mcp::router(&state));
     let reserve = runtime::serve::Reserve {
         app: routes::reserve_router(state.clone()),
         connections: state.settings.probe_reserve,

@@ -13,7 +13,8 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 pub use self::jwks::Jwks;
-pub use self::verifier::{Identity, OperatorClaim, Rejection, Verifier};
+pub use self::verifier::{Identity, Rejection, Verifier};
+pub use crate::config::OperatorClaim;
 use crate::problem::ApiError;
 
 /// The authenticated caller (`sub`). Extracted from request parts, so it runs before any

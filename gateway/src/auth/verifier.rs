@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::jwks::{Jwks, KeyMiss};
 use super::token_cache::{self, TokenCache};
-use crate::config::AuthSettings;
+use crate::config::{AuthSettings, OperatorClaim};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 30;
@@ -50,31 +50,6 @@ pub struct Identity {
     pub sub: String,
     /// Its claims carry the operator role (`OPERATOR_CLAIM`).
     pub operator: bool,
-}
-
-/// The claim that makes a token an operator's: the value at a dotted path of the claims.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OperatorClaim {
-    pub path: Vec<String>,
-    pub value: String,
-}
-
-impl OperatorClaim {
-    /// `path.to.claim=value` (e.g. `app_metadata.euglena_role=operator`).
-    pub fn parse(raw: &str) -> Option<Self> {
-        let (path, value) = raw.split_once('=')?;
-        let path: Vec<String> = path.split('.').map(str::to_owned).collect();
-        (!value.is_empty() && path.iter().all(|p| !p.is_empty())).then(|| Self { path, value: value.to_owned() })
-    }
-
-    fn holds(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
-        let Some((first, rest)) = self.path.split_first() else { return false };
-        let mut v = claims.get(first);
-        for p in rest {
-            v = v.and_then(|x| x.get(p));
-        }
-        v.and_then(serde_json::Value::as_str) == Some(self.value.as_str())
-    }
 }
 
 /// Why a token was refused. Only [`Rejection::Anonymous`] is told apart to the client (403);

@@ -26,6 +26,14 @@ use crate::auth::AuthUser;
 use crate::state::AppState;
 
 /// The `/mcp` service: the SDK's streamable-HTTP transport over [`tools::Euglena`].
+/// `/mcp`: JSON-RPC over streamable HTTP, described by the MCP specification and its own
+/// `tools/list`, not by the OpenAPI document (see ARCHITECTURE §2); authenticated first.
+pub fn router(state: &AppState) -> axum::Router<AppState> {
+    axum::Router::new()
+        .route_service("/mcp", service(state))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+}
+
 pub fn service(state: &AppState) -> StreamableHttpService<tools::Euglena, NeverSessionManager> {
     let mut config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)

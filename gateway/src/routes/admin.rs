@@ -200,6 +200,10 @@ pub struct BulkResult {
     pub detail: Option<String>,
 }
 
+fn outcomes(results: &[BulkResult]) -> impl Iterator<Item = (String, &str)> {
+    results.iter().map(|r| (r.correlation_id.to_string(), r.outcome.as_str()))
+}
+
 fn result(id: TaskId, outcome: &str, detail: Option<String>) -> BulkResult {
     BulkResult { correlation_id: id, outcome: outcome.to_owned(), detail }
 }
@@ -315,7 +319,7 @@ pub async fn cancel_many(
         }
     })
     .await?;
-    audit::finished(&state, &entry, &results).await?;
+    audit::finished(&state, &entry, outcomes(&results)).await?;
     Ok(Json(BulkReport { operation_id: op, dry_run: req.dry_run, results }))
 }
 
@@ -343,7 +347,7 @@ pub async fn retry_many(
         async move { retry_one(&state, &rec, how, dry, &op, ("retried", "would_retry")).await }
     })
     .await?;
-    audit::finished(&state, &entry, &results).await?;
+    audit::finished(&state, &entry, outcomes(&results)).await?;
     Ok(Json(BulkReport { operation_id: op, dry_run: req.dry_run, results }))
 }
 
@@ -474,7 +478,7 @@ pub async fn redrive(
         }
         tracing::info!(redriven = settled.len(), removed, "dead letters redriven");
     }
-    audit::finished(&state, &entry, &results).await?;
+    audit::finished(&state, &entry, outcomes(&results)).await?;
     Ok(Json(BulkReport { operation_id: op, dry_run: req.dry_run, results }))
 }
 

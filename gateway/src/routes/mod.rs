@@ -21,18 +21,16 @@ use utoipa_axum::routes;
 use crate::state::AppState;
 use crate::{edge, http_metrics, openapi};
 
-pub fn router(state: AppState) -> Router {
+/// The API: every documented route, plus `undocumented` (routes another protocol describes,
+/// such as `/mcp`, given by the caller so this module needs none of their code), behind the
+/// same edge layers.
+pub fn router(state: AppState, undocumented: Router<AppState>) -> Router {
     let limit: Duration = state.settings.request_timeout;
     let body_limit = state.settings.max_body_bytes;
     let (routes, doc) = documented();
     openapi::publish(&doc);
-    // JSON-RPC over streamable HTTP, described by the MCP specification and its own
-    // `tools/list`, not by the OpenAPI document (see ARCHITECTURE §2).
-    let mcp = Router::new()
-        .route_service("/mcp", crate::mcp::service(&state))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::mcp::authenticate));
     let api = routes
-        .merge(mcp)
+        .merge(undocumented)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(limit, edge::deadline))
         .layer(axum::middleware::from_fn_with_state(body_limit, edge::declared_length))
