@@ -200,8 +200,20 @@ pub struct BulkResult {
     pub detail: Option<String>,
 }
 
-fn outcomes(results: &[BulkResult]) -> impl Iterator<Item = (String, &str)> {
-    results.iter().map(|r| (r.correlation_id.to_string(), r.outcome.as_str()))
+/// Runs an operator's change between its two audit entries: `started` before `work` touches
+/// anything, `finished` with each task's outcome.
+async fn audited(
+    state: &AppState,
+    entry: &AuditEntry,
+    operation_id: String,
+    dry_run: bool,
+    work: impl Future<Output = Result<Vec<BulkResult>, ApiError>>,
+) -> Result<Json<BulkReport>, ApiError> {
+    audit::started(state, entry).await?;
+    let results = work.await?;
+    let outcomes = results.iter().map(|r| (r.correlation_id.to_string(), r.outcome.as_str()));
+    audit::finished(state, entry, outcomes).await?;
+    Ok(Json(BulkReport { operation_id, dry_run, results }))
 }
 
 fn result(id: TaskId, outcome: &str, detail: Option<String>) -> BulkResult {
@@ -300,27 +312,30 @@ pub async fn cancel_many(
 ) -> Result<Json<BulkReport>, ApiError> {
     let (limit, op) = req.checked()?;
     let entry = AuditEntry::new(&who, "tasks.cancel", &op, req.dry_run, req.describe());
-    audit::started(&state, &entry).await?;
-    let results = for_selected(&state, &req, limit, |rec| {
-        let (state, dry) = (state.clone(), req.dry_run);
-        async move {
-            Ok(if rec.status.is_terminal() {
-                result(rec.id, "skipped", Some(format!("already {}", rec.status)))
-            } else if dry {
-                result(rec.id, "would_cancel", None)
-            } else {
-                match state.store.cancel(&rec).await? {
-                    CancelOutcome::Cancelled => result(rec.id, "cancelled", None),
-                    CancelOutcome::Requested => result(rec.id, "cancel_requested", None),
-                    CancelOutcome::Terminal(st) => result(rec.id, "skipped", Some(format!("already {st}"))),
-                    CancelOutcome::Missing => result(rec.id, "skipped", Some("gone".into())),
-                }
-            })
-        }
-    })
-    .await?;
-    audit::finished(&state, &entry, outcomes(&results)).await?;
-    Ok(Json(BulkReport { operation_id: op, dry_run: req.dry_run, results }))
+    audited(
+        &state,
+        &entry,
+        op.clone(),
+        req.dry_run,
+        for_selected(&state, &req, limit, |rec| {
+            let (state, dry) = (state.clone(), req.dry_run);
+            async move {
+                Ok(if rec.status.is_terminal() {
+                    result(rec.id, "skipped", Some(format!("already {}", rec.status)))
+                } else if dry {
+                    result(rec.id, "would_cancel", None)
+                } else {
+                    match state.store.cancel(&rec).await? {
+                        CancelOutcome::Cancelled => result(rec.id, "cancelled", None),
+                        CancelOutcome::Requested => result(rec.id, "cancel_requested", None),
+                        CancelOutcome::Terminal(st) => result(rec.id, "skipped", Some(format!("already {st}"))),
+                        CancelOutcome::Missing => result(rec.id, "skipped", Some("gone".into())),
+                    }
+                })
+            }
+        }),
+    )
+    .await
 }
 
 /// Retry many `failed` or `cancelled` tasks from their checkpoints (or from the start), each
@@ -340,15 +355,12 @@ pub async fn retry_many(
 ) -> Result<Json<BulkReport>, ApiError> {
     let (limit, op) = req.checked()?;
     let entry = AuditEntry::new(&who, "tasks.retry", &op, req.dry_run, req.describe());
-    audit::started(&state, &entry).await?;
     let how = req.from.unwrap_or_default().readmission();
-    let results = for_selected(&state, &req, limit, |rec| {
+    let work = for_selected(&state, &req, limit, |rec| {
         let (state, dry, op) = (state.clone(), req.dry_run, op.clone());
         async move { retry_one(&state, &rec, how, dry, &op, ("retried", "would_retry")).await }
-    })
-    .await?;
-    audit::finished(&state, &entry, outcomes(&results)).await?;
-    Ok(Json(BulkReport { operation_id: op, dry_run: req.dry_run, results }))
+    });
+    audited(&state, &entry, op.clone(), req.dry_run, work).await
 }
 
 /// One task of a bulk retry or redrive: re-admitted under `op`, or why not.
@@ -424,7 +436,18 @@ pub async fn redrive(
     };
     let (limit, op) = bulk.checked()?;
     let entry = AuditEntry::new(&who, "dead_letters.redrive", &op, req.dry_run, bulk.describe());
-    audit::started(&state, &entry).await?;
+    let work = redrive_letters(&state, &req, limit, &op);
+    audited(&state, &entry, op.clone(), req.dry_run, work).await
+}
+
+/// Each selected dead letter: its task retried (or the stale letter dropped), then the letters
+/// of those settled taken out of the DLQ.
+async fn redrive_letters(
+    state: &AppState,
+    req: &RedriveRequest,
+    limit: usize,
+    op: &str,
+) -> Result<Vec<BulkResult>, ApiError> {
     let ids: Vec<TaskId> = match &req.ids {
         Some(ids) => ids.iter().take(limit).copied().collect(),
         None => state.store.dead_letters(limit, None).await?.0.into_iter().map(|(id, _)| id).collect(),
@@ -437,29 +460,23 @@ pub async fn redrive(
             continue;
         }
         let rec = state.store.get(id).await?;
-        let r =
-            match rec {
-                Some(rec) if rec.status == TaskStatus::Failed => {
-                    retry_one(
-                        &state,
-                        &rec,
-                        proto::store::Readmission::Retry,
-                        req.dry_run,
-                        &op,
-                        ("redriven", "would_redrive"),
-                    )
+        let r = match rec {
+            Some(rec) if rec.status == TaskStatus::Failed => {
+                retry_one(state, &rec, proto::store::Readmission::Retry, req.dry_run, op, ("redriven", "would_redrive"))
                     .await?
-                }
-                // Already retried (this call, cut off, or another), or gone: the letter is stale.
-                other => result(
+            }
+            // Already retried (this call, cut off, or another), or gone: the letter is stale.
+            other => {
+                result(
                     id,
                     if req.dry_run { "would_drop" } else { "dropped" },
                     Some(other.map_or_else(
                         || "the task's record expired".to_owned(),
                         |r| format!("the task is {}", r.status),
                     )),
-                ),
-            };
+                )
+            }
+        };
         if !req.dry_run && matches!(r.outcome.as_str(), "redriven" | "already_done" | "dropped") {
             settled.insert(id);
         }
@@ -478,8 +495,7 @@ pub async fn redrive(
         }
         tracing::info!(redriven = settled.len(), removed, "dead letters redriven");
     }
-    audit::finished(&state, &entry, outcomes(&results)).await?;
-    Ok(Json(BulkReport { operation_id: op, dry_run: req.dry_run, results }))
+    Ok(results)
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]

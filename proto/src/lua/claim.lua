@@ -24,13 +24,9 @@ local seq = tonumber(ARGV[8])
 --     record as the claim left it and the checkpoint the new attempt resumes from, read in
 --     the same step that made it the owner.
 
-local flat = redis.call('HGETALL', task_key)
-if #flat == 0 then
+local h = read_record()
+if not h then
   return {'missing'}
-end
-local h = {}
-for i = 1, #flat, 2 do
-  h[flat[i]] = flat[i + 1]
 end
 local st = h['status']
 if is_terminal(st) then

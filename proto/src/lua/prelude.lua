@@ -18,6 +18,19 @@ local function is_terminal(st)
   return st == 'completed' or st == 'failed' or st == 'cancelled'
 end
 
+-- The record as a table of its fields, or nil when there is none.
+local function read_record()
+  local flat = redis.call('HGETALL', task_key)
+  if #flat == 0 then
+    return nil
+  end
+  local h = {}
+  for i = 1, #flat, 2 do
+    h[flat[i]] = flat[i + 1]
+  end
+  return h
+end
+
 local function emit(ttl, ...)
   redis.call('XADD', events_key, 'MAXLEN', '~', '1000', '*', ...)
   redis.call('EXPIRE', events_key, ttl)

@@ -38,13 +38,9 @@ local op = ARGV[15]
 --   | {'rate_limited', ms} | {'too_many_active', n} | {'over_quota', remaining}
 --   | {'over_token_quota', remaining} | {'admitted', seq}
 
-local flat = redis.call('HGETALL', task_key)
-if #flat == 0 then
+local h = read_record()
+if not h then
   return {'missing'}
-end
-local h = {}
-for i = 1, #flat, 2 do
-  h[flat[i]] = flat[i + 1]
 end
 local st = h['status']
 if op ~= '' and h['admitted_by'] == op then
