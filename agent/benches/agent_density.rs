@@ -36,7 +36,7 @@ use futures_util::StreamExt;
 use lapin::options::ConfirmSelectOptions;
 use proto::store::{Limits, NewTask, SubmitOutcome, TaskStore};
 use proto::topology::Topology;
-use proto::{Keys, TaskId};
+use proto::Keys;
 use runtime::connect::Endpoint;
 use serde_json::{Value, json};
 use testkit::{AgentProc, Namespace, Services};
@@ -192,11 +192,10 @@ async fn main() {
     let envelopes: Vec<(String, Vec<u8>)> =
         submitted.iter().map(|t| (t.id.to_string(), t.envelope().to_json())).collect();
     publish_all(&channel, &ns.queue, envelopes, 64).await;
-    let ids: Vec<TaskId> = submitted.iter().map(|t| t.id).collect();
-    futures_util::stream::iter(ids.iter().copied())
-        .map(|id| {
+    futures_util::stream::iter(submitted.iter())
+        .map(|task| {
             let store = store.clone();
-            async move { assert!(store.confirm(id).await.expect("confirm"), "confirm refused") }
+            async move { assert!(store.confirm(task).await.expect("confirm"), "confirm refused") }
         })
         .buffer_unordered(64)
         .collect::<Vec<()>>()

@@ -92,7 +92,7 @@ async fn main() {
                 assert!(matches!(accepted, SubmitOutcome::Accepted { .. }), "{accepted:?}");
                 let envelope = task.envelope();
                 publish_all(&channel, &queue, vec![(task.id.to_string(), envelope.to_json())], 1).await;
-                assert!(store.confirm(task.id).await.expect("confirm"), "confirm refused");
+                assert!(store.confirm(&task).await.expect("confirm"), "confirm refused");
                 task.id
             }
         })

@@ -2,22 +2,52 @@
 //! label comes from a closed set: a client can send any
 //! method and any path, and each distinct label value would be a series kept forever.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::{Counter, Histogram};
+
+/// One request's series: its counter and its duration histogram.
+type Series = (Counter, Histogram);
+
+/// The handles of every series seen so far, by (method, status) then route. A lookup in the
+/// recorder builds a key and hashes every label on each call; this is one read lock and a
+/// string hash. Bounded: its keys are the same closed sets as the labels.
+static SERIES: LazyLock<RwLock<HashMap<(&'static str, u16), HashMap<Box<str>, Series>>>> =
+    LazyLock::new(Default::default);
 
 pub async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = method_label(req.method()).to_owned();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = method_label(req.method());
     let resp = next.run(req).await;
-    let labels = [("method", method), ("route", route), ("status", resp.status().as_u16().to_string())];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (count, duration) = series(method, route, resp.status().as_u16());
+    count.increment(1);
+    duration.record(start.elapsed().as_secs_f64());
     resp
+}
+
+fn series(method: &'static str, route: &str, status: u16) -> Series {
+    if let Ok(known) = SERIES.read()
+        && let Some(s) = known.get(&(method, status)).and_then(|routes| routes.get(route))
+    {
+        return s.clone();
+    }
+    let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
+    let s = (
+        metrics::counter!("http_requests_total", &labels),
+        metrics::histogram!("http_request_duration_seconds", &labels),
+    );
+    if let Ok(mut known) = SERIES.write() {
+        known.entry((method, status)).or_default().insert(route.into(), s.clone());
+    }
+    s
 }
 
 /// The method as a label: the standard ones by name, anything a client made up as `other`.

@@ -41,10 +41,12 @@ async fn submitted_task_completes_with_a_result_and_ordered_transitions() {
     assert!(!final_body["result"]["deliverables"].as_array().expect("array").is_empty());
     assert!(final_body["finished_at"].as_str().expect("finished_at").ends_with('Z'));
 
-    // The event stream tells the same story, in order, with one terminal event.
+    // The event stream tells the same story, in order, with one terminal event. It starts
+    // with the claim: the admission writes no event (a follower is told `in_queue` from the
+    // record).
     let events = app.events(id).await;
     let statuses: Vec<&str> = events.iter().map(|e| e["status"].as_str()).collect();
-    assert_eq!(statuses.first(), Some(&"in_queue"));
+    assert_eq!(statuses.first(), Some(&"in_progress"));
     assert_eq!(statuses.last(), Some(&"completed"));
     assert_eq!(statuses.iter().filter(|s| **s == "completed").count(), 1);
     let ticks: Vec<u32> = events.iter().filter_map(|e| e.get("tick")?.parse().ok()).collect();

@@ -31,6 +31,9 @@ const PAGE: usize = 200;
 const SAFETY_POLL: Duration = Duration::from_secs(5);
 /// What a browser's `EventSource` waits before reconnecting.
 const RETRY: Duration = Duration::from_secs(1);
+/// The id of the first event, `in_queue`, told from the record: below any real entry's, so
+/// resuming after it reads the whole stream.
+const ADMITTED_ID: &str = "0-1";
 
 /// The JSON `data` of one event: `event: status` for every status change (the terminal one
 /// with `result` and `error`), `event: tick` for each recorded tick.
@@ -101,10 +104,26 @@ async fn produce(
     let mut conn = state.redis.clone();
     let mut changes = None;
     let mut first = true;
+    // From the start: the admission wrote no event (submit.lua), so the first one, `in_queue`
+    // at the record's creation, comes from the record, as entry `0-1` (before any real entry),
+    // unless the stream itself begins with it (a task adopted from the queue, or admitted
+    // before streams started lazily).
+    let mut from_record = after.is_none();
     loop {
         let start = after.as_ref().map_or_else(|| "-".to_owned(), |a| format!("({a}"));
         let page: StreamRangeReply = conn.xrange_count(&key, &start, "+", PAGE).await?;
         let full = page.ids.len() == PAGE;
+        if std::mem::take(&mut from_record)
+            && !page.ids.first().is_some_and(|e| e.get::<String>("status").as_deref() == Some("in_queue"))
+        {
+            first = false;
+            let data = json!({"status": proto::TaskStatus::InQueue, "at": rec.created_at});
+            let event = Event::default().id(ADMITTED_ID).event("status").data(data.to_string()).retry(RETRY);
+            if tx.send(event).await.is_err() {
+                return Ok(());
+            }
+            after = Some(ADMITTED_ID.to_owned());
+        }
         for entry in page.ids {
             let fields = fields(entry.map);
             let terminal = is_terminal(&fields);

@@ -155,14 +155,13 @@ pub(crate) async fn prepare(
         max_tokens,
         expires_after: req.expires_after_seconds,
     };
-    let fingerprint = fingerprint(&mandate, &asked);
     let task = NewTask {
         id: TaskId::new(),
         user_id: user.0.clone(),
         mandate: mandate.as_str().to_owned(),
         max_ticks: max_ticks.get(),
         created_at,
-        idempotency: idempotency_key.map(|key| Idempotency { key, fingerprint }),
+        idempotency: idempotency_key.map(|key| Idempotency { key, fingerprint: fingerprint(&mandate, &asked) }),
         webhook_url,
         tools,
         max_tokens,

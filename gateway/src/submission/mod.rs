@@ -21,8 +21,7 @@ mod undo;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proto::TaskId;
-use proto::store::{Claim, Limits, NewTask, StoreError, SubmitOutcome, TaskStore};
+use proto::store::{Claim, Confirmation, Limits, NewTask, StoreError, SubmitOutcome, TaskStore};
 use proto::task::{TaskResponse, TaskStatus};
 use runtime::group_commit::GroupCommit;
 use runtime::lifecycle::Stage;
@@ -117,7 +116,7 @@ struct Inner {
     store: TaskStore,
     publisher: Publisher,
     admits: GroupCommit<NewTask, SubmitOutcome>,
-    confirms: GroupCommit<TaskId, bool>,
+    confirms: GroupCommit<Confirmation, bool>,
     limits: Limits,
     /// The publishes and undos under way, each on a task of its own.
     in_flight: Stage,
@@ -148,9 +147,9 @@ impl Submissions {
         };
         let confirms = {
             let store = store.clone();
-            GroupCommit::spawn(CONFIRM_BATCH, CONFIRM_CALLS, commits, move |ids: Vec<TaskId>| {
+            GroupCommit::spawn(CONFIRM_BATCH, CONFIRM_CALLS, commits, move |tasks: Vec<Confirmation>| {
                 let store = store.clone();
-                async move { Ok(store.confirm_many(&ids).await?.into_iter().map(Ok).collect()) }
+                async move { Ok(store.confirm_many(&tasks).await?.into_iter().map(Ok).collect()) }
             })
         };
         Self(Arc::new(Inner {
@@ -269,7 +268,7 @@ impl Submissions {
             return false;
         }
         let confirming = Instant::now();
-        let confirmed = self.0.confirms.call(task.id).await;
+        let confirmed = self.0.confirms.call(self.0.store.confirmation(task)).await;
         stage("confirm", confirming);
         match confirmed {
             // The same script turned the idempotency claim to done: replays get the task.

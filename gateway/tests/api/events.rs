@@ -142,6 +142,12 @@ async fn a_task_is_followed_from_submit_to_completed_and_resumed_from_the_middle
     let mut live = Follower::open(&app, USER, id, None).await;
     let first = live.next(WAIT).await.expect("the submit event");
     assert_eq!((first.event.as_str(), first.data["status"].as_str()), ("status", Some("in_queue")));
+    // The admission wrote no stream entry: the first event is told from the record, with an
+    // id below every real entry's.
+    assert_eq!(first.id.as_deref(), Some("0-1"));
+    let created = app.record(id).await.expect("record").created_at;
+    assert_eq!(first.data["at"], json!(created));
+    assert_eq!(app.events(id).await.len(), 0, "no entry until the task first changes");
 
     // The run happens while the follower waits: these arrive live.
     run_task(&app, id, 3).await;
@@ -161,7 +167,10 @@ async fn a_task_is_followed_from_submit_to_completed_and_resumed_from_the_middle
     assert_eq!(events[2].data["action"], json!("think"));
     let ids: Vec<String> = events.iter().map(|e| e.id.clone().expect("every event has an id")).collect();
 
-    // A reconnect from the third event gets exactly the rest, by header and by query.
+    // A reconnect after the first (told) event gets every stored one; from the third event,
+    // exactly the rest, by header and by query.
+    let mut after_admission = Follower::open(&app, USER, id, Some("0-1")).await;
+    assert_eq!(after_admission.rest(WAIT).await.iter().map(|e| e.id.clone().expect("id")).collect::<Vec<_>>(), ids[1..]);
     let mut resumed = Follower::open(&app, USER, id, Some(&ids[2])).await;
     let rest = resumed.rest(WAIT).await;
     assert_eq!(rest.iter().map(|e| e.id.clone().expect("id")).collect::<Vec<_>>(), ids[3..]);

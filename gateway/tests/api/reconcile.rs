@@ -185,8 +185,8 @@ fn reconciler(app: &Harness) -> gateway::reconciler::Reconciler {
 }
 
 /// Records as a gateway that died right after writing them leaves them.
-async fn stranded(app: &Harness, n: usize) -> Vec<TaskId> {
-    let mut ids = Vec::new();
+async fn stranded(app: &Harness, n: usize) -> Vec<NewTask> {
+    let mut tasks = Vec::new();
     for i in 0..n {
         let task = NewTask {
             id: TaskId::new(),
@@ -202,9 +202,9 @@ async fn stranded(app: &Harness, n: usize) -> Vec<TaskId> {
             traceparent: None,
         };
         app.store.submit(&task, &proto::store::Limits::NONE).await.expect("submit");
-        ids.push(task.id);
+        tasks.push(task);
     }
-    ids
+    tasks
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +215,7 @@ async fn two_gateways_run_one_reconciler_and_a_standby_takes_over() {
     // The harness gateway took the lease at start; free it for the two under test.
     let _: i64 = app.redis.clone().del(&lease).await.expect("del");
     let (a, b) = (reconciler(&app), reconciler(&app));
-    let ids = stranded(&app, 12).await;
+    let ids: Vec<TaskId> = stranded(&app, 12).await.iter().map(|t| t.id).collect();
 
     // Passes race; only the lease holder works, and bounded: 5 per pass.
     let (ra, rb) = tokio::join!(a.pass(), b.pass());
@@ -256,10 +256,10 @@ async fn two_gateways_run_one_reconciler_and_a_standby_takes_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirm_after_the_record_was_closed_is_not_reported_accepted() {
     let app = Harness::start(&[("RECONCILE_INTERVAL_MS", "600000")]).await;
-    let ids = stranded(&app, 1).await;
+    let tasks = stranded(&app, 1).await;
     let r = reconciler(&app);
     let _: i64 = app.redis.clone().del(Keys::new(app.ns.prefix.clone()).reconciler_lease()).await.expect("del");
     assert!(matches!(r.pass().await.expect("pass"), Role::Leader(p) if p.not_enqueued == 1));
-    assert!(!app.store.confirm(ids[0]).await.expect("confirm"), "a late confirm must turn into a 503");
+    assert!(!app.store.confirm(&tasks[0]).await.expect("confirm"), "a late confirm must turn into a 503");
     app.cleanup().await;
 }

@@ -8,12 +8,14 @@ local ttl = ARGV[3]
 local id = ARGV[4]
 -- Returns 'closed', or 'skipped' (confirmed, claimed or already ended), or 'missing'.
 
-redis.call('ZREM', unconfirmed_key, id)
-local st = redis.call('HGET', task_key, 'status')
-if not st then
+-- Out of the index already: confirm.lua took it out (the broker confirmed), or the undo did
+-- (and closed it).
+local unconfirmed = redis.call('ZREM', unconfirmed_key, id) == 1
+local f = redis.call('HMGET', task_key, 'status', 'attempt')
+if not f[1] then
   return 'missing'
 end
-if st ~= 'in_queue' or redis.call('HGET', task_key, 'attempt') ~= '0' or redis.call('HGET', task_key, 'confirmed') == '1' then
+if not unconfirmed or f[1] ~= 'in_queue' or f[2] ~= '0' then
   return 'skipped'
 end
 finish('failed', nil, error_text, 0, now, ttl)

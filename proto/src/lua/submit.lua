@@ -3,57 +3,73 @@
 -- writes. One call
 -- carries a batch of concurrent submissions (group_commit.rs); each gets its own outcome,
 -- exactly as if it had been a call of its own, in the order given.
--- KEYS: KEYS_PER_SUBMISSION per submission; ARGV: per submission, its argument count n, then
--- its n arguments. Both are named in admit().
-local KEYS_PER_SUBMISSION = 11
+-- KEYS: the three shared keys below, then KEYS_PER_SUBMISSION per submission. ARGV: the
+-- SHARED arguments below, then per submission its argument count n and its n arguments.
+-- What is the same for the whole batch is passed once: Redis turns every argument into a
+-- Lua string, and a submission's own arguments are its cost.
+local KEYS_PER_SUBMISSION = 7
+-- Until the broker confirms, the reconciler may close a task (confirm.lua, reconcile_unconfirmed.lua).
+local unconfirmed_key = KEYS[1]
+-- tasks with an `expires_after_seconds`, by when
+local expiring_key = KEYS[2]
+-- every task, for the operators' listing
+local all_tasks_key = KEYS[3]
+local SHARED_KEYS = 3
+local ttl = ARGV[1]
+local claim_ttl = ARGV[2]
+-- the rate limit's emission interval (0 = off)
+local emission_ms = tonumber(ARGV[3])
+local burst = tonumber(ARGV[4])
+-- 0 = off
+local max_active = tonumber(ARGV[5])
+-- to prune finished ids from the active set
+local task_prefix = ARGV[6]
+-- <= 0: unlimited
+local daily_limit = tonumber(ARGV[7])
+-- <= 0: unlimited
+local daily_token_limit = tonumber(ARGV[8])
+-- how long a stopped task's checkpoint is kept (the record's `checkpoint_ttl`)
+local checkpoint_ttl = ARGV[9]
+local SHARED = 9
 -- Returns one reply per submission: {'accepted', remaining} | {'over_quota', remaining} |
 --         {'duplicate', claim} | {'rate_limited', retry ms} | {'too_many_active', count} |
 --         {'over_token_quota', remaining};
 --         remaining is -1 when unlimited.
 
-local function admit(K, A)
-  local task_key = K[1]
-  local user_tasks_key = K[2]
-  local quota_key = K[3]
-  local events_key = K[4]
-  local claim_key = K[5]
-  local rate_key = K[6]
-  local active_key = K[7]
-  local unconfirmed_key = K[8]
-  local token_quota_key = K[9]
-  -- tasks with an `expires_after_seconds`, by when
-  local expiring_key = K[10]
-  -- every task, for the operators' listing
-  local all_tasks_key = K[11]
-  -- <= 0: unlimited
-  local daily_limit = tonumber(A[1])
-  local cost = tonumber(A[2])
-  local quota_ttl = A[3]
-  local ttl = A[4]
+-- Keys whose per-call upkeep (pruning, lifetime) this call has done already.
+local done = {}
+
+-- The submission's keys are KEYS[k + 1 .. k + KEYS_PER_SUBMISSION], its arguments
+-- ARGV[a + 1 .. a + n] (read in place: no copies per submission).
+local function admit(k, a, n)
+  local task_key = KEYS[k + 1]
+  local user_tasks_key = KEYS[k + 2]
+  -- the day's tick counter (its name is also the record's `quota_key`)
+  local quota_key = KEYS[k + 3]
+  local claim_key = KEYS[k + 4]
+  local rate_key = KEYS[k + 5]
+  local active_key = KEYS[k + 6]
+  local token_quota_key = KEYS[k + 7]
+  -- the task's max_ticks: what it reserves of the day's ticks
+  local cost = tonumber(ARGV[a + 1])
+  local quota_ttl = ARGV[a + 2]
   -- the task's score in the user's list and the unconfirmed index
-  local created_ms = A[5]
-  local id = A[6]
-  local now = A[7]
+  local created_ms = ARGV[a + 3]
+  local id = ARGV[a + 4]
   -- the user's list drops ids scored below this (their records have expired)
-  local prune_before_ms = A[8]
+  local prune_before_ms = ARGV[a + 5]
   -- '' = no idempotency key
-  local claim = A[9]
-  local claim_ttl = A[10]
-  -- the rate limit's emission interval (0 = off)
-  local emission_ms = tonumber(A[11])
-  local burst = tonumber(A[12])
-  -- 0 = off
-  local max_active = tonumber(A[13])
-  -- to prune finished ids from the active set
-  local task_prefix = A[14]
-  -- <= 0: unlimited
-  local daily_token_limit = tonumber(A[15])
+  local claim = ARGV[a + 6]
   -- the task's token budget, or the estimate for one without
-  local token_cost = tonumber(A[16])
+  local token_cost = tonumber(ARGV[a + 7])
   -- '' = never; else unix ms after which a task not started yet fails
-  local expires_ms = A[17]
-  -- A[18..]: the record's fields, name then value
-  local FIELDS = 18
+  local expires_ms = ARGV[a + 8]
+  -- the record's own values
+  local user_id = ARGV[a + 9]
+  local mandate = ARGV[a + 10]
+  local created_at = ARGV[a + 11]
+  -- ARGV[a + 12 .. a + n]: the record's optional fields, name then value
+  local OPTIONAL = 12
 
   -- 1. A replayed key returns the claim and touches nothing else (no rate, no quota).
   if claim ~= '' then
@@ -77,13 +93,18 @@ local function admit(K, A)
     remaining = daily_limit - tonumber(redis.call('GET', quota_key) or '0') - cost
   end
 
-  -- 3. Writes.
-  redis.call('INCRBY', quota_key, cost)
-  redis.call('EXPIRE', quota_key, quota_ttl)
-  redis.call('HSET', task_key, unpack(A, FIELDS))
+  -- 3. Writes. The day's counters get their lifetime when this write creates them.
+  if redis.call('INCRBY', quota_key, cost) == cost then
+    redis.call('EXPIRE', quota_key, quota_ttl)
+  end
+  -- (`ticks_used` and `cancel_requested` start absent: 0 and not requested.)
+  redis.call('HSET', task_key, 'user_id', user_id, 'status', 'in_queue', 'mandate', mandate, 'max_ticks', cost,
+    'attempt', 0, 'created_at', created_at, 'updated_at', created_at, 'quota_key', quota_key,
+    'checkpoint_ttl', checkpoint_ttl, unpack(ARGV, a + OPTIONAL, a + n))
   if daily_token_limit > 0 then
-    redis.call('INCRBY', token_quota_key, token_cost)
-    redis.call('EXPIRE', token_quota_key, quota_ttl)
+    if redis.call('INCRBY', token_quota_key, token_cost) == token_cost then
+      redis.call('EXPIRE', token_quota_key, quota_ttl)
+    end
     redis.call('HSET', task_key, 'token_quota_key', token_quota_key, 'tokens_reserved', token_cost, 'tokens_base', 0)
   end
   if expires_ms ~= '' then
@@ -95,28 +116,32 @@ local function admit(K, A)
     redis.call('HSET', task_key, 'idem_key', claim_key)
   end
   redis.call('EXPIRE', task_key, ttl)
-  redis.call('ZREMRANGEBYSCORE', user_tasks_key, '-inf', '(' .. prune_before_ms)
   redis.call('ZADD', user_tasks_key, created_ms, id)
-  redis.call('EXPIRE', user_tasks_key, ttl)
-  redis.call('ZREMRANGEBYSCORE', all_tasks_key, '-inf', '(' .. prune_before_ms)
   redis.call('ZADD', all_tasks_key, created_ms, id)
   redis.call('SADD', active_key, id)
-  redis.call('EXPIRE', active_key, ttl)
-  -- Until the broker confirms, the reconciler may close it (see confirm.lua, reconcile_unconfirmed.lua).
+  -- Once per key per call: a batch's submissions of one user share the index and the set.
+  if not done[user_tasks_key] then
+    done[user_tasks_key] = true
+    redis.call('ZREMRANGEBYSCORE', user_tasks_key, '-inf', '(' .. prune_before_ms)
+    redis.call('EXPIRE', user_tasks_key, ttl)
+    redis.call('EXPIRE', active_key, ttl)
+  end
+  if not done[all_tasks_key] then
+    done[all_tasks_key] = true
+    redis.call('ZREMRANGEBYSCORE', all_tasks_key, '-inf', '(' .. prune_before_ms)
+  end
   redis.call('ZADD', unconfirmed_key, created_ms, id)
-  redis.call('XADD', events_key, 'MAXLEN', '~', '1000', '*', 'status', 'in_queue', 'at', now)
-  redis.call('EXPIRE', events_key, ttl)
+  -- No event is written: a task's stream starts with its first change after admission, and
+  -- a follower is told `in_queue` from the record (events/mod.rs), which saves creating a
+  -- stream per submission.
   return {'accepted', tostring(remaining)}
 end
 
 local out = {}
-local a = 1
-local k = KEYS_PER_SUBMISSION
-for t = 0, #KEYS / k - 1 do
+local a = SHARED + 1
+for t = 0, (#KEYS - SHARED_KEYS) / KEYS_PER_SUBMISSION - 1 do
   local n = tonumber(ARGV[a])
-  local K = {unpack(KEYS, t * k + 1, t * k + k)}
-  local A = {unpack(ARGV, a + 1, a + n)}
+  out[t + 1] = admit(SHARED_KEYS + t * KEYS_PER_SUBMISSION, a, n)
   a = a + n + 1
-  out[t + 1] = admit(K, A)
 end
 return out

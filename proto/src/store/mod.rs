@@ -48,7 +48,7 @@ pub use read::{Filter, Page, SCAN_LIMIT, parse_cursor};
 pub use readmit::{Readmission, ReadmitOutcome};
 pub use reconcile::DeadLetter;
 pub use run::{CancelOutcome, Finish, FinishOutcome, ProgressOutcome, Tick};
-pub use submit::{Claim, Limits, NOT_ENQUEUED, SubmitOutcome};
+pub use submit::{Claim, Confirmation, Limits, NOT_ENQUEUED, SubmitOutcome};
 pub use take_over::{Claimed, Takeover};
 
 const PRELUDE: &str = include_str!("../lua/prelude.lua");

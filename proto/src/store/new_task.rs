@@ -127,8 +127,9 @@ impl NewTask {
     }
 }
 
-/// The hash fields of a new record, as submit.lua and adopt.lua `HSET` them.
-pub(super) fn new_record_fields(args: &mut Vec<String>, rec: &TaskRecord) {
+/// The hash fields of a new record, as adopt.lua `HSET`s them.
+pub(super) fn new_record_fields(args: &mut Vec<String>, task: &NewTask) {
+    let rec = task.record(None);
     let max_ticks = rec.max_ticks.to_string();
     let fields = [
         ("user_id", rec.user_id.as_str()),
@@ -144,18 +145,27 @@ pub(super) fn new_record_fields(args: &mut Vec<String>, rec: &TaskRecord) {
     for (k, v) in fields {
         args.extend([k.to_owned(), v.to_owned()]);
     }
-    let tools = (!rec.tools.is_empty()).then(|| serde_json::to_string(&rec.tools).unwrap_or_default());
-    let max_tokens = rec.max_tokens.map(|n| n.to_string());
-    for (k, v) in [
-        ("quota_key", &rec.quota_key),
-        ("webhook_url", &rec.webhook_url),
-        ("tools", &tools),
-        ("max_tokens", &max_tokens),
-        ("expires_at", &rec.expires_at),
-        ("traceparent", &rec.traceparent),
-    ] {
-        if let Some(v) = v {
-            args.extend([k.to_owned(), v.clone()]);
+    task.optional_record_fields(args);
+}
+
+impl NewTask {
+    /// The fields of the new record that only some tasks have, name then value (submit.lua
+    /// writes the others from its own arguments).
+    pub(super) fn optional_record_fields(&self, args: &mut Vec<String>) {
+        if let Some(url) = &self.webhook_url {
+            args.extend(["webhook_url".to_owned(), url.clone()]);
+        }
+        if !self.tools.is_empty() {
+            args.extend(["tools".to_owned(), serde_json::to_string(&self.tools).unwrap_or_default()]);
+        }
+        if let Some(n) = self.max_tokens {
+            args.extend(["max_tokens".to_owned(), n.to_string()]);
+        }
+        if let Some(t) = self.expires_at {
+            args.extend(["expires_at".to_owned(), rfc3339(t)]);
+        }
+        if let Some(tp) = &self.traceparent {
+            args.extend(["traceparent".to_owned(), tp.clone()]);
         }
     }
 }

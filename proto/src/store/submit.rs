@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::new_task::new_record_fields;
 use super::{NewTask, StoreError, TaskStore, with_prelude};
 use crate::domain::TaskId;
 use crate::lua::{Invocation, Lua};
@@ -146,7 +145,20 @@ impl TaskStore {
         limits: &Limits,
     ) -> Result<Vec<Result<SubmitOutcome, StoreError>>, StoreError> {
         let mut inv = SUBMIT.prepare_invoke();
-        let mut args: Vec<String> = Vec::with_capacity(40);
+        // submit.lua's shared keys and arguments, once for the whole batch.
+        inv.key(self.keys.unconfirmed()).key(self.keys.expiring()).key(self.keys.all_tasks());
+        let emission_ms =
+            if limits.rate_per_minute == 0 { 0 } else { 60_000u64.div_ceil(u64::from(limits.rate_per_minute)) };
+        inv.arg(self.ttl())
+            .arg(limits.idempotency_ttl.as_secs().max(1))
+            .arg(emission_ms)
+            .arg(limits.burst.max(1))
+            .arg(limits.max_active)
+            .arg(self.keys.task_prefix())
+            .arg(limits.daily_ticks)
+            .arg(limits.daily_tokens)
+            .arg(limits.checkpoint_retention.as_secs());
+        let mut args: Vec<String> = Vec::with_capacity(16);
         for task in tasks {
             self.submit_keys_and_args(&mut inv, &mut args, task, limits);
         }
@@ -163,47 +175,33 @@ impl TaskStore {
         args.clear();
         let created_ms = task.created_at.timestamp_millis();
         let ttl_ms = i64::try_from(self.record_ttl.as_millis()).unwrap_or(i64::MAX);
-        let quota_key = self.quota_key(&task.user_id, task.created_at);
         // The counter outlives its day by an hour so late refunds still find it.
         let quota_ttl = seconds_to_utc_midnight(task.created_at) + 3600;
         let (claim_key, claim) = match &task.idempotency {
             Some(i) => (self.keys.idempotency(&task.user_id, &i.key), Claim::value(false, task.id, &i.fingerprint)),
             None => (self.keys.idempotency(&task.user_id, ""), String::new()),
         };
-        let emission_ms =
-            if limits.rate_per_minute == 0 { 0 } else { 60_000u64.div_ceil(u64::from(limits.rate_per_minute)) };
         inv.key(self.keys.task(task.id))
             .key(self.keys.user_tasks(&task.user_id))
-            .key(&quota_key)
-            .key(self.keys.events(task.id))
+            .key(self.quota_key(&task.user_id, task.created_at))
             .key(claim_key)
             .key(self.keys.rate(&task.user_id))
             .key(self.keys.active(&task.user_id))
-            .key(self.keys.unconfirmed())
-            .key(self.keys.tokens(&task.user_id, &utc_day(task.created_at)))
-            .key(self.keys.expiring())
-            .key(self.keys.all_tasks());
+            .key(self.keys.tokens(&task.user_id, &utc_day(task.created_at)));
         args.extend([
-            limits.daily_ticks.to_string(),
             task.max_ticks.to_string(),
             quota_ttl.to_string(),
-            self.ttl().to_string(),
             created_ms.to_string(),
             task.id.to_string(),
-            rfc3339(task.created_at),
             created_ms.saturating_sub(ttl_ms).to_string(),
             claim,
-            limits.idempotency_ttl.as_secs().max(1).to_string(),
-            emission_ms.to_string(),
-            limits.burst.max(1).to_string(),
-            limits.max_active.to_string(),
-            self.keys.task_prefix(),
-            limits.daily_tokens.to_string(),
             task.max_tokens.unwrap_or(limits.token_estimate).to_string(),
             task.expires_at.map(|t| t.timestamp_millis().to_string()).unwrap_or_default(),
+            task.user_id.clone(),
+            task.mandate.clone(),
+            rfc3339(task.created_at),
         ]);
-        new_record_fields(args, &task.record(Some(quota_key)));
-        args.extend(["checkpoint_ttl".to_owned(), limits.checkpoint_retention.as_secs().to_string()]);
+        task.optional_record_fields(args);
         inv.arg(args.len()).arg(&*args);
     }
 
@@ -223,26 +221,45 @@ impl TaskStore {
         Ok(aborted == 1)
     }
 
-    /// Marks the publish confirmed. `false` when the record was already closed without
-    /// running (the undo or the reconciler won): the client must then get a 503.
-    pub async fn confirm(&self, id: TaskId) -> Result<bool, StoreError> {
-        let ok = self.confirm_many(&[id]).await?;
+    /// What [`Self::confirm_many`] needs of a submitted task.
+    pub fn confirmation(&self, task: &NewTask) -> Confirmation {
+        Confirmation {
+            id: task.id,
+            claim_key: task.idempotency.as_ref().map(|i| self.keys.idempotency(&task.user_id, &i.key)),
+        }
+    }
+
+    /// Marks the publish of `task` confirmed. `false` when the record was already closed
+    /// without running (the undo or the reconciler won): the client must then get a 503.
+    pub async fn confirm(&self, task: &NewTask) -> Result<bool, StoreError> {
+        let ok = self.confirm_many(&[self.confirmation(task)]).await?;
         Ok(ok.first() == Some(&true))
     }
 
-    /// [`Self::confirm`] for several tasks in one script call, one answer per id in order.
-    pub async fn confirm_many(&self, ids: &[TaskId]) -> Result<Vec<bool>, StoreError> {
+    /// [`Self::confirm`] for several tasks in one script call, one answer per task in order.
+    pub async fn confirm_many(&self, tasks: &[Confirmation]) -> Result<Vec<bool>, StoreError> {
         let mut inv = CONFIRM.prepare_invoke();
         inv.key(self.keys.unconfirmed());
-        for id in ids {
-            inv.key(self.keys.task(*id)).arg(id.to_string());
+        for t in tasks {
+            inv.key(self.keys.task(t.id)).arg(t.id.to_string());
+        }
+        for t in tasks {
+            inv.arg(t.claim_key.as_deref().unwrap_or(""));
         }
         let ok: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
-        if ok.len() != ids.len() {
-            return Err(StoreError::Reply(format!("{} answers for {} confirms", ok.len(), ids.len())));
+        if ok.len() != tasks.len() {
+            return Err(StoreError::Reply(format!("{} answers for {} confirms", ok.len(), tasks.len())));
         }
         Ok(ok.into_iter().map(|v| v == 1).collect())
     }
+}
+
+/// A submitted task whose publish the broker confirmed ([`TaskStore::confirmation`]).
+#[derive(Debug, Clone)]
+pub struct Confirmation {
+    pub id: TaskId,
+    /// Its idempotency claim's name, turned from pending to done with the mark.
+    claim_key: Option<String>,
 }
 
 #[cfg(test)]

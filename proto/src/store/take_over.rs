@@ -105,7 +105,6 @@ impl TaskStore {
     /// Creates an `in_queue` record for an envelope that has none; false if one exists.
     pub async fn adopt(&self, env: &TaskEnvelope) -> Result<bool, StoreError> {
         let task = NewTask::from_envelope(env);
-        let rec = task.record(None);
         let mut inv = ADOPT.prepare_invoke();
         inv.key(self.keys.task(task.id))
             .key(self.keys.user_tasks(&task.user_id))
@@ -113,9 +112,9 @@ impl TaskStore {
             .arg(self.ttl())
             .arg(task.created_at.timestamp_millis())
             .arg(task.id.to_string())
-            .arg(&rec.created_at);
+            .arg(rfc3339(task.created_at));
         let mut fields = Vec::with_capacity(22);
-        new_record_fields(&mut fields, &rec);
+        new_record_fields(&mut fields, &task);
         inv.arg(fields);
         let created: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(created == 1)

@@ -23,7 +23,7 @@ async fn a_stranded_submission_is_closed_as_not_enqueued() {
 async fn a_confirmed_task_is_left_to_its_agent_until_dead_lettered() {
     let t = Fixture::submitted(5).await;
     let cutoff = Utc::now().timestamp_millis() + 1000;
-    assert!(t.store.confirm(t.id()).await.expect("confirm"));
+    assert!(t.store.confirm(&t.task).await.expect("confirm"));
     assert!(t.store.due_unconfirmed(cutoff, 10).await.expect("due").is_empty(), "confirmed");
     assert_eq!(t.store.close_unconfirmed(t.id()).await.expect("close"), CloseOutcome::Skipped);
     assert_eq!(t.record().await.status, TaskStatus::InQueue);

@@ -21,7 +21,7 @@ async fn an_unconfirmed_submission_is_aborted_once_with_its_reservation_refunded
     assert_eq!((rec.status, rec.error.as_deref(), rec.attempt), (TaskStatus::Failed, Some(NOT_ENQUEUED), 0));
     assert_eq!(conn.get::<_, i64>(&quota).await.expect("quota"), 0, "the whole reservation refunded");
     assert!(!t.store.abort_submit(&task).await.expect("abort again"), "once");
-    assert!(!t.store.confirm(t.id()).await.expect("confirm"), "a confirm after the undo is not an acceptance");
+    assert!(!t.store.confirm(&t.task).await.expect("confirm"), "a confirm after the undo is not an acceptance");
 }
 
 /// A publish that timed out may still have landed and been claimed: the undo must then
@@ -85,4 +85,26 @@ async fn a_batched_submit_admits_each_in_turn() {
     assert!(matches!(out[1], Ok(SubmitOutcome::OverQuota { remaining: 1 })), "{out:?}");
     assert!(matches!(out[2], Ok(SubmitOutcome::Accepted { remaining: Some(0) })), "{out:?}");
     assert_eq!(t.quota_used(other).await, 3);
+}
+
+/// One confirm call for a batch: a task the undo closed first is refused, the others are
+/// confirmed, and a confirmed task's idempotency claim turns from pending to done.
+#[tokio::test]
+async fn a_batched_confirm_answers_each_task() {
+    const USER: &str = "confirm-user";
+    let t = Scratch::new();
+    let mut keyed = NewTask::new(USER, "keyed", 2);
+    keyed.idempotency = Some(Idempotency { key: "k".into(), fingerprint: "f".into() });
+    let tasks = [keyed, NewTask::new(USER, "undone", 2), NewTask::new(USER, "plain", 2)];
+    for o in t.store.submit_many(&tasks, &Limits::NONE).await.expect("submit") {
+        assert!(matches!(o, Ok(SubmitOutcome::Accepted { .. })), "{o:?}");
+    }
+    assert!(t.store.abort_submit(&tasks[1]).await.expect("abort"));
+    let batch: Vec<_> = tasks.iter().map(|task| t.store.confirmation(task)).collect();
+    assert_eq!(t.store.confirm_many(&batch).await.expect("confirm"), [true, false, true]);
+
+    let replay = t.store.submit(&tasks[0], &Limits::NONE).await.expect("replay");
+    let SubmitOutcome::Duplicate(claim) = replay else { panic!("{replay:?}") };
+    assert!(claim.confirmed && claim.task_id == tasks[0].id, "{claim:?}");
+    assert!(t.store.due_unconfirmed(i64::MAX, 10).await.expect("due").is_empty(), "all out of the index");
 }

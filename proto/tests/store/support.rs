@@ -43,7 +43,9 @@ impl Scratch {
 
 pub(crate) struct Fixture {
     pub store: TaskStore,
-    /// The envelope the gateway published for the submitted task.
+    /// The submitted task.
+    pub task: NewTask,
+    /// The envelope the gateway published for it.
     pub envelope: TaskEnvelope,
     _keys: Purged,
 }
@@ -59,7 +61,7 @@ impl Fixture {
         let Scratch { store, _keys } = Scratch::new();
         let submitted = store.submit(&task, limits).await.expect("submit");
         assert!(matches!(submitted, SubmitOutcome::Accepted { .. }), "{submitted:?}");
-        Self { store, envelope: task.envelope(), _keys }
+        Self { store, envelope: task.envelope(), task, _keys }
     }
 
     /// Ticks `user` has reserved today.
