@@ -6,13 +6,18 @@
 # RabbitMQ. Prints a table and the ratios, and as its last line the total CPU per operation of
 # every process for POST /tasks over the floor's (`cpu POST/floor: R`); the raw tool output goes
 # to bench/last-run.txt.
-#   BENCH_CONCURRENCY (64), BENCH_SECONDS (10)
+#   BENCH_CONCURRENCY (64), BENCH_SECONDS (10), BENCH_SERVER_THREADS (1: tokio worker threads of
+#   the gateway and the floor server, as deployed: the default gateway task has 1 vCPU, where
+#   tokio starts one worker; `0` leaves tokio's default, one per core of this machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh >/dev/null
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 c=${BENCH_CONCURRENCY:-64}
 secs=${BENCH_SECONDS:-10}
+threads=${BENCH_SERVER_THREADS:-1}
+server_env=()
+[ "$threads" = 0 ] || server_env=(env TOKIO_WORKER_THREADS="$threads")
 cargo build --release --locked --quiet --bin gateway --bench raw_publish --bench http_floor
 target=${CARGO_TARGET_DIR:-target}/release
 bench_bin() { ls -t "$target"/deps/"$1"-* | grep -v '\.d$' | head -1; }
@@ -25,7 +30,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 export GATEWAY_ADDR=127.0.0.1:$port REDIS_KEY_PREFIX="$tag:" AGENT_INPUT_QUEUE="$tag.mandates"
 export SUPABASE_JWT_SECRET=bench-secret-bench-secret-bench-secret-00
 export DAILY_TICK_LIMIT=0 SUBMIT_RATE_PER_MINUTE=0 MAX_ACTIVE_TASKS_PER_USER=0 RUST_LOG=warn
-"$target/gateway" >/dev/null 2>&1 &
+"${server_env[@]}" "$target/gateway" >/dev/null 2>&1 &
 gw=$!
 cleanup() {
   kill "$gw" ${floor:-} 2>/dev/null || true; wait "$gw" ${floor:-} 2>/dev/null || true
@@ -88,7 +93,7 @@ wrk_run() { # name, script[, port]
 }
 # The floor: HTTP plus the confirmed publish and nothing else (gateway/benches/http_floor.rs).
 floor_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-FLOOR_ADDR=127.0.0.1:$floor_port "$floor_bin" --bench >/dev/null 2>&1 &
+FLOOR_ADDR=127.0.0.1:$floor_port "${server_env[@]}" "$floor_bin" --bench >/dev/null 2>&1 &
 floor=$!
 for _ in $(seq 1 50); do curl -fsS -o /dev/null -X POST "http://127.0.0.1:$floor_port/tasks" 2>/dev/null && break; sleep 0.2; done
 front=$floor

@@ -14,12 +14,13 @@ use metrics::{Counter, Histogram};
 
 /// One request's series: its counter and its duration histogram.
 type Series = (Counter, Histogram);
+/// Series by (method, status), then by route.
+type Known = HashMap<(&'static str, u16), HashMap<Box<str>, Series>>;
 
 /// The handles of every series seen so far, by (method, status) then route. A lookup in the
 /// recorder builds a key and hashes every label on each call; this is one read lock and a
 /// string hash. Bounded: its keys are the same closed sets as the labels.
-static SERIES: LazyLock<RwLock<HashMap<(&'static str, u16), HashMap<Box<str>, Series>>>> =
-    LazyLock::new(Default::default);
+static SERIES: LazyLock<RwLock<Known>> = LazyLock::new(Default::default);
 
 pub async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();

@@ -114,7 +114,7 @@ async fn produce(
         let page: StreamRangeReply = conn.xrange_count(&key, &start, "+", PAGE).await?;
         let full = page.ids.len() == PAGE;
         if std::mem::take(&mut from_record)
-            && !page.ids.first().is_some_and(|e| e.get::<String>("status").as_deref() == Some("in_queue"))
+            && page.ids.first().is_none_or(|e| e.get::<String>("status").as_deref() != Some("in_queue"))
         {
             first = false;
             let data = json!({"status": proto::TaskStatus::InQueue, "at": rec.created_at});

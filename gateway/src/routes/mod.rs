@@ -36,20 +36,21 @@ pub fn router(state: AppState, undocumented: Router<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(body_limit, edge::declared_length))
         .layer(axum::middleware::from_fn(http_metrics::track))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                // The fields are only evaluated when the span is enabled.
-                let span = tracing::info_span!("http",
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    // The fields are only evaluated when the span is enabled.
+                    let span = tracing::info_span!("http",
                     method = %req.method(),
                     route = req.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str()),
                     request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or(""));
-                if !span.is_disabled() {
-                    // The client's W3C trace, when it sent one and tracing is on.
-                    runtime::telemetry::propagation::continue_from_headers(&span, req.headers());
-                }
-                span
-            })
-            // Failures are logged once, with their cause, where they happen (see problem.rs).
-            .on_failure(()),
+                    if !span.is_disabled() {
+                        // The client's W3C trace, when it sent one and tracing is on.
+                        runtime::telemetry::propagation::continue_from_headers(&span, req.headers());
+                    }
+                    span
+                })
+                // Failures are logged once, with their cause, where they happen (see problem.rs).
+                .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -170,7 +170,10 @@ async fn a_task_is_followed_from_submit_to_completed_and_resumed_from_the_middle
     // A reconnect after the first (told) event gets every stored one; from the third event,
     // exactly the rest, by header and by query.
     let mut after_admission = Follower::open(&app, USER, id, Some("0-1")).await;
-    assert_eq!(after_admission.rest(WAIT).await.iter().map(|e| e.id.clone().expect("id")).collect::<Vec<_>>(), ids[1..]);
+    assert_eq!(
+        after_admission.rest(WAIT).await.iter().map(|e| e.id.clone().expect("id")).collect::<Vec<_>>(),
+        ids[1..]
+    );
     let mut resumed = Follower::open(&app, USER, id, Some(&ids[2])).await;
     let rest = resumed.rest(WAIT).await;
     assert_eq!(rest.iter().map(|e| e.id.clone().expect("id")).collect::<Vec<_>>(), ids[3..]);
