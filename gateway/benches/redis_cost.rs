@@ -20,7 +20,11 @@ async fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
     let (url, prefix, batches) = if benching {
         let batches = std::env::var("BENCH_BATCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-        (std::env::var("REDIS_URL").expect("REDIS_URL"), std::env::var("REDIS_KEY_PREFIX").expect("REDIS_KEY_PREFIX"), batches)
+        (
+            std::env::var("REDIS_URL").expect("REDIS_URL"),
+            std::env::var("REDIS_KEY_PREFIX").expect("REDIS_KEY_PREFIX"),
+            batches,
+        )
     } else {
         ("redis://127.0.0.1:6379".to_owned(), format!("redis-cost-smoke-{}:", uuid::Uuid::new_v4().simple()), 2)
     };
@@ -36,7 +40,8 @@ async fn main() {
     }
     if !benching {
         let mut conn = conn;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.expect("keys");
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.expect("keys");
         let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.expect("del");
     }
 }
