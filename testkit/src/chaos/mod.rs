@@ -199,7 +199,18 @@ impl Stack {
                 continue;
             };
             match rec.status {
-                _ if !rec.status.is_terminal() => t.stuck += 1,
+                _ if !rec.status.is_terminal() => {
+                    // What a stuck task was doing, so a failed run can be read from its table.
+                    t.stuck += 1;
+                    t.note.push_str(&format!(
+                        " stuck {id}: {} attempt {} tick {:?} worker {:?} accepted {};",
+                        rec.status,
+                        rec.attempt,
+                        rec.tick,
+                        rec.worker_id,
+                        accepted.contains(&id)
+                    ));
+                }
                 _ if !accepted.contains(&id) => t.not_accepted_closed += 1,
                 proto::TaskStatus::Completed => t.completed += 1,
                 proto::TaskStatus::Failed => t.failed += 1,
