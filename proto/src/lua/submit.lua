@@ -31,13 +31,17 @@ local daily_token_limit = tonumber(ARGV[8])
 -- how long a stopped task's checkpoint is kept (the record's `checkpoint_ttl`)
 local checkpoint_ttl = ARGV[9]
 local SHARED = 9
--- Returns one reply per submission: {'accepted', remaining} | {'over_quota', remaining} |
---         {'duplicate', claim} | {'rate_limited', retry ms} | {'too_many_active', count} |
---         {'over_token_quota', remaining};
+-- Returns two strings per submission, in one flat array (Redis converts every nested table
+-- of a reply field by field): 'accepted', remaining | 'over_quota', remaining |
+--         'duplicate', claim | 'rate_limited', retry ms | 'too_many_active', count |
+--         'over_token_quota', remaining;
 --         remaining is -1 when unlimited.
 
 -- Keys whose per-call upkeep (pruning, lifetime) this call has done already.
 local done = {}
+-- The accepted submissions' scores and ids, in ZADD's order, for the shared indexes.
+local indexed, indexed_n = {}, 0
+local prune_all_before
 
 -- The submission's keys are KEYS[k + 1 .. k + KEYS_PER_SUBMISSION], its arguments
 -- ARGV[a + 1 .. a + n] (read in place: no copies per submission).
@@ -50,8 +54,11 @@ local function admit(k, a, n)
   local rate_key = KEYS[k + 5]
   local active_key = KEYS[k + 6]
   local token_quota_key = KEYS[k + 7]
-  -- the task's max_ticks: what it reserves of the day's ticks
-  local cost = tonumber(ARGV[a + 1])
+  -- the task's max_ticks: what it reserves of the day's ticks. Written as the argument's own
+  -- string: Redis formats a Lua number given to redis.call with sprintf, which costs more
+  -- than the command itself.
+  local cost_arg = ARGV[a + 1]
+  local cost = tonumber(cost_arg)
   local quota_ttl = ARGV[a + 2]
   -- the task's score in the user's list and the unconfirmed index
   local created_ms = ARGV[a + 3]
@@ -61,7 +68,8 @@ local function admit(k, a, n)
   -- '' = no idempotency key
   local claim = ARGV[a + 6]
   -- the task's token budget, or the estimate for one without
-  local token_cost = tonumber(ARGV[a + 7])
+  local token_cost_arg = ARGV[a + 7]
+  local token_cost = tonumber(token_cost_arg)
   -- '' = never; else unix ms after which a task not started yet fails
   local expires_ms = ARGV[a + 8]
   -- the record's own values
@@ -75,7 +83,7 @@ local function admit(k, a, n)
   if claim ~= '' then
     local held = redis.call('GET', claim_key)
     if held then
-      return {'duplicate', held}
+      return 'duplicate', held
     end
   end
 
@@ -86,26 +94,28 @@ local function admit(k, a, n)
     or admit_quota(quota_key, daily_limit, cost, 'over_quota')
     or admit_quota(token_quota_key, daily_token_limit, token_cost, 'over_token_quota')
   if refused then
-    return refused
-  end
-  local remaining = -1
-  if daily_limit > 0 then
-    remaining = daily_limit - tonumber(redis.call('GET', quota_key) or '0') - cost
+    return refused[1], refused[2]
   end
 
   -- 3. Writes. The day's counters get their lifetime when this write creates them.
-  if redis.call('INCRBY', quota_key, cost) == cost then
+  local used = redis.call('INCRBY', quota_key, cost_arg)
+  if used == cost then
     redis.call('EXPIRE', quota_key, quota_ttl)
   end
+  local remaining = '-1'
+  if daily_limit > 0 then
+    remaining = tostring(daily_limit - used)
+  end
   -- (`ticks_used` and `cancel_requested` start absent: 0 and not requested.)
-  redis.call('HSET', task_key, 'user_id', user_id, 'status', 'in_queue', 'mandate', mandate, 'max_ticks', cost,
-    'attempt', 0, 'created_at', created_at, 'updated_at', created_at, 'quota_key', quota_key,
+  redis.call('HSET', task_key, 'user_id', user_id, 'status', 'in_queue', 'mandate', mandate, 'max_ticks', cost_arg,
+    'attempt', '0', 'created_at', created_at, 'updated_at', created_at, 'quota_key', quota_key,
     'checkpoint_ttl', checkpoint_ttl, unpack(ARGV, a + OPTIONAL, a + n))
   if daily_token_limit > 0 then
-    if redis.call('INCRBY', token_quota_key, token_cost) == token_cost then
+    if redis.call('INCRBY', token_quota_key, token_cost_arg) == token_cost then
       redis.call('EXPIRE', token_quota_key, quota_ttl)
     end
-    redis.call('HSET', task_key, 'token_quota_key', token_quota_key, 'tokens_reserved', token_cost, 'tokens_base', 0)
+    redis.call('HSET', task_key, 'token_quota_key', token_quota_key, 'tokens_reserved', token_cost_arg,
+      'tokens_base', '0')
   end
   if expires_ms ~= '' then
     redis.call('HSET', task_key, 'expires_at_ms', expires_ms)
@@ -117,7 +127,6 @@ local function admit(k, a, n)
   end
   redis.call('EXPIRE', task_key, ttl)
   redis.call('ZADD', user_tasks_key, created_ms, id)
-  redis.call('ZADD', all_tasks_key, created_ms, id)
   redis.call('SADD', active_key, id)
   -- Once per key per call: a batch's submissions of one user share the index and the set.
   if not done[user_tasks_key] then
@@ -126,22 +135,28 @@ local function admit(k, a, n)
     redis.call('EXPIRE', user_tasks_key, ttl)
     redis.call('EXPIRE', active_key, ttl)
   end
-  if not done[all_tasks_key] then
-    done[all_tasks_key] = true
-    redis.call('ZREMRANGEBYSCORE', all_tasks_key, '-inf', '(' .. prune_before_ms)
-  end
-  redis.call('ZADD', unconfirmed_key, created_ms, id)
+  -- The two shared indexes get the whole batch in one ZADD each, after the loop: nothing
+  -- in this call reads them, and a call of Redis's from Lua costs more than a member.
+  indexed_n = indexed_n + 2
+  indexed[indexed_n - 1] = created_ms
+  indexed[indexed_n] = id
+  prune_all_before = prune_all_before or prune_before_ms
   -- No event is written: a task's stream starts with its first change after admission, and
   -- a follower is told `in_queue` from the record (events/mod.rs), which saves creating a
   -- stream per submission.
-  return {'accepted', tostring(remaining)}
+  return 'accepted', remaining
 end
 
 local out = {}
 local a = SHARED + 1
 for t = 0, (#KEYS - SHARED_KEYS) / KEYS_PER_SUBMISSION - 1 do
   local n = tonumber(ARGV[a])
-  out[t + 1] = admit(SHARED_KEYS + t * KEYS_PER_SUBMISSION, a, n)
+  out[2 * t + 1], out[2 * t + 2] = admit(SHARED_KEYS + t * KEYS_PER_SUBMISSION, a, n)
   a = a + n + 1
+end
+if indexed_n > 0 then
+  redis.call('ZREMRANGEBYSCORE', all_tasks_key, '-inf', '(' .. prune_all_before)
+  redis.call('ZADD', all_tasks_key, unpack(indexed, 1, indexed_n))
+  redis.call('ZADD', unconfirmed_key, unpack(indexed, 1, indexed_n))
 end
 return out

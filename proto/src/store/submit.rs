@@ -162,11 +162,12 @@ impl TaskStore {
         for task in tasks {
             self.submit_keys_and_args(&mut inv, &mut args, task, limits);
         }
-        let replies: Vec<Vec<String>> = inv.invoke_async(&mut self.conn.clone()).await?;
-        if replies.len() != tasks.len() {
-            return Err(StoreError::Reply(format!("{} replies for {} submissions", replies.len(), tasks.len())));
+        // Two strings per submission, flat (submit.lua).
+        let replies: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        if replies.len() != 2 * tasks.len() {
+            return Err(StoreError::Reply(format!("{} reply fields for {} submissions", replies.len(), tasks.len())));
         }
-        Ok(replies.iter().map(|r| parse_submit_reply(r)).collect())
+        Ok(replies.chunks_exact(2).map(parse_submit_reply).collect())
     }
 
     /// submit.lua's keys and counted arguments for one submission of a batch (`args` is
