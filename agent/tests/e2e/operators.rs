@@ -82,6 +82,8 @@ async fn a_redrive_of_poison_then_fixed_tasks_completes_them_and_empties_the_dlq
         let rec = app.wait_for(*id, SOON, |r| r.status.is_terminal()).await;
         assert_eq!((rec.status, rec.runs), (TaskStatus::Completed, 1), "{rec:#?}");
     }
-    assert_eq!(app.ready(".dlq").await, 1, "only the foreign poison is left");
+    // The pass held the foreign message unacknowledged and its channel's close returns it;
+    // the broker counts it as ready again a moment later, not necessarily at once.
+    app.eventually("only the foreign poison is left", SOON, || async { app.ready(".dlq").await == 1 }).await;
     app.cleanup().await;
 }
