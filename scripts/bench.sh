@@ -26,15 +26,23 @@ out=bench/last-run.txt
 : > "$out"
 
 tag=bench$RANDOM
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export GATEWAY_ADDR=127.0.0.1:$port REDIS_KEY_PREFIX="$tag:" AGENT_INPUT_QUEUE="$tag.mandates"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+# A private redis-server, so the Redis CPU counted below is this run's alone (the shared one
+# serves whatever else runs on the machine).
+redis_dir=$(mktemp -d) redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$redis_dir" \
+  --daemonize yes --pidfile "$redis_dir/redis.pid" --logfile "$redis_dir/redis.log"
+for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis_pid=$(cat "$redis_dir/redis.pid")
+export GATEWAY_ADDR=127.0.0.1:$port REDIS_URL=redis://127.0.0.1:$redis_port REDIS_KEY_PREFIX="$tag:" AGENT_INPUT_QUEUE="$tag.mandates"
 export SUPABASE_JWT_SECRET=bench-secret-bench-secret-bench-secret-00
 export DAILY_TICK_LIMIT=0 SUBMIT_RATE_PER_MINUTE=0 MAX_ACTIVE_TASKS_PER_USER=0 RUST_LOG=warn
 "${server_env[@]}" "$target/gateway" >/dev/null 2>&1 &
 gw=$!
 cleanup() {
   kill "$gw" ${floor:-} 2>/dev/null || true; wait "$gw" ${floor:-} 2>/dev/null || true
-  redis-cli -h 127.0.0.1 eval "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end" 0 "$tag:*" >/dev/null
+  kill "$redis_pid" 2>/dev/null || true; rm -rf "$redis_dir"
   "$raw_bin" --delete-topology "$tag.mandates" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -43,7 +51,7 @@ export TOKEN=$("$target/gateway" token --sub bench-user --ttl 3600)
 
 # CPU seconds (user + system) each server process spends during a run, and the load
 # generator's own (GNU time), so the table can say where each request's CPU goes.
-redis_pid=$(pgrep -x redis-server | head -1); rabbit_pid=$(pgrep -f beam.smp | head -1)
+rabbit_pid=$(pgrep -f beam.smp | head -1)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 front=$gw # the HTTP server under load: the gateway, or the floor server while it runs
 snapshot() { echo "$(ticks "$front") $(ticks "$redis_pid") $(ticks "$rabbit_pid")"; }
@@ -92,7 +100,7 @@ wrk_run() { # name, script[, port]
   rm -f /tmp/$tag.wrk /tmp/$tag.time
 }
 # The floor: HTTP plus the confirmed publish and nothing else (gateway/benches/http_floor.rs).
-floor_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+floor_port=$(free_port)
 FLOOR_ADDR=127.0.0.1:$floor_port "${server_env[@]}" "$floor_bin" --bench >/dev/null 2>&1 &
 floor=$!
 for _ in $(seq 1 50); do curl -fsS -o /dev/null -X POST "http://127.0.0.1:$floor_port/tasks" 2>/dev/null && break; sleep 0.2; done

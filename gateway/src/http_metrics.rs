@@ -4,12 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, RwLock};
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
 use metrics::{Counter, Histogram};
 
 /// One request's series: its counter and its duration histogram.
@@ -22,16 +19,11 @@ type Known = HashMap<(&'static str, u16), HashMap<Box<str>, Series>>;
 /// string hash. Bounded: its keys are the same closed sets as the labels.
 static SERIES: LazyLock<RwLock<Known>> = LazyLock::new(Default::default);
 
-pub async fn track(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(req.method());
-    let resp = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let (count, duration) = series(method, route, resp.status().as_u16());
+/// Counts a finished request and records its duration (called by `edge::guard`).
+pub fn record(method: &'static str, route: &str, status: u16, elapsed: Duration) {
+    let (count, duration) = series(method, route, status);
     count.increment(1);
-    duration.record(start.elapsed().as_secs_f64());
-    resp
+    duration.record(elapsed.as_secs_f64());
 }
 
 fn series(method: &'static str, route: &str, status: u16) -> Series {

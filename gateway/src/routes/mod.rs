@@ -8,60 +8,28 @@ pub mod samples;
 pub mod system;
 pub mod tasks;
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::state::AppState;
-use crate::{edge, http_metrics, openapi};
+use crate::{edge, openapi};
 
 /// The API: every documented route, plus `undocumented` (routes another protocol describes,
 /// such as `/mcp`, given by the caller so this module needs none of their code), behind the
 /// same edge layers.
 pub fn router(state: AppState, undocumented: Router<AppState>) -> Router {
-    let limit: Duration = state.settings.request_timeout;
-    let body_limit = state.settings.max_body_bytes;
     let (routes, doc) = documented();
     openapi::publish(&doc);
+    let guard = edge::Guard { deadline: state.settings.request_timeout, body_limit: state.settings.max_body_bytes };
     let api = routes
         .merge(undocumented)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(limit, edge::deadline))
-        .layer(axum::middleware::from_fn_with_state(body_limit, edge::declared_length))
-        .layer(axum::middleware::from_fn(http_metrics::track))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &axum::http::Request<_>| {
-                    // The fields are only evaluated when the span is enabled.
-                    let span = tracing::info_span!("http",
-                    method = %req.method(),
-                    route = req.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str()),
-                    request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or(""));
-                    if !span.is_disabled() {
-                        // The client's W3C trace, when it sent one and tracing is on.
-                        runtime::telemetry::propagation::continue_from_headers(&span, req.headers());
-                    }
-                    span
-                })
-                // Failures are logged once, with their cause, where they happen (see problem.rs).
-                .on_failure(()),
-        )
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(axum::middleware::from_fn(edge::request_id))
+        .layer(DefaultBodyLimit::max(guard.body_limit))
+        .layer(axum::middleware::from_fn_with_state(guard, edge::guard))
         .with_state(state);
-    // Outside the whole router: `Router::layer` runs inside each route's method router, before
-    // it adds `Allow` to a 405.
-    Router::new()
-        .fallback_service(api)
-        .layer(axum::middleware::from_fn(edge::problem_errors))
-        .layer(axum::middleware::from_fn(edge::security_headers))
+    Router::new().fallback_service(api).layer(axum::middleware::from_fn(edge::front))
 }
 
 /// Every API route with its OpenAPI annotation: a route cannot be served undocumented.
@@ -110,6 +78,6 @@ pub fn reserve_router(state: AppState) -> Router {
         .route("/health", axum::routing::get(system::health))
         .route("/ready", axum::routing::get(system::ready))
         .fallback(busy)
-        .layer(axum::middleware::from_fn(edge::security_headers))
+        .layer(axum::middleware::from_fn(edge::front))
         .with_state(state)
 }

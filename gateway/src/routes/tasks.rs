@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::extract::FromRequestParts;
 use axum::extract::{Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -91,10 +93,10 @@ fn accepted(record: &TaskResponse) -> Response {
 pub async fn submit(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
+    IdempotencyHeader(key): IdempotencyHeader,
     JsonBody(req): JsonBody<TaskRequest>,
 ) -> Result<Response, ApiError> {
-    let idempotency_key = idempotency_key(&headers)?;
+    let idempotency_key = key.map(|v| parse_idempotency_key(v.as_bytes())).transpose()?;
     let task = prepare(&state, &user, req, idempotency_key).await?;
     tracing::Span::current().record("correlation_id", tracing::field::display(task.id));
     Ok(accepted(&state.submissions.submit(task).await?))
@@ -174,9 +176,16 @@ pub(crate) async fn prepare(
 }
 
 /// `Idempotency-Key`: 1..=255 printable ASCII characters, when present.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
-    parse_idempotency_key(v.as_bytes()).map(Some)
+/// The `Idempotency-Key` header as sent (checked by [`parse_idempotency_key`] after the body,
+/// as before), without the copy of every header that `HeaderMap` as an extractor makes.
+pub struct IdempotencyHeader(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(IDEMPOTENCY_KEY).cloned()))
+    }
 }
 
 /// An idempotency key (the header's, or the MCP `run_mandate` argument's) checked.
