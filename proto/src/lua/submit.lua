@@ -30,7 +30,9 @@ local daily_limit = tonumber(ARGV[7])
 local daily_token_limit = tonumber(ARGV[8])
 -- how long a stopped task's checkpoint is kept (the record's `checkpoint_ttl`)
 local checkpoint_ttl = ARGV[9]
-local SHARED = 9
+-- the indexes drop ids scored below this (their records have expired)
+local prune_before_ms = ARGV[10]
+local SHARED = 10
 -- Returns two strings per submission, in one flat array (Redis converts every nested table
 -- of a reply field by field): 'accepted', remaining | 'over_quota', remaining |
 --         'duplicate', claim | 'rate_limited', retry ms | 'too_many_active', count |
@@ -41,7 +43,6 @@ local SHARED = 9
 local done = {}
 -- The accepted submissions' scores and ids, in ZADD's order, for the shared indexes.
 local indexed, indexed_n = {}, 0
-local prune_all_before
 
 -- The submission's keys are KEYS[k + 1 .. k + KEYS_PER_SUBMISSION], its arguments
 -- ARGV[a + 1 .. a + n] (read in place: no copies per submission).
@@ -63,21 +64,19 @@ local function admit(k, a, n)
   -- the task's score in the user's list and the unconfirmed index
   local created_ms = ARGV[a + 3]
   local id = ARGV[a + 4]
-  -- the user's list drops ids scored below this (their records have expired)
-  local prune_before_ms = ARGV[a + 5]
   -- '' = no idempotency key
-  local claim = ARGV[a + 6]
+  local claim = ARGV[a + 5]
   -- the task's token budget, or the estimate for one without
-  local token_cost_arg = ARGV[a + 7]
+  local token_cost_arg = ARGV[a + 6]
   local token_cost = tonumber(token_cost_arg)
   -- '' = never; else unix ms after which a task not started yet fails
-  local expires_ms = ARGV[a + 8]
+  local expires_ms = ARGV[a + 7]
   -- the record's own values
-  local user_id = ARGV[a + 9]
-  local mandate = ARGV[a + 10]
-  local created_at = ARGV[a + 11]
-  -- ARGV[a + 12 .. a + n]: the record's optional fields, name then value
-  local OPTIONAL = 12
+  local user_id = ARGV[a + 8]
+  local mandate = ARGV[a + 9]
+  local created_at = ARGV[a + 10]
+  -- ARGV[a + 11 .. a + n]: the record's optional fields, name then value
+  local OPTIONAL = 11
 
   -- 1. A replayed key returns the claim and touches nothing else (no rate, no quota).
   if claim ~= '' then
@@ -140,7 +139,6 @@ local function admit(k, a, n)
   indexed_n = indexed_n + 2
   indexed[indexed_n - 1] = created_ms
   indexed[indexed_n] = id
-  prune_all_before = prune_all_before or prune_before_ms
   -- No event is written: a task's stream starts with its first change after admission, and
   -- a follower is told `in_queue` from the record (events/mod.rs), which saves creating a
   -- stream per submission.
@@ -155,7 +153,7 @@ for t = 0, (#KEYS - SHARED_KEYS) / KEYS_PER_SUBMISSION - 1 do
   a = a + n + 1
 end
 if indexed_n > 0 then
-  redis.call('ZREMRANGEBYSCORE', all_tasks_key, '-inf', '(' .. prune_all_before)
+  redis.call('ZREMRANGEBYSCORE', all_tasks_key, '-inf', '(' .. prune_before_ms)
   redis.call('ZADD', all_tasks_key, unpack(indexed, 1, indexed_n))
   redis.call('ZADD', unconfirmed_key, unpack(indexed, 1, indexed_n))
 end

@@ -157,7 +157,8 @@ impl TaskStore {
             .arg(self.keys.task_prefix())
             .arg(limits.daily_ticks)
             .arg(limits.daily_tokens)
-            .arg(limits.checkpoint_retention.as_secs());
+            .arg(limits.checkpoint_retention.as_secs())
+            .arg(self.prune_before_ms(tasks.first().map_or_else(Utc::now, |t| t.created_at)));
         let mut args: Vec<String> = Vec::with_capacity(16);
         for task in tasks {
             self.submit_keys_and_args(&mut inv, &mut args, task, limits);
@@ -170,31 +171,43 @@ impl TaskStore {
         Ok(replies.chunks_exact(2).map(parse_submit_reply).collect())
     }
 
+    /// The indexes drop ids scored (created) before this, unix ms: their records have expired.
+    fn prune_before_ms(&self, now: chrono::DateTime<Utc>) -> i64 {
+        let ttl_ms = i64::try_from(self.record_ttl.as_millis()).unwrap_or(i64::MAX);
+        now.timestamp_millis().saturating_sub(ttl_ms)
+    }
+
     /// submit.lua's keys and counted arguments for one submission of a batch (`args` is
     /// scratch space, reused across the batch).
     fn submit_keys_and_args(&self, inv: &mut Invocation<'_>, args: &mut Vec<String>, task: &NewTask, limits: &Limits) {
         args.clear();
         let created_ms = task.created_at.timestamp_millis();
-        let ttl_ms = i64::try_from(self.record_ttl.as_millis()).unwrap_or(i64::MAX);
         // The counter outlives its day by an hour so late refunds still find it.
         let quota_ttl = seconds_to_utc_midnight(task.created_at) + 3600;
+        // A key the script will not touch (no idempotency key, a limit that is off) is passed
+        // empty: every argument costs Redis a Lua string.
         let (claim_key, claim) = match &task.idempotency {
             Some(i) => (self.keys.idempotency(&task.user_id, &i.key), Claim::value(false, task.id, &i.fingerprint)),
-            None => (self.keys.idempotency(&task.user_id, ""), String::new()),
+            None => (String::new(), String::new()),
+        };
+        let rate_key = if limits.rate_per_minute == 0 { String::new() } else { self.keys.rate(&task.user_id) };
+        let tokens_key = if limits.daily_tokens <= 0 {
+            String::new()
+        } else {
+            self.keys.tokens(&task.user_id, &utc_day(task.created_at))
         };
         inv.key(self.keys.task(task.id))
             .key(self.keys.user_tasks(&task.user_id))
             .key(self.quota_key(&task.user_id, task.created_at))
             .key(claim_key)
-            .key(self.keys.rate(&task.user_id))
+            .key(rate_key)
             .key(self.keys.active(&task.user_id))
-            .key(self.keys.tokens(&task.user_id, &utc_day(task.created_at)));
+            .key(tokens_key);
         args.extend([
             task.max_ticks.to_string(),
             quota_ttl.to_string(),
             created_ms.to_string(),
             task.id.to_string(),
-            created_ms.saturating_sub(ttl_ms).to_string(),
             claim,
             task.max_tokens.unwrap_or(limits.token_estimate).to_string(),
             task.expires_at.map(|t| t.timestamp_millis().to_string()).unwrap_or_default(),
