@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side throughput, one run: the broker's raw publish-and-confirm rate (the physical
 # limit of a submission; measured before and after the rest), the floor (HTTP plus one
-# confirmed publish and nothing else), then POST /tasks and GET /tasks/{id} through a release
-# gateway with every limit off, all at the same concurrency against the local Redis and
-# RabbitMQ. Prints a table and the ratios, and as its last line the total CPU per operation of
-# every process for POST /tasks over the floor's (`cpu POST/floor: R`); the raw tool output goes
-# to bench/last-run.txt.
+# confirmed publish and nothing else), the guarantees' floor (the same plus the record written
+# before the publish and marked confirmed after, group-committed), then POST /tasks and
+# GET /tasks/{id} through a release gateway with every limit off, all at the same concurrency
+# against a private Redis and the local RabbitMQ. Prints a table and the ratios, and as its
+# last line the total CPU per operation of every process for POST /tasks over the floor's
+# (`cpu POST/floor: R`); the raw tool output goes to bench/last-run.txt.
 #   BENCH_CONCURRENCY (64), BENCH_SECONDS (10), BENCH_SERVER_THREADS (1: tokio worker threads of
 #   the gateway and the floor server, as deployed: the default gateway task has 1 vCPU, where
 #   tokio starts one worker; `0` leaves tokio's default, one per core of this machine)
@@ -106,7 +107,17 @@ floor=$!
 for _ in $(seq 1 50); do curl -fsS -o /dev/null -X POST "http://127.0.0.1:$floor_port/tasks" 2>/dev/null && break; sleep 0.2; done
 front=$floor
 wrk_run "floor: HTTP + publish + confirm" bench/post.lua "$floor_port"
-floor_block=$(awk '/== floor/{f=1} /== POST/{f=0} f' "$out")
+floor_block=$(awk '/== floor:/{f=1} /== floor \+/{f=0} f' "$out")
+kill -TERM "$floor"; wait "$floor" 2>/dev/null || true
+# The guarantees' floor: the same server writing the record before the publish and marking
+# it confirmed after, group-committed, on the private Redis (http_floor.rs).
+floor_port=$(free_port)
+FLOOR_ADDR=127.0.0.1:$floor_port FLOOR_RECORD=redis://127.0.0.1:$redis_port "${server_env[@]}" "$floor_bin" --bench >/dev/null 2>&1 &
+floor=$!
+for _ in $(seq 1 50); do curl -fsS -o /dev/null -X POST "http://127.0.0.1:$floor_port/tasks" 2>/dev/null && break; sleep 0.2; done
+front=$floor
+wrk_run "floor + the record: HTTP + record + publish + confirm + mark" bench/post.lua "$floor_port"
+record_block=$(awk '/== floor \+/{f=1} /== POST/{f=0} f' "$out")
 kill -TERM "$floor"; wait "$floor" 2>/dev/null || true
 front=$gw
 
@@ -120,9 +131,9 @@ get_block=$(awk '/== GET/{f=1} f' "$out")
 raw_run ", again"
 raw_again=$(grep '^raw_publish:' "$out" | tail -n 1)
 
-python3 - "$raw_line" "$floor_block" "$post_block" "$get_block" "$raw_again" <<'PY'
+python3 - "$raw_line" "$floor_block" "$post_block" "$get_block" "$raw_again" "$record_block" <<'PY'
 import re, sys
-raw, floor, post, get, again = sys.argv[1:6]
+raw, floor, post, get, again, record = sys.argv[1:7]
 def rate(b): return float(re.search(r"Requests/sec:\s+([\d.]+)", b).group(1))
 def p99(b):
     v, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", b).groups()
@@ -137,11 +148,13 @@ raw_rate, raw_p99 = (r1 + r2) / 2, (p1 + p2) / 2
 pr, pp, (pn, pe) = rate(post), p99(post), non2xx(post)
 gr, gp, (gn, ge) = rate(get), p99(get), non2xx(get)
 fr, fp, (fn, fe) = rate(floor), p99(floor), non2xx(floor)
+rr, rp, (rn, re_) = rate(record), p99(record), non2xx(record)
 print()
 print("| | throughput | p99 | non-2xx | server RSS |")
 print("|---|---|---|---|---|")
 print(f"| raw publish + confirm (mean of before and after) | {raw_rate:,.0f} msg/s ({r1:,.0f} / {r2:,.0f}) | {raw_p99:.1f} ms | — | — |")
 print(f"| floor: HTTP + publish + confirm | {fr:,.0f} req/s | {fp:.1f} ms | {fn} | {rss(floor)} MB |")
+print(f"| floor + the record (the guarantees' writes) | {rr:,.0f} req/s | {rp:.1f} ms | {rn} | {rss(record)} MB |")
 print(f"| `POST /tasks` | {pr:,.0f} req/s | {pp:.1f} ms | {pn} | {rss(post)} MB |")
 print(f"| `GET /tasks/{{id}}` | {gr:,.0f} req/s | {gp:.1f} ms | {gn} | {rss(get)} MB |")
 print(f"\nratio POST/raw: {pr / raw_rate:.2f}  (p99 {pp / raw_p99:.1f}x the raw p99; socket errors: POST {pe}, GET {ge})")
@@ -153,7 +166,9 @@ if abs(r1 - r2) > 0.2 * raw_rate:
 def cpu(b):
     line = re.search(r"^cpu .*$", b, re.M).group(0)
     return {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+) us/op", line)}
-cf, cp = cpu(floor), cpu(post)
-print("cpu per op (us): " + ", ".join(f"{k} floor {cf[k]:.1f} / POST {cp[k]:.1f}" for k in cp))
+cf, cr, cp = cpu(floor), cpu(record), cpu(post)
+print("cpu per op (us): " + ", ".join(f"{k} floor {cf[k]:.1f} / +record {cr[k]:.1f} / POST {cp[k]:.1f}" for k in cp))
+print(f"cpu +record/floor: {cr['total'] / cf['total']:.2f} (what the guarantees cost), "
+      f"POST/+record: {cp['total'] / cr['total']:.2f} (what the gateway's features cost)")
 print(f"cpu POST/floor: {cp['total'] / cf['total']:.2f}")
 PY

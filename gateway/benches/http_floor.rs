@@ -5,18 +5,33 @@
 //! wrk next to the raw publisher and the real gateway: raw vs floor is what HTTP itself costs
 //! on this machine, floor vs gateway what the gateway adds.
 //!
+//! With `FLOOR_RECORD` set to a Redis URL it is the floor of any design that keeps
+//! `POST /tasks`'s guarantees instead: before the publish, a record (the five fields the agent
+//! and `GET` need, a lifetime) and the task in an "unconfirmed" index, so a crash before the
+//! confirm leaves something a reconciler can close; after the confirm, the task out of that
+//! index, before the answer. Both writes are group-committed as the gateway does them (one
+//! script call in flight each), with no limits, no idempotency, no user index and no metrics.
+//! What the gateway costs above this floor is what its features cost; what this floor costs
+//! above the plain one is what the guarantees cost.
+//!
 //! `--bench`: serves on `FLOOR_ADDR` until SIGTERM or SIGINT, then deletes its queue. Under
-//! `cargo test` it serves a few requests of its own as a smoke test.
+//! `cargo test` it serves a few requests of its own as a smoke test (with the record too when
+//! the local Redis answers).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 use lapin::Channel;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use proto::store::StoreError;
 use proto::topology::Topology;
+use redis::aio::ConnectionManager;
 use runtime::connect::Endpoint;
+use runtime::group_commit::GroupCommit;
+use runtime::lifecycle::{Background, Stage};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -24,14 +39,103 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Floor {
     channel: Channel,
     queue: String,
+    record: Option<Records>,
+}
+
+/// The guarantees' two writes, group-committed.
+struct Records {
+    prefix: String,
+    writes: GroupCommit<Written, ()>,
+    confirms: GroupCommit<String, ()>,
+}
+
+/// One record: its id, then the fields.
+struct Written {
+    id: String,
+    created_ms: String,
+    fields: [String; 5],
+}
+
+/// KEYS[1]: the unconfirmed index; KEYS[2..]: the records. ARGV[1]: their lifetime, then per
+/// record its id, its score and its five field values.
+const WRITE: &str = r"
+local ttl = ARGV[1]
+local indexed = {}
+for i = 2, #KEYS do
+  local a = 2 + (i - 2) * 7
+  redis.call('HSET', KEYS[i], 'user_id', ARGV[a + 2], 'status', 'in_queue', 'mandate', ARGV[a + 3],
+    'max_ticks', ARGV[a + 4], 'created_at', ARGV[a + 5], 'quota_key', ARGV[a + 6])
+  redis.call('EXPIRE', KEYS[i], ttl)
+  indexed[#indexed + 1] = ARGV[a + 1]
+  indexed[#indexed + 1] = ARGV[a]
+end
+redis.call('ZADD', KEYS[1], unpack(indexed))
+return #KEYS - 1
+";
+/// KEYS[1]: the unconfirmed index; ARGV: the confirmed ids.
+const CONFIRM: &str = r"return redis.call('ZREM', KEYS[1], unpack(ARGV))";
+
+impl Records {
+    fn new(conn: ConnectionManager, prefix: String, stage: &Stage) -> Self {
+        let unconfirmed = format!("{prefix}unconfirmed");
+        let writes = {
+            let (conn, unconfirmed, prefix) = (conn.clone(), unconfirmed.clone(), prefix.clone());
+            let script = redis::Script::new(WRITE);
+            GroupCommit::spawn(64, 1, stage, move |batch: Vec<Written>| {
+                let (script, unconfirmed, prefix, mut conn) =
+                    (script.clone(), unconfirmed.clone(), prefix.clone(), conn.clone());
+                async move {
+                    let mut inv = script.prepare_invoke();
+                    inv.key(&unconfirmed).arg(86_400);
+                    for w in &batch {
+                        inv.key(format!("{prefix}task:{}", w.id)).arg(&w.id).arg(&w.created_ms).arg(&w.fields);
+                    }
+                    let n: usize = inv.invoke_async(&mut conn).await.map_err(StoreError::from)?;
+                    Ok((0..n).map(|_| Ok(())).collect())
+                }
+            })
+        };
+        let confirms = {
+            let script = redis::Script::new(CONFIRM);
+            GroupCommit::spawn(128, 1, stage, move |ids: Vec<String>| {
+                let (script, unconfirmed, mut conn) = (script.clone(), unconfirmed.clone(), conn.clone());
+                async move {
+                    let mut inv = script.prepare_invoke();
+                    inv.key(&unconfirmed).arg(&ids);
+                    let _: usize = inv.invoke_async(&mut conn).await.map_err(StoreError::from)?;
+                    Ok(ids.iter().map(|_| Ok(())).collect())
+                }
+            })
+        };
+        Self { prefix, writes, confirms }
+    }
 }
 
 async fn submit(state: axum::extract::State<Arc<Floor>>, body: axum::body::Bytes) -> (StatusCode, String) {
     let id = uuid::Uuid::new_v4();
+    let now = chrono::Utc::now();
+    let mandate = String::from_utf8_lossy(&body);
+    if let Some(records) = &state.record {
+        let day = now.format("%Y-%m-%d");
+        let written = Written {
+            id: id.to_string(),
+            created_ms: now.timestamp_millis().to_string(),
+            fields: [
+                "bench-user".into(),
+                mandate.to_string(),
+                "5".into(),
+                now.to_rfc3339(),
+                format!("{}quota:bench-user:{day}", records.prefix),
+            ],
+        };
+        if records.writes.call(written).await.is_err() {
+            return (StatusCode::SERVICE_UNAVAILABLE, String::new());
+        }
+    }
     let envelope = serde_json::json!({
         "v": 1, "correlation_id": id, "user_id": "bench-user",
-        "mandate": String::from_utf8_lossy(&body), "max_ticks": 5,
-        "created_at": chrono::Utc::now().to_rfc3339(),
+        "mandate": mandate, "max_ticks": 5,
+        "created_at": now.to_rfc3339(),
     });
     let props = proto::envelope::properties(&id.to_string());
     let published = state
@@ -47,6 +151,11 @@ async fn submit(state: axum::extract::State<Arc<Floor>>, body: axum::body::Bytes
     match published {
         Ok(confirm) => match confirm.await {
             Ok(c) if c.is_ack() => {
+                if let Some(records) = &state.record
+                    && records.confirms.call(id.to_string()).await.is_err()
+                {
+                    return (StatusCode::SERVICE_UNAVAILABLE, String::new());
+                }
                 (StatusCode::ACCEPTED, format!(r#"{{"correlation_id":"{id}","status":"in_queue"}}"#))
             }
             _ => (StatusCode::SERVICE_UNAVAILABLE, String::new()),
@@ -65,9 +174,24 @@ async fn main() {
     channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
     let topology = Topology::new(queue.clone(), 5);
     topology.declare(&channel).await.expect("declare");
-    let app = Router::new()
-        .route("/tasks", post(submit))
-        .with_state(Arc::new(Floor { channel: channel.clone(), queue: queue.clone() }));
+    let mut background = Background::new();
+    let commits = background.stage("group commits", Duration::from_secs(5));
+    let record_url =
+        std::env::var("FLOOR_RECORD").ok().or_else(|| (!benching).then(|| "redis://127.0.0.1:6379".to_owned()));
+    let prefix = format!("floor-{}:", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let record = match record_url {
+        Some(url) => {
+            let conn = runtime::connect::redis(&Endpoint::new(url)).expect("redis url");
+            Some(Records::new(conn, prefix.clone(), &commits))
+        }
+        None => None,
+    };
+    let recording = record.is_some();
+    let app = Router::new().route("/tasks", post(submit)).with_state(Arc::new(Floor {
+        channel: channel.clone(),
+        queue: queue.clone(),
+        record,
+    }));
     let addr = if benching { std::env::var("FLOOR_ADDR").expect("FLOOR_ADDR") } else { "127.0.0.1:0".into() };
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
     let local = listener.local_addr().expect("addr");
@@ -83,7 +207,18 @@ async fn main() {
             assert_eq!(resp.status(), 202, "the floor server answers 202 once the broker confirms");
         }
         server.abort();
+        if recording {
+            let mut conn =
+                runtime::connect::redis(&Endpoint::new("redis://127.0.0.1:6379".to_owned())).expect("redis url");
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.expect("keys");
+            let unconfirmed = keys.iter().filter(|k| k.ends_with("unconfirmed")).count();
+            assert_eq!(keys.len(), 5, "five records and no unconfirmed index left: {keys:?}");
+            assert_eq!(unconfirmed, 0, "every confirmed task leaves the unconfirmed index");
+            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.expect("del");
+        }
     }
+    background.stop().await;
     let _ = topology.delete(&channel).await;
     let _ = conn.close(200, "done".into()).await;
 }
