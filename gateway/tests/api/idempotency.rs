@@ -114,7 +114,20 @@ async fn a_duplicate_of_a_request_still_publishing_is_409_until_the_reconciler_h
     // A first request that wrote its record and claim and is "still publishing": the claim
     // is never confirmed, as when the first gateway was cut off mid-publish.
     let body = json!({"mandate": "in flight", "max_ticks": 2});
-    let probe = submit_with_key(&app, USER, "probe", &body).await;
+    // The probe only reads its claim's fingerprint. On a loaded machine its first publish
+    // (the broker connection opened lazily, within the short timeout set above) can miss, and
+    // a 503 frees the key: so the broker link comes up first, and a 503 is retried.
+    app.eventually("gateway ready", Duration::from_secs(10), || async {
+        matches!(app.http.get(app.url("/ready")).send().await, Ok(r) if r.status() == 200)
+    })
+    .await;
+    let mut probe = submit_with_key(&app, USER, "probe", &body).await;
+    for _ in 0..5 {
+        if probe.status() != 503 {
+            break;
+        }
+        probe = submit_with_key(&app, USER, "probe", &body).await;
+    }
     let fingerprint_source = id_of(probe).await;
     let fingerprint = {
         let key = Keys::new(app.ns.prefix.clone()).idempotency(USER, "probe");
