@@ -24,7 +24,7 @@ conc_list=${BENCH_CONCURRENCY:-1 16}
 profile=${BENCH_PROFILE_TASKS:-20}
 cargo build --release --locked --quiet --bin agent --bench raw_consume --bench agent_throughput
 target=${CARGO_TARGET_DIR:-target}/release
-newest() { ls -t "$target"/deps/"$1"-* | grep -v '\.d$' | head -1; }
+newest() { find "$target/deps" -maxdepth 1 -type f -perm -u+x -name "$1-*" -printf '%T@ %p\n' | sort -rn | head -n 1 | cut -d' ' -f2-; }
 raw_bin=$(newest raw_consume)
 drv_bin=$(newest agent_throughput)
 out=bench/agent-last-run.txt

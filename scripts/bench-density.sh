@@ -20,7 +20,7 @@ done
 scripts/services.sh >/dev/null
 cargo build --release --locked --quiet --bin agent --bench agent_density
 target=${CARGO_TARGET_DIR:-target}/release
-drv_bin=$(ls -t "$target"/deps/agent_density-* | grep -v '\.d$' | head -1)
+drv_bin=$(find "$target/deps" -maxdepth 1 -type f -perm -u+x -name "agent_density-*" -printf '%T@ %p\n' | sort -rn | head -n 1 | cut -d' ' -f2-)
 export AGENT_BIN=$target/agent BENCH_MODEL_DELAY_MS=$delay BENCH_TICKS=$ticks BENCH_SECONDS=$secs
 out=bench/density-last-run.txt
 echo "# $(date -u +%FT%TZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out"

@@ -11,7 +11,7 @@ command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=nonint
 batches=${BENCH_BATCHES:-100}
 cargo build --release --locked --quiet --bench redis_cost
 target=${CARGO_TARGET_DIR:-target}/release
-bin=$(ls -t "$target"/deps/redis_cost-* | grep -v '\.d$' | head -1)
+bin=$(find "$target/deps" -maxdepth 1 -type f -perm -u+x -name "redis_cost-*" -printf '%T@ %p\n' | sort -rn | head -n 1 | cut -d' ' -f2-)
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 valgrind --tool=callgrind --callgrind-out-file="$dir/cg.%p" \
