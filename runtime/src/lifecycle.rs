@@ -66,7 +66,9 @@ impl Stage {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.tasks.spawn(task.in_current_span());
+        // Boxed first: a large future (a submission's publish) is then moved as a pointer, not
+        // copied whole at each wrapper on its way into the task (callgrind, issue 25).
+        self.tasks.spawn(Box::pin(task).in_current_span());
     }
 
     /// Makes a task spawned elsewhere part of this stage: stopping waits for it.
