@@ -47,7 +47,8 @@ export DAILY_TICK_LIMIT=0 SUBMIT_RATE_PER_MINUTE=0 MAX_ACTIVE_TASKS_PER_USER=0 R
 gw=$!
 cleanup() {
   kill "$gw" ${floor:-} 2>/dev/null || true; wait "$gw" ${floor:-} 2>/dev/null || true
-  kill "$redis_pid" 2>/dev/null || true; rm -rf "$redis_dir" "$blocks"
+  redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || kill "$redis_pid" 2>/dev/null || true
+  rm -rf "$redis_dir" "$blocks"
   "$raw_bin" --delete-topology "$tag.mandates" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
